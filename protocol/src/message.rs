@@ -1,0 +1,486 @@
+//! Frames, headers and the body of every message type, with their byte layouts.
+//!
+//! Enumerated fields (category, payment method, sale flags) stay raw `u8` here: the decoder only
+//! checks structure, so a request with an out-of-range value still decodes and gets an
+//! `invalid_field` reply matched to its trace number instead of closing the connection.
+
+use bytes::{BufMut, BytesMut};
+
+pub use crate::types::MsgType;
+use crate::types::{CardNo, CardState, LocalTime, ResponseCode};
+use crate::MAX_ERROR_TEXT_BYTES;
+
+/// Header flag bit 0: the terminal is sending this request again (T8). Advisory only: the
+/// switch recognises retransmissions by terminal and trace number whether or not it is set.
+pub const FLAG_RETRANSMIT: u16 = 1 << 0;
+/// Flag bits this version defines; a frame with any other bit set is malformed.
+pub const KNOWN_FLAGS: u16 = FLAG_RETRANSMIT;
+
+/// The fixed header after the length prefix (its `msg_type` comes from the message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Header {
+    pub flags: u16,
+    pub terminal_id: u32,
+    /// System trace audit number: unique per terminal for each new request.
+    pub stan: u32,
+    pub local_time: LocalTime,
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub header: Header,
+    pub message: Message,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+impl Message {
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Message::Request(r) => r.msg_type(),
+            Message::Response(r) => r.msg_type(),
+        }
+    }
+}
+
+/// Requests a terminal sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Opens a session for the terminal at a store; required before anything but echo.
+    SignOn { store_id: u32 },
+    Echo,
+    Balance { card: CardNo },
+    /// Debit (T1).
+    Sale { card: CardNo, amount_minor: i64, category: u8, flags: u8 },
+    /// Credit paid by `method` (V6).
+    Load { card: CardNo, amount_minor: i64, method: u8 },
+    /// Authorization reserving value (T4).
+    Hold { card: CardNo, amount_minor: i64, category: u8 },
+    /// Completion of a hold for a final amount (T4).
+    Capture { card: CardNo, hold_txn_id: u64, amount_minor: i64 },
+    /// Cancels a same-day sale, load or hold (T6, T4).
+    Void { card: CardNo, original_txn_id: u64 },
+    /// Returns value against an original sale or capture (T5).
+    Refund { card: CardNo, original_txn_id: u64, amount_minor: i64 },
+    /// Undoes this terminal's request with `original_stan` (T7).
+    Reversal { card: CardNo, original_stan: u32, amount_minor: i64 },
+    /// Imports the card numbers `first..=last` for a product and store (L1).
+    ImportRange { first: CardNo, last: CardNo, product: u16, store_id: u32 },
+    /// Sells an imported card, with an opening load paid by `method` (L2).
+    SellCard { card: CardNo, amount_minor: i64, method: u8 },
+}
+
+impl Request {
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Request::SignOn { .. } => MsgType::SignOn,
+            Request::Echo => MsgType::Echo,
+            Request::Balance { .. } => MsgType::Balance,
+            Request::Sale { .. } => MsgType::Sale,
+            Request::Load { .. } => MsgType::Load,
+            Request::Hold { .. } => MsgType::Hold,
+            Request::Capture { .. } => MsgType::Capture,
+            Request::Void { .. } => MsgType::Void,
+            Request::Refund { .. } => MsgType::Refund,
+            Request::Reversal { .. } => MsgType::Reversal,
+            Request::ImportRange { .. } => MsgType::ImportRange,
+            Request::SellCard { .. } => MsgType::SellCard,
+        }
+    }
+
+    /// The card the request acts on, which decides the partition that owns it.
+    pub fn card(&self) -> Option<CardNo> {
+        match *self {
+            Request::Balance { card }
+            | Request::Sale { card, .. }
+            | Request::Load { card, .. }
+            | Request::Hold { card, .. }
+            | Request::Capture { card, .. }
+            | Request::Void { card, .. }
+            | Request::Refund { card, .. }
+            | Request::Reversal { card, .. }
+            | Request::SellCard { card, .. } => Some(card),
+            Request::SignOn { .. } | Request::Echo | Request::ImportRange { .. } => None,
+        }
+    }
+}
+
+/// Reply to every request that acts on one card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CardReply {
+    pub code: ResponseCode,
+    pub state: CardState,
+    /// Reference number of the posting (0 when nothing was posted); captures, voids and
+    /// refunds name their original by it.
+    pub txn_id: u64,
+    /// Amount the posting moved (a capture's final amount, a refund's amount, ...).
+    pub amount_minor: i64,
+    /// Balances after the request.
+    pub cash_minor: i64,
+    pub bonus_minor: i64,
+    pub held_minor: i64,
+}
+
+impl Default for ResponseCode {
+    fn default() -> Self {
+        ResponseCode::Approved
+    }
+}
+
+impl Default for CardState {
+    fn default() -> Self {
+        CardState::Unknown
+    }
+}
+
+impl CardReply {
+    /// A reply carrying only a code (declines before the card was looked at).
+    pub fn code_only(code: ResponseCode) -> CardReply {
+        CardReply { code, ..CardReply::default() }
+    }
+
+    /// Cash + bonus - holds: what a debit may take (T1).
+    pub fn available_minor(&self) -> i64 {
+        self.cash_minor + self.bonus_minor - self.held_minor
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignOnReply {
+    pub code: ResponseCode,
+    /// The business date the switch stamps on this terminal's postings, as YYYYMMDD.
+    pub business_date: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportRangeReply {
+    pub code: ResponseCode,
+    /// Card numbers in the range (0 when declined).
+    pub card_count: u64,
+}
+
+/// Responses the switch sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    SignOn(SignOnReply),
+    Echo { code: ResponseCode },
+    /// Reply to the card request of type `request` (balance, sale, load, hold, capture, void,
+    /// refund, reversal, sell card).
+    Card { request: MsgType, reply: CardReply },
+    ImportRange(ImportRangeReply),
+    /// A frame the switch could not process; the connection closes after it.
+    Error { code: ResponseCode, text: String },
+}
+
+impl Response {
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Response::SignOn(_) => MsgType::SignOnReply,
+            Response::Echo { .. } => MsgType::EchoReply,
+            Response::Card { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
+            Response::ImportRange(_) => MsgType::ImportRangeReply,
+            Response::Error { .. } => MsgType::Error,
+        }
+    }
+
+    pub fn code(&self) -> ResponseCode {
+        match self {
+            Response::SignOn(r) => r.code,
+            Response::Echo { code } | Response::Error { code, .. } => *code,
+            Response::Card { reply, .. } => reply.code,
+            Response::ImportRange(r) => r.code,
+        }
+    }
+
+    /// The decline reply of the right shape for `request` with `code`.
+    pub fn decline(request: MsgType, code: ResponseCode) -> Response {
+        match request {
+            MsgType::SignOn => Response::SignOn(SignOnReply { code, business_date: 0 }),
+            MsgType::Echo => Response::Echo { code },
+            MsgType::ImportRange => Response::ImportRange(ImportRangeReply { code, card_count: 0 }),
+            MsgType::Balance
+            | MsgType::Sale
+            | MsgType::Load
+            | MsgType::Hold
+            | MsgType::Capture
+            | MsgType::Void
+            | MsgType::Refund
+            | MsgType::Reversal
+            | MsgType::SellCard => Response::Card { request, reply: CardReply::code_only(code) },
+            _ => Response::Error { code, text: format!("{request} is not a request") },
+        }
+    }
+}
+
+/// Why a frame's body could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("protocol version {0} is not supported (this switch speaks version {v})", v = crate::PROTOCOL_VERSION)]
+    UnsupportedVersion(u8),
+    #[error("message type 0x{0:02x} is unknown")]
+    UnknownType(u8),
+    #[error("message type {0} is a response; a terminal may only send requests")]
+    NotARequest(MsgType),
+    #[error("flag bits 0x{0:04x} are reserved and must be zero")]
+    ReservedFlags(u16),
+    #[error("body ends early: {field} needs {needed} more bytes")]
+    Truncated { field: &'static str, needed: usize },
+    #[error("{0} bytes after the end of the body")]
+    TrailingBytes(usize),
+    #[error("string {field} is {len} bytes, more than the maximum {max}")]
+    StringTooLong { field: &'static str, len: usize, max: usize },
+    #[error("string {field} is not valid UTF-8")]
+    BadUtf8 { field: &'static str },
+    #[error("response code {0} is unknown")]
+    UnknownCode(u8),
+    #[error("card state {0} is unknown")]
+    UnknownState(u8),
+}
+
+impl BodyError {
+    /// The response code an `Error` reply carries for this problem.
+    pub fn code(&self) -> ResponseCode {
+        match self {
+            BodyError::UnsupportedVersion(_) => ResponseCode::UnsupportedVersion,
+            BodyError::UnknownType(_) | BodyError::NotARequest(_) => ResponseCode::UnknownMessageType,
+            _ => ResponseCode::Malformed,
+        }
+    }
+}
+
+/// Reads fixed-width big-endian fields from a body, refusing to read past its end.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], BodyError> {
+        if self.bytes.len() < N {
+            return Err(BodyError::Truncated { field, needed: N - self.bytes.len() });
+        }
+        let (head, rest) = self.bytes.split_at(N);
+        self.bytes = rest;
+        Ok(head.try_into().expect("split_at gave N bytes"))
+    }
+
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, BodyError> {
+        Ok(self.take::<1>(field)?[0])
+    }
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, BodyError> {
+        Ok(u16::from_be_bytes(self.take(field)?))
+    }
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, BodyError> {
+        Ok(u32::from_be_bytes(self.take(field)?))
+    }
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, BodyError> {
+        Ok(u64::from_be_bytes(self.take(field)?))
+    }
+    fn i64(&mut self, field: &'static str) -> Result<i64, BodyError> {
+        Ok(i64::from_be_bytes(self.take(field)?))
+    }
+    fn card(&mut self) -> Result<CardNo, BodyError> {
+        Ok(CardNo(self.u64("card")?))
+    }
+    fn code(&mut self) -> Result<ResponseCode, BodyError> {
+        let raw = self.u8("code")?;
+        ResponseCode::from_u8(raw).ok_or(BodyError::UnknownCode(raw))
+    }
+    fn string(&mut self, field: &'static str, max: usize) -> Result<String, BodyError> {
+        let len = self.u16(field)? as usize;
+        if len > max {
+            return Err(BodyError::StringTooLong { field, len, max });
+        }
+        if self.bytes.len() < len {
+            return Err(BodyError::Truncated { field, needed: len - self.bytes.len() });
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        std::str::from_utf8(head).map(str::to_owned).map_err(|_| BodyError::BadUtf8 { field })
+    }
+    pub(crate) fn finish(self) -> Result<(), BodyError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(BodyError::TrailingBytes(self.bytes.len()))
+        }
+    }
+}
+
+/// Decodes the body of a message of type `msg_type`.
+pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Message, BodyError> {
+    use MsgType as T;
+    let request = |req| Ok(Message::Request(req));
+    match msg_type {
+        T::SignOn => request(Request::SignOn { store_id: r.u32("store_id")? }),
+        T::Echo => request(Request::Echo),
+        T::Balance => request(Request::Balance { card: r.card()? }),
+        T::Sale => request(Request::Sale {
+            card: r.card()?,
+            amount_minor: r.i64("amount_minor")?,
+            category: r.u8("category")?,
+            flags: r.u8("flags")?,
+        }),
+        T::Load => request(Request::Load {
+            card: r.card()?,
+            amount_minor: r.i64("amount_minor")?,
+            method: r.u8("method")?,
+        }),
+        T::Hold => request(Request::Hold {
+            card: r.card()?,
+            amount_minor: r.i64("amount_minor")?,
+            category: r.u8("category")?,
+        }),
+        T::Capture => request(Request::Capture {
+            card: r.card()?,
+            hold_txn_id: r.u64("hold_txn_id")?,
+            amount_minor: r.i64("amount_minor")?,
+        }),
+        T::Void => request(Request::Void { card: r.card()?, original_txn_id: r.u64("original_txn_id")? }),
+        T::Refund => request(Request::Refund {
+            card: r.card()?,
+            original_txn_id: r.u64("original_txn_id")?,
+            amount_minor: r.i64("amount_minor")?,
+        }),
+        T::Reversal => request(Request::Reversal {
+            card: r.card()?,
+            original_stan: r.u32("original_stan")?,
+            amount_minor: r.i64("amount_minor")?,
+        }),
+        T::ImportRange => request(Request::ImportRange {
+            first: CardNo(r.u64("first")?),
+            last: CardNo(r.u64("last")?),
+            product: r.u16("product")?,
+            store_id: r.u32("store_id")?,
+        }),
+        T::SellCard => request(Request::SellCard {
+            card: r.card()?,
+            amount_minor: r.i64("amount_minor")?,
+            method: r.u8("method")?,
+        }),
+        T::SignOnReply => Ok(Message::Response(Response::SignOn(SignOnReply {
+            code: r.code()?,
+            business_date: r.u32("business_date")?,
+        }))),
+        T::EchoReply => Ok(Message::Response(Response::Echo { code: r.code()? })),
+        T::ImportRangeReply => Ok(Message::Response(Response::ImportRange(ImportRangeReply {
+            code: r.code()?,
+            card_count: r.u64("card_count")?,
+        }))),
+        T::Error => Ok(Message::Response(Response::Error {
+            code: r.code()?,
+            text: r.string("text", MAX_ERROR_TEXT_BYTES)?,
+        })),
+        T::BalanceReply
+        | T::SaleReply
+        | T::LoadReply
+        | T::HoldReply
+        | T::CaptureReply
+        | T::VoidReply
+        | T::RefundReply
+        | T::ReversalReply
+        | T::SellCardReply => {
+            let code = r.code()?;
+            let raw_state = r.u8("state")?;
+            let state = CardState::from_u8(raw_state).ok_or(BodyError::UnknownState(raw_state))?;
+            let reply = CardReply {
+                code,
+                state,
+                txn_id: r.u64("txn_id")?,
+                amount_minor: r.i64("amount_minor")?,
+                cash_minor: r.i64("cash_minor")?,
+                bonus_minor: r.i64("bonus_minor")?,
+                held_minor: r.i64("held_minor")?,
+            };
+            let request = MsgType::from_u8(msg_type as u8 & !MsgType::RESPONSE_BIT)
+                .expect("every card reply type has a request type");
+            Ok(Message::Response(Response::Card { request, reply }))
+        }
+    }
+}
+
+/// Appends the body of `message` to `out`.
+pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
+    match message {
+        Message::Request(req) => match *req {
+            Request::SignOn { store_id } => out.put_u32(store_id),
+            Request::Echo => {}
+            Request::Balance { card } => out.put_u64(card.0),
+            Request::Sale { card, amount_minor, category, flags } => {
+                out.put_u64(card.0);
+                out.put_i64(amount_minor);
+                out.put_u8(category);
+                out.put_u8(flags);
+            }
+            Request::Load { card, amount_minor, method } | Request::SellCard { card, amount_minor, method } => {
+                out.put_u64(card.0);
+                out.put_i64(amount_minor);
+                out.put_u8(method);
+            }
+            Request::Hold { card, amount_minor, category } => {
+                out.put_u64(card.0);
+                out.put_i64(amount_minor);
+                out.put_u8(category);
+            }
+            Request::Capture { card, hold_txn_id: txn_id, amount_minor }
+            | Request::Refund { card, original_txn_id: txn_id, amount_minor } => {
+                out.put_u64(card.0);
+                out.put_u64(txn_id);
+                out.put_i64(amount_minor);
+            }
+            Request::Void { card, original_txn_id } => {
+                out.put_u64(card.0);
+                out.put_u64(original_txn_id);
+            }
+            Request::Reversal { card, original_stan, amount_minor } => {
+                out.put_u64(card.0);
+                out.put_u32(original_stan);
+                out.put_i64(amount_minor);
+            }
+            Request::ImportRange { first, last, product, store_id } => {
+                out.put_u64(first.0);
+                out.put_u64(last.0);
+                out.put_u16(product);
+                out.put_u32(store_id);
+            }
+        },
+        Message::Response(resp) => match resp {
+            Response::SignOn(r) => {
+                out.put_u8(r.code as u8);
+                out.put_u32(r.business_date);
+            }
+            Response::Echo { code } => out.put_u8(*code as u8),
+            Response::Card { reply, .. } => {
+                out.put_u8(reply.code as u8);
+                out.put_u8(reply.state as u8);
+                out.put_u64(reply.txn_id);
+                out.put_i64(reply.amount_minor);
+                out.put_i64(reply.cash_minor);
+                out.put_i64(reply.bonus_minor);
+                out.put_i64(reply.held_minor);
+            }
+            Response::ImportRange(r) => {
+                out.put_u8(r.code as u8);
+                out.put_u64(r.card_count);
+            }
+            Response::Error { code, text } => {
+                // Longer texts are cut at a character boundary so the frame stays decodable.
+                let mut end = text.len().min(MAX_ERROR_TEXT_BYTES);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.put_u8(*code as u8);
+                out.put_u16(end as u16);
+                out.put_slice(&text.as_bytes()[..end]);
+            }
+        },
+    }
+}
