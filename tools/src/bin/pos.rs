@@ -1,1 +1,918 @@
-fn main() {}
+//! `pos`: a terminal simulator for trying the switch by hand. Sends one message (after a
+//! sign-on where one is needed) and prints the response readably or as one JSON object.
+//!
+//! Exit status: 0 approved, 1 declined, 2 usage, connection or protocol error.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cardswitch_tools::{
+    describe_io_error, format_date, json_string, parse_amount, parse_card, parse_category,
+    parse_method, parse_product, parse_stan, product_name, sign_on_stan_from_clock,
+    stan_from_clock, unix_ms_now, MAX_OPERATION_STAN,
+};
+use clap::{Parser, Subcommand};
+use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC_OFFSET_MINUTES};
+use protocol::message::FLAG_RETRANSMIT;
+use protocol::types::format_minor;
+use protocol::{
+    CardNo, CardReply, Category, ImportRangeReply, PaymentMethod, Request, Response, SaleFlags,
+    SignOnReply, MAX_RANGE_CARDS,
+};
+
+const EXIT_APPROVED: u8 = 0;
+const EXIT_DECLINED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+/// Sends one message to a cardswitch as a terminal and prints the response.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pos",
+    version,
+    after_help = "Amounts are yuan with at most two decimals (12.34). Every operation but \
+                  sign-on and echo is sent after a sign-on at --store. The trace number (stan) \
+                  used is always printed; to retransmit a request, run the same command again \
+                  with --stan N --retransmit.\n\nExit status: 0 approved, 1 declined, 2 usage, \
+                  connection or protocol error."
+)]
+struct Cli {
+    /// Address of the switch, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: String,
+    /// Terminal id sent in every header.
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value_t = 1001,
+        global = true,
+        help_heading = "Global options"
+    )]
+    terminal: u32,
+    /// Store the terminal signs on at.
+    #[arg(long, value_name = "ID", default_value_t = 1)]
+    store: u32,
+    /// Trace number of the operation (1..=2147483647); default: milliseconds since local
+    /// midnight + 1.
+    #[arg(long, value_name = "N", value_parser = parse_stan, global = true,
+        help_heading = "Global options")]
+    stan: Option<u32>,
+    /// Mark the operation as a retransmission (header flag); use with the original --stan.
+    #[arg(long, global = true, help_heading = "Global options")]
+    retransmit: bool,
+    /// Print one JSON object instead of the readable block.
+    #[arg(long, global = true, help_heading = "Global options")]
+    json: bool,
+    #[command(subcommand)]
+    op: Op,
+}
+
+#[derive(Debug, Subcommand)]
+enum Op {
+    /// Sign on at --store (just this message).
+    SignOn,
+    /// Echo test (just this message; needs no sign-on).
+    Echo,
+    /// Ask a card's balances.
+    Balance {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+    },
+    /// Debit a card.
+    Sale {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Yuan, e.g. 12.34.
+        #[arg(value_parser = parse_amount)]
+        amount: i64,
+        /// retail, dining, room, spa, tobacco, luxury, small_appliance, large_appliance, other.
+        #[arg(long, default_value = "retail", value_parser = parse_category)]
+        category: Category,
+        /// Sale flag: promotion.
+        #[arg(long)]
+        promotion: bool,
+        /// Sale flag: group purchase.
+        #[arg(long)]
+        group_purchase: bool,
+        /// Sale flag: special price.
+        #[arg(long)]
+        special_price: bool,
+    },
+    /// Credit a card, paid by --method.
+    Load {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Yuan, e.g. 100.
+        #[arg(value_parser = parse_amount)]
+        amount: i64,
+        /// cash, bank_card, wechat, alipay, cheque or transfer.
+        #[arg(long, value_parser = parse_method)]
+        method: PaymentMethod,
+    },
+    /// Reserve value on a card (authorization).
+    Hold {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Yuan, e.g. 500.
+        #[arg(value_parser = parse_amount)]
+        amount: i64,
+        /// Sale category the hold is for (see sale --help).
+        #[arg(long, default_value = "room", value_parser = parse_category)]
+        category: Category,
+    },
+    /// Complete a hold for a final amount.
+    Capture {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Txn id the hold was approved with.
+        hold_txn_id: u64,
+        /// Final amount in yuan.
+        #[arg(value_parser = parse_amount)]
+        amount: i64,
+    },
+    /// Cancel a same-day sale, load or hold.
+    Void {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Txn id of the original.
+        txn_id: u64,
+    },
+    /// Return value against a sale or capture.
+    Refund {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Txn id of the original sale or capture.
+        txn_id: u64,
+        /// Yuan to return.
+        #[arg(value_parser = parse_amount)]
+        amount: i64,
+    },
+    /// Undo this terminal's request with ORIGINAL_STAN.
+    Reversal {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Trace number the original request was sent with.
+        original_stan: u32,
+        /// Amount of the original in yuan.
+        #[arg(value_parser = parse_amount)]
+        amount: i64,
+    },
+    /// Import the card numbers FIRST..=LAST for a product and store.
+    ImportRange {
+        /// First card number of the range.
+        #[arg(value_parser = parse_card)]
+        first: CardNo,
+        /// Last card number of the range (inclusive).
+        #[arg(value_parser = parse_card)]
+        last: CardNo,
+        /// member, gift, special, cash, comp, offset, room, vip_stored, or a code 1..=8.
+        #[arg(long, value_parser = parse_product)]
+        product: u16,
+        /// Store the range belongs to.
+        #[arg(long = "store", value_name = "ID")]
+        range_store: u32,
+    },
+    /// Sell an imported card with an opening load.
+    SellCard {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        /// Opening load in yuan.
+        #[arg(value_parser = parse_amount, default_value = "0")]
+        amount: i64,
+        /// How the opening load is paid; required when AMOUNT is not 0 (default then: cash).
+        #[arg(long, value_parser = parse_method)]
+        method: Option<PaymentMethod>,
+    },
+}
+
+impl Op {
+    /// The name the user typed, used in the output.
+    fn name(&self) -> &'static str {
+        match self {
+            Op::SignOn => "sign-on",
+            Op::Echo => "echo",
+            Op::Balance { .. } => "balance",
+            Op::Sale { .. } => "sale",
+            Op::Load { .. } => "load",
+            Op::Hold { .. } => "hold",
+            Op::Capture { .. } => "capture",
+            Op::Void { .. } => "void",
+            Op::Refund { .. } => "refund",
+            Op::Reversal { .. } => "reversal",
+            Op::ImportRange { .. } => "import-range",
+            Op::SellCard { .. } => "sell-card",
+        }
+    }
+
+    /// The request to send; errors are usage errors found before connecting.
+    fn request(&self, store_id: u32) -> Result<Request, String> {
+        Ok(match *self {
+            Op::SignOn => Request::SignOn { store_id },
+            Op::Echo => Request::Echo,
+            Op::Balance { card } => Request::Balance { card },
+            Op::Sale {
+                card,
+                amount,
+                category,
+                promotion,
+                group_purchase,
+                special_price,
+            } => {
+                let mut flags = 0;
+                for (set, bit) in [
+                    (promotion, SaleFlags::PROMOTION),
+                    (group_purchase, SaleFlags::GROUP_PURCHASE),
+                    (special_price, SaleFlags::SPECIAL_PRICE),
+                ] {
+                    if set {
+                        flags |= bit;
+                    }
+                }
+                Request::Sale {
+                    card,
+                    amount_minor: amount,
+                    category: category as u8,
+                    flags,
+                }
+            }
+            Op::Load {
+                card,
+                amount,
+                method,
+            } => Request::Load {
+                card,
+                amount_minor: amount,
+                method: method as u8,
+            },
+            Op::Hold {
+                card,
+                amount,
+                category,
+            } => Request::Hold {
+                card,
+                amount_minor: amount,
+                category: category as u8,
+            },
+            Op::Capture {
+                card,
+                hold_txn_id,
+                amount,
+            } => Request::Capture {
+                card,
+                hold_txn_id,
+                amount_minor: amount,
+            },
+            Op::Void { card, txn_id } => Request::Void {
+                card,
+                original_txn_id: txn_id,
+            },
+            Op::Refund {
+                card,
+                txn_id,
+                amount,
+            } => Request::Refund {
+                card,
+                original_txn_id: txn_id,
+                amount_minor: amount,
+            },
+            Op::Reversal {
+                card,
+                original_stan,
+                amount,
+            } => Request::Reversal {
+                card,
+                original_stan,
+                amount_minor: amount,
+            },
+            Op::ImportRange {
+                first,
+                last,
+                product,
+                range_store,
+            } => {
+                if first > last {
+                    return Err(format!("import-range: FIRST {first} is after LAST {last}"));
+                }
+                if last.0 - first.0 >= MAX_RANGE_CARDS {
+                    return Err(format!(
+                        "import-range: {first}..={last} holds more than {MAX_RANGE_CARDS} cards"
+                    ));
+                }
+                Request::ImportRange {
+                    first,
+                    last,
+                    product,
+                    store_id: range_store,
+                }
+            }
+            Op::SellCard {
+                card,
+                amount,
+                method,
+            } => {
+                let method = match method {
+                    Some(method) => method,
+                    None if amount == 0 => PaymentMethod::Cash,
+                    None => {
+                        return Err(
+                            "sell-card: --method is required when the opening load is not 0"
+                                .to_string(),
+                        )
+                    }
+                };
+                Request::SellCard {
+                    card,
+                    amount_minor: amount,
+                    method: method as u8,
+                }
+            }
+        })
+    }
+}
+
+/// What was sent, for the output.
+struct Sent<'a> {
+    op: &'a str,
+    terminal: u32,
+    stan: u32,
+    retransmit: bool,
+}
+
+/// One line of the readable block and/or members of the JSON object.
+struct Field {
+    label: Option<&'static str>,
+    text: String,
+    json: Vec<(&'static str, String)>,
+}
+
+fn field(label: &'static str, text: impl Into<String>, key: &'static str, json: String) -> Field {
+    Field {
+        label: Some(label),
+        text: text.into(),
+        json: vec![(key, json)],
+    }
+}
+
+fn money(label: &'static str, key: &'static str, minor: i64) -> Field {
+    field(label, format_minor(minor), key, minor.to_string())
+}
+
+fn code_field(code: protocol::ResponseCode) -> Field {
+    field("code", code.as_str(), "code", json_string(code.as_str()))
+}
+
+fn card_fields(card: CardNo, reply: &CardReply) -> Vec<Field> {
+    let txn = if reply.txn_id == 0 {
+        "none".to_string()
+    } else {
+        reply.txn_id.to_string()
+    };
+    vec![
+        code_field(reply.code),
+        Field {
+            label: Some("card"),
+            text: format!("{card}  ({})", reply.state),
+            json: vec![
+                ("card", json_string(&card.to_string())),
+                ("state", json_string(reply.state.as_str())),
+            ],
+        },
+        field("txn id", txn, "txn_id", reply.txn_id.to_string()),
+        money("amount", "amount_minor", reply.amount_minor),
+        money("cash", "cash_minor", reply.cash_minor),
+        money("bonus", "bonus_minor", reply.bonus_minor),
+        money("held", "held_minor", reply.held_minor),
+        money("available", "available_minor", reply.available_minor()),
+    ]
+}
+
+fn sign_on_fields(store_id: u32, reply: &SignOnReply) -> Vec<Field> {
+    let date = if reply.business_date == 0 {
+        "none".to_string()
+    } else {
+        format_date(reply.business_date)
+    };
+    vec![
+        code_field(reply.code),
+        field("store", store_id.to_string(), "store", store_id.to_string()),
+        field(
+            "date",
+            date,
+            "business_date",
+            reply.business_date.to_string(),
+        ),
+    ]
+}
+
+fn import_range_fields(request: &Request, reply: &ImportRangeReply) -> Vec<Field> {
+    let mut fields = vec![code_field(reply.code)];
+    if let Request::ImportRange {
+        first,
+        last,
+        product,
+        store_id,
+    } = *request
+    {
+        let product_text = match product_name(product) {
+            Some(name) => format!("{name} ({product})"),
+            None => product.to_string(),
+        };
+        fields.push(Field {
+            label: Some("range"),
+            text: format!("{first} .. {last}"),
+            json: vec![
+                ("first", json_string(&first.to_string())),
+                ("last", json_string(&last.to_string())),
+            ],
+        });
+        fields.push(field(
+            "product",
+            product_text,
+            "product",
+            product.to_string(),
+        ));
+        fields.push(field(
+            "store",
+            store_id.to_string(),
+            "store",
+            store_id.to_string(),
+        ));
+    }
+    fields.push(field(
+        "cards",
+        reply.card_count.to_string(),
+        "card_count",
+        reply.card_count.to_string(),
+    ));
+    fields
+}
+
+fn render_text(sent: &Sent<'_>, fields: &[Field]) -> String {
+    let mut out = format!(
+        "{}  terminal {}  stan {}",
+        sent.op, sent.terminal, sent.stan
+    );
+    if sent.retransmit {
+        out.push_str("  (retransmit)");
+    }
+    out.push('\n');
+    for f in fields {
+        if let Some(label) = f.label {
+            let _ = writeln!(out, "  {label:<11}{}", f.text);
+        }
+    }
+    out
+}
+
+fn render_json(sent: &Sent<'_>, fields: &[Field]) -> String {
+    let mut members = vec![
+        ("op", json_string(sent.op)),
+        ("terminal", sent.terminal.to_string()),
+        ("stan", sent.stan.to_string()),
+        ("retransmit", sent.retransmit.to_string()),
+    ];
+    members.extend(fields.iter().flat_map(|f| f.json.iter().cloned()));
+    let body: Vec<String> = members
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", json_string(k)))
+        .collect();
+    format!("{{{}}}\n", body.join(","))
+}
+
+/// The fields of `response` when it is the right shape for `request`.
+fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>> {
+    match (request, response) {
+        (Request::SignOn { store_id }, Response::SignOn(reply)) => {
+            Some(sign_on_fields(*store_id, reply))
+        }
+        (Request::Echo, Response::Echo { code }) => Some(vec![code_field(*code)]),
+        (Request::ImportRange { .. }, Response::ImportRange(reply)) => {
+            Some(import_range_fields(request, reply))
+        }
+        (
+            _,
+            Response::Card {
+                request: answered,
+                reply,
+            },
+        ) if *answered == request.msg_type() => Some(card_fields(request.card()?, reply)),
+        _ => None,
+    }
+}
+
+/// Why the run failed (exit 2).
+struct Failure(String);
+
+fn call_failure(addr: &str, what: &str, stan: u32, posting: bool, error: ClientError) -> Failure {
+    let hint = if posting {
+        format!(
+            "; its outcome is unknown: send it again with --stan {stan} --retransmit, or reverse it"
+        )
+    } else {
+        String::new()
+    };
+    Failure(match error {
+        ClientError::Connect(e) => format!("cannot connect to {addr}: {}", describe_io_error(&e)),
+        ClientError::Timeout(ms) => {
+            format!(
+                "no answer from {addr} to {what} (stan {stan}) within {} s{hint}",
+                ms / 1000
+            )
+        }
+        ClientError::Closed => {
+            format!("{addr} closed the connection without answering {what} (stan {stan}){hint}")
+        }
+        ClientError::Protocol(protocol::ProtocolError::Io(e)) => format!(
+            "connection to {addr} failed during {what} (stan {stan}): {}{hint}",
+            describe_io_error(&e)
+        ),
+        other => format!("protocol error from {addr} during {what} (stan {stan}): {other}{hint}"),
+    })
+}
+
+/// Sends `request` with `stan` and `flags` and waits for its response.
+async fn exchange(
+    client: &mut Client,
+    addr: &str,
+    what: &str,
+    stan: u32,
+    flags: u16,
+    request: Request,
+) -> Result<Response, Failure> {
+    let posting = !matches!(
+        request,
+        Request::SignOn { .. } | Request::Echo | Request::Balance { .. }
+    );
+    client
+        .send(stan, flags, request)
+        .await
+        .map_err(|e| call_failure(addr, what, stan, posting, e))?;
+    let response = client
+        .receive(stan)
+        .await
+        .map_err(|e| call_failure(addr, what, stan, posting, e))?;
+    if let Response::Error { code, text } = &response {
+        return Err(Failure(format!(
+            "the switch at {addr} refused the {what} frame (stan {stan}): {code}: {text}"
+        )));
+    }
+    Ok(response)
+}
+
+fn print_report(cli: &Cli, sent: &Sent<'_>, fields: &[Field]) {
+    if cli.json {
+        print!("{}", render_json(sent, fields));
+    } else {
+        print!("{}", render_text(sent, fields));
+    }
+}
+
+async fn run(cli: &Cli) -> Result<u8, Failure> {
+    let request = cli.op.request(cli.store).map_err(Failure)?;
+    let now_ms = unix_ms_now();
+    let stan = cli
+        .stan
+        .unwrap_or_else(|| stan_from_clock(now_ms, DEFAULT_UTC_OFFSET_MINUTES));
+    debug_assert!((1..=MAX_OPERATION_STAN).contains(&stan));
+    let flags = if cli.retransmit { FLAG_RETRANSMIT } else { 0 };
+    let addr = cli.addr.as_str();
+
+    let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
+    let mut client =
+        match tokio::time::timeout(connect_timeout, Client::connect(addr, cli.terminal)).await {
+            Err(_) => {
+                return Err(Failure(format!(
+                    "cannot connect to {addr}: no answer within {} s",
+                    DEFAULT_CALL_TIMEOUT_MS / 1000
+                )))
+            }
+            Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, false, e))?,
+        };
+    client.set_call_timeout_ms(DEFAULT_CALL_TIMEOUT_MS);
+
+    if !matches!(request, Request::SignOn { .. } | Request::Echo) {
+        let sign_on_stan = sign_on_stan_from_clock(now_ms);
+        let sign_on = Request::SignOn {
+            store_id: cli.store,
+        };
+        let response = exchange(&mut client, addr, "sign-on", sign_on_stan, 0, sign_on).await?;
+        let Some(fields) = response_fields(&sign_on, &response) else {
+            return Err(Failure(format!(
+                "the switch at {addr} answered sign-on (stan {sign_on_stan}) with {}",
+                response.msg_type()
+            )));
+        };
+        if !response.code().is_approved() {
+            let sent = Sent {
+                op: "sign-on",
+                terminal: cli.terminal,
+                stan: sign_on_stan,
+                retransmit: false,
+            };
+            print_report(cli, &sent, &fields);
+            eprintln!(
+                "pos: sign-on at store {} declined ({}); {} (stan {stan}) not sent",
+                cli.store,
+                response.code(),
+                cli.op.name()
+            );
+            return Ok(EXIT_DECLINED);
+        }
+    }
+
+    let what = cli.op.name();
+    let response = exchange(&mut client, addr, what, stan, flags, request).await?;
+    let Some(fields) = response_fields(&request, &response) else {
+        return Err(Failure(format!(
+            "the switch at {addr} answered {what} (stan {stan}) with {}",
+            response.msg_type()
+        )));
+    };
+    let sent = Sent {
+        op: what,
+        terminal: cli.terminal,
+        stan,
+        retransmit: cli.retransmit,
+    };
+    print_report(cli, &sent, &fields);
+    Ok(if response.code().is_approved() {
+        EXIT_APPROVED
+    } else {
+        EXIT_DECLINED
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pos: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(status) => ExitCode::from(status),
+        Err(Failure(message)) => {
+            eprintln!("pos: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use protocol::MsgType;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pos").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sale_parses_amount_exactly_and_sets_flags() {
+        let cli = parse(&[
+            "--addr",
+            "x:1",
+            "--stan",
+            "7",
+            "sale",
+            "6200880000000017",
+            "12.34",
+            "--promotion",
+            "--special-price",
+        ])
+        .unwrap();
+        assert_eq!((cli.terminal, cli.store, cli.stan), (1001, 1, Some(7)));
+        assert_eq!(
+            cli.op.request(cli.store),
+            Ok(Request::Sale {
+                card: CardNo(6_200_880_000_000_017),
+                amount_minor: 1234,
+                category: Category::Retail as u8,
+                flags: SaleFlags::PROMOTION | SaleFlags::SPECIAL_PRICE,
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_and_global_options() {
+        let cli = parse(&[
+            "--addr", "x:1", "hold", "62008800", "500", "--json", "--stan", "9",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.stan, Some(9));
+        assert_eq!(
+            cli.op.request(1),
+            Ok(Request::Hold {
+                card: CardNo(62_008_800),
+                amount_minor: 50_000,
+                category: Category::Room as u8
+            })
+        );
+        let cli = parse(&["--addr", "x:1", "--store", "3", "sign-on"]).unwrap();
+        assert_eq!(
+            cli.op.request(cli.store),
+            Ok(Request::SignOn { store_id: 3 })
+        );
+    }
+
+    #[test]
+    fn import_range_has_its_own_store_and_product_names() {
+        let cli = parse(&[
+            "--addr",
+            "x:1",
+            "--store",
+            "1",
+            "import-range",
+            "62008800",
+            "62008899",
+            "--product",
+            "vip_stored",
+            "--store",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.op.request(cli.store),
+            Ok(Request::ImportRange {
+                first: CardNo(62_008_800),
+                last: CardNo(62_008_899),
+                product: 8,
+                store_id: 5,
+            })
+        );
+        let backwards = parse(&[
+            "--addr",
+            "x:1",
+            "import-range",
+            "62008899",
+            "62008800",
+            "--product",
+            "2",
+            "--store",
+            "5",
+        ])
+        .unwrap();
+        assert!(backwards.op.request(1).is_err());
+    }
+
+    #[test]
+    fn sell_card_needs_a_method_only_for_money() {
+        let cli = parse(&["--addr", "x:1", "sell-card", "62008800"]).unwrap();
+        assert_eq!(
+            cli.op.request(1),
+            Ok(Request::SellCard {
+                card: CardNo(62_008_800),
+                amount_minor: 0,
+                method: PaymentMethod::Cash as u8
+            })
+        );
+        let cli = parse(&["--addr", "x:1", "sell-card", "62008800", "100"]).unwrap();
+        assert!(cli.op.request(1).is_err());
+        let cli = parse(&[
+            "--addr",
+            "x:1",
+            "sell-card",
+            "62008800",
+            "100",
+            "--method",
+            "cheque",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.op.request(1),
+            Ok(Request::SellCard {
+                card: CardNo(62_008_800),
+                amount_minor: 10_000,
+                method: PaymentMethod::Cheque as u8
+            })
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for args in [
+            &["--addr", "x:1", "balance", "123"][..],
+            &["--addr", "x:1", "sale", "6200880000000017", "12.345"],
+            &["--addr", "x:1", "sale", "6200880000000017", "-1"],
+            &[
+                "--addr",
+                "x:1",
+                "sale",
+                "6200880000000017",
+                "1",
+                "--category",
+                "food",
+            ],
+            &["--addr", "x:1", "load", "6200880000000017", "1"],
+            &[
+                "--addr",
+                "x:1",
+                "load",
+                "6200880000000017",
+                "1",
+                "--method",
+                "gold",
+            ],
+            &["--addr", "x:1", "--stan", "0", "echo"],
+            &["--addr", "x:1", "--stan", "2147483648", "echo"],
+            &[
+                "--addr",
+                "x:1",
+                "import-range",
+                "62008800",
+                "62008899",
+                "--product",
+                "9",
+                "--store",
+                "1",
+            ],
+            &["balance", "6200880000000017"],
+        ] {
+            let error = parse(args).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn output_block_and_json() {
+        let reply = CardReply {
+            code: protocol::ResponseCode::Approved,
+            state: protocol::CardState::Active,
+            txn_id: 1024,
+            amount_minor: 1234,
+            cash_minor: 8766,
+            bonus_minor: 0,
+            held_minor: 0,
+        };
+        let request = Request::Sale {
+            card: CardNo(6_200_880_000_000_017),
+            amount_minor: 1234,
+            category: 1,
+            flags: 0,
+        };
+        let response = Response::Card {
+            request: MsgType::Sale,
+            reply,
+        };
+        let fields = response_fields(&request, &response).unwrap();
+        let sent = Sent {
+            op: "sale",
+            terminal: 1001,
+            stan: 45_213_007,
+            retransmit: false,
+        };
+        assert_eq!(
+            render_text(&sent, &fields),
+            "sale  terminal 1001  stan 45213007\n\
+             \x20 code       approved\n\
+             \x20 card       6200880000000017  (active)\n\
+             \x20 txn id     1024\n\
+             \x20 amount     12.34\n\
+             \x20 cash       87.66\n\
+             \x20 bonus      0.00\n\
+             \x20 held       0.00\n\
+             \x20 available  87.66\n"
+        );
+        assert_eq!(
+            render_json(&sent, &fields),
+            "{\"op\":\"sale\",\"terminal\":1001,\"stan\":45213007,\"retransmit\":false,\
+             \"code\":\"approved\",\"card\":\"6200880000000017\",\"state\":\"active\",\
+             \"txn_id\":1024,\"amount_minor\":1234,\"cash_minor\":8766,\"bonus_minor\":0,\
+             \"held_minor\":0,\"available_minor\":8766}\n"
+        );
+        // A reply of the wrong type is not accepted as the answer.
+        let wrong = Response::Card {
+            request: MsgType::Load,
+            reply,
+        };
+        assert!(response_fields(&request, &wrong).is_none());
+        let sign_on = Response::SignOn(SignOnReply {
+            code: protocol::ResponseCode::Approved,
+            business_date: 20261122,
+        });
+        let fields = response_fields(&Request::SignOn { store_id: 1 }, &sign_on).unwrap();
+        assert!(render_text(&sent, &fields).contains("  date       2026-11-22\n"));
+        assert!(render_json(&sent, &fields).contains("\"business_date\":20261122"));
+    }
+}
