@@ -4,6 +4,7 @@
 //! wire is big-endian and fixed width; amounts are signed 64-bit integers of minor units (fen).
 
 pub mod codec;
+pub mod describe;
 pub mod message;
 pub mod types;
 

@@ -1,0 +1,327 @@
+//! Readable renderings of a frame: one `field = value` line per header and body field
+//! ([`describe`]), and the frame's bytes as hex grouped by field with comments
+//! ([`annotated_hex`]). The golden vectors in `vectors/` are written in these two forms; tools
+//! use them to log traffic.
+//!
+//! Field names are those of SPEC.md §3 and §5. Enumerations are shown as their number followed
+//! by their name in parentheses, amounts as minor units followed by yuan, so a line can be
+//! checked against the spec by eye.
+
+use std::fmt::Write;
+
+use bytes::BytesMut;
+
+use crate::codec::encode_frame;
+use crate::message::{Frame, Message, MsgType, Request, Response, FLAG_RETRANSMIT, KNOWN_FLAGS};
+use crate::types::{format_minor, CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags};
+use crate::{HEADER_BYTES, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION};
+
+/// Names of the catalog's product codes carried by an import range (SPEC.md §5.11).
+pub fn product_name(product: u16) -> Option<&'static str> {
+    Some(match product {
+        1 => "member",
+        2 => "gift",
+        3 => "special",
+        4 => "cash",
+        5 => "comp",
+        6 => "offset",
+        7 => "room",
+        8 => "vip_stored",
+        _ => return None,
+    })
+}
+
+/// A field's value as it appears after `=` in [`describe`].
+enum Value {
+    Int(u64),
+    Card(CardNo),
+    Amount(i64),
+    Time(LocalTime),
+    Date(u32),
+    Enum(u8, Option<&'static str>),
+    MsgType(MsgType),
+    Product(u16),
+    HeaderFlags(u16),
+    SaleFlags(u8),
+    Text(String),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Card(card) if card.is_valid() => write!(f, "{card}"),
+            Value::Card(card) => write!(f, "{card} (invalid: {} digits)", card.digits()),
+            Value::Amount(minor) => write!(f, "{minor} ({} yuan)", format_minor(*minor)),
+            Value::Time(LocalTime(0)) => write!(f, "0 (none)"),
+            Value::Time(t) if t.is_valid() => write!(f, "{} ({t})", t.0),
+            Value::Time(t) => write!(f, "{} (invalid)", t.0),
+            Value::Date(0) => write!(f, "0 (none)"),
+            Value::Date(d) => {
+                write!(f, "{d} ({:04}-{:02}-{:02})", d / 10_000, d / 100 % 100, d % 100)
+            }
+            Value::Enum(raw, name) => write!(f, "{raw} ({})", name.unwrap_or("unknown")),
+            Value::MsgType(t) => write!(f, "0x{:02x} ({t})", *t as u8),
+            Value::Product(p) => write!(f, "{p} ({})", product_name(*p).unwrap_or("unknown")),
+            Value::HeaderFlags(flags) => {
+                let mut names = Vec::new();
+                if flags & FLAG_RETRANSMIT != 0 {
+                    names.push("retransmit".to_string());
+                }
+                if flags & !KNOWN_FLAGS != 0 {
+                    names.push(format!("reserved 0x{:04x}", flags & !KNOWN_FLAGS));
+                }
+                let names = if names.is_empty() { "none".to_string() } else { names.join("+") };
+                write!(f, "0x{flags:04x} ({names})")
+            }
+            Value::SaleFlags(flags) => {
+                let sale = SaleFlags(*flags);
+                let known = SaleFlags(flags & SaleFlags::KNOWN);
+                let mut names = if known.0 == 0 && sale.is_valid() {
+                    "none".to_string()
+                } else if known.0 == 0 {
+                    String::new()
+                } else {
+                    known.names()
+                };
+                if !sale.is_valid() {
+                    if !names.is_empty() {
+                        names.push('+');
+                    }
+                    write!(names, "reserved 0x{:02x}", flags & !SaleFlags::KNOWN)?;
+                }
+                write!(f, "0x{flags:02x} ({names})")
+            }
+            Value::Text(text) => write!(f, "{text:?}"),
+        }
+    }
+}
+
+fn code(code: ResponseCode) -> Value {
+    Value::Enum(code as u8, Some(code.as_str()))
+}
+
+fn category(raw: u8) -> Value {
+    Value::Enum(raw, Category::from_u8(raw).map(Category::as_str))
+}
+
+fn method(raw: u8) -> Value {
+    Value::Enum(raw, PaymentMethod::from_u8(raw).map(PaymentMethod::as_str))
+}
+
+fn state(state: CardState) -> Value {
+    Value::Enum(state as u8, Some(state.as_str()))
+}
+
+/// The body fields of `message` in wire order, each with its value and its size in bytes.
+fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
+    use Value::*;
+    match message {
+        Message::Request(req) => match *req {
+            Request::SignOn { store_id } => vec![("store_id", Int(store_id.into()), 4)],
+            Request::Echo => vec![],
+            Request::Balance { card } => vec![("card", Card(card), 8)],
+            Request::Sale { card, amount_minor, category: cat, flags } => vec![
+                ("card", Card(card), 8),
+                ("amount_minor", Amount(amount_minor), 8),
+                ("category", category(cat), 1),
+                ("sale_flags", SaleFlags(flags), 1),
+            ],
+            Request::Load { card, amount_minor, method: m } => {
+                vec![("card", Card(card), 8), ("amount_minor", Amount(amount_minor), 8), ("method", method(m), 1)]
+            }
+            Request::Hold { card, amount_minor, category: cat } => {
+                vec![("card", Card(card), 8), ("amount_minor", Amount(amount_minor), 8), ("category", category(cat), 1)]
+            }
+            Request::Capture { card, hold_txn_id, amount_minor } => vec![
+                ("card", Card(card), 8),
+                ("hold_txn_id", Int(hold_txn_id), 8),
+                ("amount_minor", Amount(amount_minor), 8),
+            ],
+            Request::Void { card, original_txn_id } => {
+                vec![("card", Card(card), 8), ("original_txn_id", Int(original_txn_id), 8)]
+            }
+            Request::Refund { card, original_txn_id, amount_minor } => vec![
+                ("card", Card(card), 8),
+                ("original_txn_id", Int(original_txn_id), 8),
+                ("amount_minor", Amount(amount_minor), 8),
+            ],
+            Request::Reversal { card, original_stan, amount_minor } => vec![
+                ("card", Card(card), 8),
+                ("original_stan", Int(original_stan.into()), 4),
+                ("amount_minor", Amount(amount_minor), 8),
+            ],
+            Request::ImportRange { first, last, product, store_id } => vec![
+                ("first", Card(first), 8),
+                ("last", Card(last), 8),
+                ("product", Product(product), 2),
+                ("store_id", Int(store_id.into()), 4),
+            ],
+            Request::SellCard { card, amount_minor, method: m } => {
+                vec![("card", Card(card), 8), ("amount_minor", Amount(amount_minor), 8), ("method", method(m), 1)]
+            }
+        },
+        Message::Response(resp) => match resp {
+            Response::SignOn(r) => {
+                vec![("code", code(r.code), 1), ("business_date", Date(r.business_date), 4)]
+            }
+            Response::Echo { code: c } => vec![("code", code(*c), 1)],
+            Response::Card { reply, .. } => vec![
+                ("code", code(reply.code), 1),
+                ("state", state(reply.state), 1),
+                ("txn_id", Int(reply.txn_id), 8),
+                ("amount_minor", Amount(reply.amount_minor), 8),
+                ("cash_minor", Amount(reply.cash_minor), 8),
+                ("bonus_minor", Amount(reply.bonus_minor), 8),
+                ("held_minor", Amount(reply.held_minor), 8),
+            ],
+            Response::ImportRange(r) => {
+                vec![("code", code(r.code), 1), ("card_count", Int(r.card_count), 8)]
+            }
+            Response::Error { code: c, text } => {
+                // What the encoder sends: the text cut to its maximum at a character boundary.
+                let mut end = text.len().min(crate::MAX_ERROR_TEXT_BYTES);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                vec![
+                    ("code", code(*c), 1),
+                    ("text_length", Int(end as u64), 2),
+                    ("text", Text(text[..end].to_string()), end),
+                ]
+            }
+        },
+    }
+}
+
+fn header_fields(frame: &Frame) -> Vec<(&'static str, Value, usize)> {
+    vec![
+        ("version", Value::Int(PROTOCOL_VERSION.into()), 1),
+        ("msg_type", Value::MsgType(frame.message.msg_type()), 1),
+        ("flags", Value::HeaderFlags(frame.header.flags), 2),
+        ("terminal_id", Value::Int(frame.header.terminal_id.into()), 4),
+        ("stan", Value::Int(frame.header.stan.into()), 4),
+        ("local_time", Value::Time(frame.header.local_time), 8),
+    ]
+}
+
+fn encoded(frame: &Frame) -> BytesMut {
+    let mut wire = BytesMut::new();
+    encode_frame(frame, &mut wire);
+    wire
+}
+
+/// The frame as `field = value` lines: the length prefix, the six header fields, then the body
+/// fields in wire order. Message types are shown in hex (`0x11 (sale)`), flags in hex with the
+/// names of the set bits, enumerations as `number (name)`, amounts as `minor (yuan yuan)`,
+/// local times and dates also in calendar form, and text as a quoted, escaped string.
+pub fn describe(frame: &Frame) -> String {
+    let length = encoded(frame).len() - LENGTH_PREFIX_BYTES;
+    let mut out = format!("length = {length}\n");
+    for (name, value, _) in header_fields(frame).into_iter().chain(body_fields(&frame.message)) {
+        let _ = writeln!(out, "{name} = {value}");
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `# title: field names` and then `bytes` as hex, one space-separated group per field
+/// (groups longer than 32 bytes wrapped onto lines of 32 bytes).
+fn hex_section(out: &mut String, title: &str, fields: &[(&'static str, Value, usize)], bytes: &[u8]) {
+    if bytes.is_empty() {
+        let _ = writeln!(out, "# {title}: empty");
+        return;
+    }
+    let names: Vec<&str> = fields.iter().map(|(name, _, _)| *name).collect();
+    let _ = writeln!(out, "# {title}: {}", names.join(" "));
+    if fields.iter().map(|(_, _, size)| size).sum::<usize>() != bytes.len() {
+        // Cannot happen for frames this crate encodes; plain hex keeps the bytes right anyway.
+        let _ = writeln!(out, "{}", hex(bytes));
+        return;
+    }
+    let mut line = Vec::new();
+    let mut at = 0;
+    for (_, _, size) in fields {
+        let group = &bytes[at..at + size];
+        at += size;
+        if group.len() <= 32 {
+            if !group.is_empty() {
+                line.push(hex(group));
+            }
+            continue;
+        }
+        for chunk in group.chunks(32) {
+            if !line.is_empty() {
+                let _ = writeln!(out, "{}", line.join(" "));
+                line.clear();
+            }
+            line.push(hex(chunk));
+        }
+    }
+    if !line.is_empty() {
+        let _ = writeln!(out, "{}", line.join(" "));
+    }
+}
+
+/// The encoded frame, length prefix included, as lowercase hex: one line for the length prefix,
+/// one for the header and one for the body, fields separated by spaces, each line preceded by a
+/// `#` comment naming its fields. Text longer than 32 bytes is wrapped at 32 bytes a line.
+pub fn annotated_hex(frame: &Frame) -> String {
+    let wire = encoded(frame);
+    let (prefix, rest) = wire.split_at(LENGTH_PREFIX_BYTES);
+    let (header, body) = rest.split_at(HEADER_BYTES);
+    let mut out = String::new();
+    let _ = writeln!(out, "# length prefix: {} bytes follow ({HEADER_BYTES} header + {} body)", rest.len(), body.len());
+    let _ = writeln!(out, "{}", hex(prefix));
+    hex_section(&mut out, "header", &header_fields(frame), header);
+    hex_section(&mut out, "body", &body_fields(&frame.message), body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Header;
+
+    fn sale(category: u8, flags: u8) -> Frame {
+        Frame {
+            header: Header {
+                flags: FLAG_RETRANSMIT | 0x8000,
+                terminal_id: 1001,
+                stan: 123,
+                local_time: LocalTime(20261122093005),
+            },
+            message: Message::Request(Request::Sale {
+                card: CardNo(6200880000000017),
+                amount_minor: 12_345,
+                category,
+                flags,
+            }),
+        }
+    }
+
+    #[test]
+    fn unknown_values_are_named_as_such() {
+        let text = describe(&sale(42, 0x09));
+        assert!(text.contains("flags = 0x8001 (retransmit+reserved 0x8000)\n"), "{text}");
+        assert!(text.contains("category = 42 (unknown)\n"), "{text}");
+        assert!(text.contains("sale_flags = 0x09 (promotion+reserved 0x08)\n"), "{text}");
+        assert!(describe(&sale(1, 0x08)).contains("sale_flags = 0x08 (reserved 0x08)\n"));
+        assert!(describe(&sale(1, 0)).contains("sale_flags = 0x00 (none)\n"));
+    }
+
+    #[test]
+    fn hex_groups_cover_the_whole_frame() {
+        let frame = sale(2, 1);
+        let digits: String = annotated_hex(&frame)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        let wire = encoded(&frame);
+        assert_eq!(digits, hex(&wire));
+    }
+}

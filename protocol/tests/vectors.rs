@@ -1,0 +1,380 @@
+//! Golden frames: `vectors/NAME.hex` is the whole frame (length prefix included) as hex and
+//! `vectors/NAME.txt` its readable form. Each vector is built here in code; the test checks
+//! that encoding it gives the bytes of `NAME.hex`, that decoding those bytes gives it back, and
+//! that `describe` renders it as `NAME.txt`.
+//!
+//! `UPDATE_VECTORS=1 cargo test -p cardswitch-protocol --test vectors` rewrites the files from
+//! the code below (review the diff: a changed byte is a protocol change, see SPEC.md §12).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+
+use bytes::BytesMut;
+use protocol::describe::{annotated_hex, describe};
+use protocol::message::FLAG_RETRANSMIT;
+use protocol::{
+    decode_frame, encode_frame, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header, ImportRangeReply,
+    LocalTime, Message, MsgType, PaymentMethod, Request, Response, ResponseCode, SaleFlags, SignOnReply,
+    LENGTH_PREFIX_BYTES,
+};
+use tokio_util::codec::Decoder;
+
+const TERMINAL: u32 = 1001;
+const STORE: u32 = 21;
+/// The card most vectors act on, and one of a freshly imported range sold over the counter.
+const CARD: CardNo = CardNo(6200880000000017);
+const NEW_CARD: CardNo = CardNo(6200880000010018);
+
+struct Vector {
+    name: &'static str,
+    about: &'static str,
+    frame: Frame,
+}
+
+fn header(stan: u32, local_time: u64) -> Header {
+    Header { flags: 0, terminal_id: TERMINAL, stan, local_time: LocalTime(local_time) }
+}
+
+fn request(name: &'static str, about: &'static str, header: Header, req: Request) -> Vector {
+    Vector { name, about, frame: Frame { header, message: Message::Request(req) } }
+}
+
+fn response(name: &'static str, about: &'static str, header: Header, resp: Response) -> Vector {
+    Vector { name, about, frame: Frame { header, message: Message::Response(resp) } }
+}
+
+fn card_reply(request: MsgType, reply: CardReply) -> Response {
+    Response::Card { request, reply }
+}
+
+/// Approved card reply: state active, the posting's reference, its amount and the balances after.
+fn approved(txn_id: u64, amount_minor: i64, cash_minor: i64, bonus_minor: i64, held_minor: i64) -> CardReply {
+    CardReply {
+        code: ResponseCode::Approved,
+        state: CardState::Active,
+        txn_id,
+        amount_minor,
+        cash_minor,
+        bonus_minor,
+        held_minor,
+    }
+}
+
+/// The vectors tell one terminal's morning at store 21. Card 6200880000000017 starts with
+/// 500.00 yuan cash and 30.00 yuan bonus; every reply shows its balances after the request.
+fn vectors() -> Vec<Vector> {
+    use MsgType as T;
+    let sale = Request::Sale {
+        card: CARD,
+        amount_minor: 12_345,
+        category: Category::Dining as u8,
+        flags: SaleFlags::PROMOTION,
+    };
+    vec![
+        request("sign_on", "sign-on at store 21", header(120, 20261122092950), Request::SignOn { store_id: STORE }),
+        response(
+            "sign_on_reply",
+            "sign-on approved; business date 2026-11-22",
+            header(120, 20261122092950),
+            Response::SignOn(SignOnReply { code: ResponseCode::Approved, business_date: 20261122 }),
+        ),
+        request("echo", "echo (keep-alive)", header(121, 20261122092955), Request::Echo),
+        response(
+            "echo_reply",
+            "echo answered",
+            header(121, 20261122092955),
+            Response::Echo { code: ResponseCode::Approved },
+        ),
+        request("balance", "balance inquiry", header(122, 20261122093000), Request::Balance { card: CARD }),
+        response(
+            "balance_reply",
+            "balance: 500.00 cash + 30.00 bonus; an inquiry posts nothing, so txn_id 0",
+            header(122, 20261122093000),
+            card_reply(T::Balance, approved(0, 0, 50_000, 3_000, 0)),
+        ),
+        response(
+            "balance_reply_unknown_card",
+            "balance of a number in no imported range: declined unknown_card, state unknown, zeros",
+            header(122, 20261122093000),
+            card_reply(
+                T::Balance,
+                CardReply { code: ResponseCode::UnknownCard, state: CardState::Unknown, ..CardReply::default() },
+            ),
+        ),
+        request("sale", "sale of 123.45 yuan, dining, promotion (T1)", header(123, 20261122093005), sale),
+        request(
+            "sale_retransmit",
+            "the same sale sent again 30 s later with the RETRANSMIT flag (T8): same stan, same body",
+            Header { flags: FLAG_RETRANSMIT, ..header(123, 20261122093035) },
+            sale,
+        ),
+        response(
+            "sale_reply",
+            "sale approved: the 30.00 bonus is spent first, then 93.45 cash",
+            header(123, 20261122093005),
+            card_reply(T::Sale, approved(418_301, 12_345, 40_655, 0, 0)),
+        ),
+        response(
+            "sale_reply_insufficient_value",
+            "a sale of 5000.00 yuan declined insufficient_value: txn_id 0, amount 0, balances unchanged",
+            header(124, 20261122093110),
+            card_reply(T::Sale, CardReply { code: ResponseCode::InsufficientValue, ..approved(0, 0, 40_655, 0, 0) }),
+        ),
+        request(
+            "load",
+            "load of 200.00 yuan paid by wechat (V1 whole yuan, V6)",
+            header(125, 20261122093200),
+            Request::Load { card: CARD, amount_minor: 20_000, method: PaymentMethod::Wechat as u8 },
+        ),
+        response(
+            "load_reply",
+            "load approved",
+            header(125, 20261122093200),
+            card_reply(T::Load, approved(418_302, 20_000, 60_655, 0, 0)),
+        ),
+        request(
+            "hold",
+            "hold of 300.00 yuan for a room (T4)",
+            header(126, 20261122093300),
+            Request::Hold { card: CARD, amount_minor: 30_000, category: Category::Room as u8 },
+        ),
+        response(
+            "hold_reply",
+            "hold approved: 300.00 held",
+            header(126, 20261122093300),
+            card_reply(T::Hold, approved(418_303, 30_000, 60_655, 0, 30_000)),
+        ),
+        request(
+            "capture",
+            "capture of hold 418303 for a final 288.00 yuan (T4)",
+            header(127, 20261122093400),
+            Request::Capture { card: CARD, hold_txn_id: 418_303, amount_minor: 28_800 },
+        ),
+        response(
+            "capture_reply",
+            "capture approved: 288.00 debited, the hold released",
+            header(127, 20261122093400),
+            card_reply(T::Capture, approved(418_304, 28_800, 31_855, 0, 0)),
+        ),
+        request(
+            "void",
+            "void of the same-day load 418302 (T6)",
+            header(128, 20261122093500),
+            Request::Void { card: CARD, original_txn_id: 418_302 },
+        ),
+        response(
+            "void_reply",
+            "void approved: the load's 200.00 cash removed",
+            header(128, 20261122093500),
+            card_reply(T::Void, approved(418_305, 20_000, 11_855, 0, 0)),
+        ),
+        request(
+            "refund",
+            "refund of 20.00 yuan against sale 418301 (T5)",
+            header(129, 20261122093600),
+            Request::Refund { card: CARD, original_txn_id: 418_301, amount_minor: 2_000 },
+        ),
+        response(
+            "refund_reply",
+            "refund approved: round_half_up(2000 * 3000 / 12345) = 4.86 back to bonus, 15.14 to cash",
+            header(129, 20261122093600),
+            card_reply(T::Refund, approved(418_306, 2_000, 13_369, 486, 0)),
+        ),
+        request(
+            "reversal",
+            "reversal of this terminal's stan 129 (the refund), card and amount as the original (T7)",
+            header(130, 20261122093700),
+            Request::Reversal { card: CARD, original_stan: 129, amount_minor: 2_000 },
+        ),
+        response(
+            "reversal_reply",
+            "reversal approved: the refund's value taken back from both buckets",
+            header(130, 20261122093700),
+            card_reply(T::Reversal, approved(418_307, 2_000, 11_855, 0, 0)),
+        ),
+        request(
+            "import_range",
+            "import of 10,000 gift cards 6200880000010000..=6200880000019999 for store 21 (L1)",
+            header(131, 20261122094000),
+            Request::ImportRange {
+                first: CardNo(6200880000010000),
+                last: CardNo(6200880000019999),
+                product: 2,
+                store_id: STORE,
+            },
+        ),
+        response(
+            "import_range_reply",
+            "import approved",
+            header(131, 20261122094000),
+            Response::ImportRange(ImportRangeReply { code: ResponseCode::Approved, card_count: 10_000 }),
+        ),
+        request(
+            "sell_card",
+            "sale of imported card 6200880000010018 with 500.00 yuan opening value paid in cash (L2)",
+            header(132, 20261122094100),
+            Request::SellCard { card: NEW_CARD, amount_minor: 50_000, method: PaymentMethod::Cash as u8 },
+        ),
+        response(
+            "sell_card_reply",
+            "card sold and active (paid in cash, so no pending_funds)",
+            header(132, 20261122094100),
+            card_reply(T::SellCard, approved(418_308, 50_000, 50_000, 0, 0)),
+        ),
+        response(
+            "error",
+            "Error frame for a sale whose body was cut short; the header ids are echoed, local_time 0",
+            header(133, 0),
+            Response::Error {
+                code: ResponseCode::Malformed,
+                text: "body ends early: amount_minor needs 3 more bytes".to_string(),
+            },
+        ),
+        response(
+            "error_frame_too_large",
+            "Error frame for a length prefix over the maximum: no header was read, so all ids are 0",
+            Header::default(),
+            Response::Error {
+                code: ResponseCode::Malformed,
+                text: "declared frame length 65536 exceeds the maximum of 16384 bytes".to_string(),
+            },
+        ),
+    ]
+}
+
+fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors")
+}
+
+fn encode(frame: &Frame) -> Vec<u8> {
+    let mut wire = BytesMut::new();
+    encode_frame(frame, &mut wire);
+    wire.to_vec()
+}
+
+/// The bytes of a `.hex` file: `#` comment lines and all whitespace ignored.
+fn parse_hex(name: &str, text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.bytes().filter(|b| !b.is_ascii_whitespace()))
+        .collect();
+    assert!(digits.len().is_multiple_of(2), "{name}.hex: odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).expect("ascii");
+            u8::from_str_radix(pair, 16).unwrap_or_else(|_| panic!("{name}.hex: {pair:?} is not hex"))
+        })
+        .collect()
+}
+
+fn hex_file(vector: &Vector) -> String {
+    format!(
+        "# {}: {}\n# Layout: SPEC.md. Written by `UPDATE_VECTORS=1 cargo test -p cardswitch-protocol --test vectors`.\n{}",
+        vector.name,
+        vector.about,
+        annotated_hex(&vector.frame)
+    )
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_VECTORS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+#[test]
+fn vector_names_are_unique() {
+    let mut names = BTreeSet::new();
+    for v in vectors() {
+        assert!(names.insert(v.name), "duplicate vector {}", v.name);
+    }
+}
+
+#[test]
+fn every_message_type_has_a_vector() {
+    let covered: BTreeSet<MsgType> = vectors().iter().map(|v| v.frame.message.msg_type()).collect();
+    let missing: Vec<_> = MsgType::ALL.iter().filter(|t| !covered.contains(t)).collect();
+    assert!(missing.is_empty(), "message types without a vector: {missing:?}");
+}
+
+#[test]
+fn vectors_match_their_files() {
+    let dir = vectors_dir();
+    if updating() {
+        fs::create_dir_all(&dir).unwrap();
+        for v in vectors() {
+            fs::write(dir.join(format!("{}.hex", v.name)), hex_file(&v)).unwrap();
+            fs::write(dir.join(format!("{}.txt", v.name)), describe(&v.frame)).unwrap();
+        }
+    }
+    for v in vectors() {
+        let read = |ext: &str| {
+            let path = dir.join(format!("{}.{ext}", v.name));
+            fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_VECTORS=1 to write it)", path.display()))
+        };
+        let wire = parse_hex(v.name, &read("hex"));
+
+        // Encoding the frame built in code gives the file's bytes.
+        assert_eq!(encode(&v.frame), wire, "{}: encoded frame differs from {}.hex", v.name, v.name);
+
+        // Decoding the file's bytes gives the frame back, with the pure decoder and the codec.
+        assert_eq!(
+            decode_frame(&wire[LENGTH_PREFIX_BYTES..]).unwrap_or_else(|e| panic!("{}: {e}", v.name)),
+            v.frame,
+            "{}: decoded frame differs",
+            v.name
+        );
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(FrameCodec.decode(&mut buf).unwrap().as_ref(), Some(&v.frame), "{}", v.name);
+        assert!(buf.is_empty(), "{}: codec left bytes behind", v.name);
+
+        // The readable form matches.
+        assert_eq!(describe(&v.frame), read("txt"), "{}: readable form differs from {}.txt", v.name, v.name);
+    }
+}
+
+#[test]
+fn no_stray_vector_files() {
+    if updating() {
+        return; // the files may be being rewritten right now
+    }
+    let names: BTreeSet<String> = vectors().iter().map(|v| v.name.to_string()).collect();
+    for entry in fs::read_dir(vectors_dir()).expect("protocol/vectors exists") {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let ext = path.extension().and_then(|s| s.to_str()).unwrap_or_default();
+        assert!(names.contains(&stem) && (ext == "hex" || ext == "txt"), "{} belongs to no vector", path.display());
+    }
+}
+
+#[test]
+fn truncated_vectors_never_panic_and_never_decode() {
+    for v in vectors() {
+        let wire = encode(&v.frame);
+        for len in 0..wire.len() {
+            let cut = &wire[..len];
+            // The codec waits for the rest: the length prefix promises more than is there.
+            let mut buf = BytesMut::from(cut);
+            assert!(
+                matches!(FrameCodec.decode(&mut buf), Ok(None)),
+                "{}: codec on {len} of {} bytes",
+                v.name,
+                wire.len()
+            );
+            // The pure decoder, given a cut frame as if it were whole, refuses it.
+            if len >= LENGTH_PREFIX_BYTES {
+                assert!(decode_frame(&cut[LENGTH_PREFIX_BYTES..]).is_err(), "{}: decoded {len} bytes", v.name);
+            }
+            // The cut frame with its length prefix corrected to match is refused too.
+            if len > LENGTH_PREFIX_BYTES {
+                let mut fixed = cut.to_vec();
+                let declared = (len - LENGTH_PREFIX_BYTES) as u32;
+                fixed[..LENGTH_PREFIX_BYTES].copy_from_slice(&declared.to_be_bytes());
+                let mut buf = BytesMut::from(&fixed[..]);
+                assert!(FrameCodec.decode(&mut buf).is_err(), "{}: codec decoded {len} bytes", v.name);
+            }
+        }
+    }
+}
