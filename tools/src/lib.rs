@@ -137,6 +137,32 @@ pub fn sign_on_stan_from_clock(unix_ms: i64) -> u32 {
     SIGN_ON_STAN_BIT | (unix_ms.rem_euclid(1 << 31) as u32)
 }
 
+/// Trace numbers a load run owns per second of the day: [`run_stan_offset`] moves by this much
+/// each second, so two runs started `s` seconds apart on the same day never use the same
+/// (terminal, stan) as long as each terminal of the earlier run sent fewer than
+/// `RUN_STANS_PER_SECOND * s` requests.
+pub const RUN_STANS_PER_SECOND: u32 = 20_000;
+
+/// The per-run offset a load generator adds to its trace numbers, so repeated runs against the
+/// same switch do not reuse them (a reused stan with new content is declined `trace_reused`):
+/// seconds since local midnight times [`RUN_STANS_PER_SECOND`], modulo 2^31. At most
+/// 86_399 * 20_000 = 1_727_980_000, which leaves more than 2.5 billion stans per terminal
+/// before the `u32` wraps.
+pub fn run_stan_offset(unix_ms: i64, utc_offset_minutes: i32) -> u32 {
+    let offset_ms = i64::from(utc_offset_minutes) * 60_000;
+    let local_ms = (unix_ms.rem_euclid(MS_PER_DAY) + offset_ms.rem_euclid(MS_PER_DAY)).rem_euclid(MS_PER_DAY);
+    let seconds = (local_ms / 1000) as u64;
+    (seconds * u64::from(RUN_STANS_PER_SECOND) % (1 << 31)) as u32
+}
+
+/// The trace number after `stan`: counts upwards, wrapping past `u32::MAX` to 1 (never 0).
+pub fn next_stan(stan: u32) -> u32 {
+    match stan.wrapping_add(1) {
+        0 => 1,
+        next => next,
+    }
+}
+
 /// `YYYYMMDD` as `YYYY-MM-DD`.
 pub fn format_date(yyyymmdd: u32) -> String {
     format!(
@@ -305,6 +331,31 @@ mod tests {
             sign_on_stan_from_clock(1_000),
             sign_on_stan_from_clock(1_001)
         );
+    }
+
+    #[test]
+    fn run_stan_offsets_follow_the_local_second_of_the_day() {
+        // 2026-11-22T01:30:05.123Z is 09:30:05 at UTC+8.
+        let unix_ms = 1_795_311_005_123;
+        assert_eq!(run_stan_offset(unix_ms, 480), (9 * 3600 + 30 * 60 + 5) * RUN_STANS_PER_SECOND);
+        assert_eq!(run_stan_offset(unix_ms, 0), (3600 + 30 * 60 + 5) * RUN_STANS_PER_SECOND);
+        // The same second gives the same offset, the next second the next block.
+        assert_eq!(run_stan_offset(unix_ms + 876, 480), run_stan_offset(unix_ms, 480));
+        assert_eq!(run_stan_offset(unix_ms + 877, 480), run_stan_offset(unix_ms, 480) + RUN_STANS_PER_SECOND);
+        // Local midnight is 0; the last second of the day is the largest offset, below 2^31.
+        assert_eq!(run_stan_offset(16 * 3_600_000, 480), 0);
+        assert_eq!(run_stan_offset(16 * 3_600_000 - 1, 480), 86_399 * RUN_STANS_PER_SECOND);
+        for ms in [0, 1, 86_399_999, unix_ms, -1, i64::MIN, i64::MAX] {
+            assert!(run_stan_offset(ms, 480) <= 86_399 * RUN_STANS_PER_SECOND);
+            assert!(run_stan_offset(ms, 480) < 1 << 31);
+        }
+    }
+
+    #[test]
+    fn stans_count_up_and_skip_zero() {
+        assert_eq!(next_stan(1), 2);
+        assert_eq!(next_stan(u32::MAX - 1), u32::MAX);
+        assert_eq!(next_stan(u32::MAX), 1);
     }
 
     #[test]

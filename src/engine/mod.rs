@@ -1,0 +1,641 @@
+//! The card rules as a pure state machine.
+//!
+//! No IO and no clock: the partition loop passes the time and business date in with each
+//! batch, applies commands one by one, then persists the [`Effects`] they produced as one
+//! group commit before any reply leaves. Replaying the same commands on the same state gives
+//! the same replies and effects.
+
+pub mod model;
+
+use std::collections::HashMap;
+
+use protocol::{
+    CardNo, CardReply, CardState, Category, Header, MsgType, PaymentMethod, Request, ResponseCode,
+    SaleFlags, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
+};
+
+pub use model::*;
+
+/// The most value one card may hold, in minor units.
+pub const MAX_BALANCE_MINOR: i64 = MAX_AMOUNT_MINOR;
+/// Loads are whole yuan (V1).
+pub const LOAD_UNIT_MINOR: i64 = 100;
+
+/// Time passed into a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Switch time, ms since the Unix epoch.
+    pub now_ms: i64,
+    /// The business date postings are stamped with (S1).
+    pub business_date: BusinessDate,
+}
+
+/// One request for the engine, with what the session knows about its sender.
+#[derive(Clone, Copy, Debug)]
+pub struct Command {
+    pub header: Header,
+    /// The store the terminal signed on at.
+    pub store_id: u32,
+    pub request: Request,
+}
+
+/// What applying commands changed and must be persisted before any of their replies is sent.
+/// Later entries for the same key supersede earlier ones.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// New state of a card; `None` deletes it (a sale undone returns the number to stock).
+    pub cards: Vec<(CardNo, Option<Card>)>,
+    pub journal: Vec<JournalEntry>,
+    pub txns: Vec<(u64, Txn)>,
+    pub traces: Vec<(TraceKey, Trace)>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.cards.is_empty() && self.journal.is_empty() && self.txns.is_empty() && self.traces.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.cards.clear();
+        self.journal.clear();
+        self.txns.clear();
+        self.traces.clear();
+    }
+}
+
+/// Hands out transaction ids that are unique across partitions and above every id already
+/// stored, whatever the partition count was when those were written.
+#[derive(Clone, Copy, Debug)]
+pub struct TxnIds {
+    next: u64,
+    step: u64,
+}
+
+impl TxnIds {
+    pub fn new(partition: usize, partitions: usize, max_existing: u64) -> TxnIds {
+        let step = partitions as u64;
+        let base = (max_existing / step + 1) * step;
+        TxnIds { next: base + partition as u64, step }
+    }
+
+    fn take(&mut self) -> u64 {
+        let id = self.next;
+        self.next += self.step;
+        id
+    }
+}
+
+/// Checks every field of a card request for range (code `invalid_field`): the first check
+/// and the only one whose decline is not remembered, because nothing about the card was seen.
+pub fn validate(request: &Request) -> Result<(), ResponseCode> {
+    let positive = |amount: i64| (1..=MAX_AMOUNT_MINOR).contains(&amount);
+    let whole_yuan = |amount: i64| amount % LOAD_UNIT_MINOR == 0;
+    let category = |c: u8| Category::from_u8(c).is_some();
+    let method = |m: u8| PaymentMethod::from_u8(m).is_some();
+    let ok = match *request {
+        Request::Balance { .. } | Request::Void { .. } => true,
+        Request::Sale { amount_minor, category: c, flags, .. } => {
+            positive(amount_minor) && category(c) && SaleFlags(flags).is_valid()
+        }
+        Request::Hold { amount_minor, category: c, .. } => positive(amount_minor) && category(c),
+        // V1: loads are whole yuan.
+        Request::Load { amount_minor, method: m, .. } => positive(amount_minor) && whole_yuan(amount_minor) && method(m),
+        Request::SellCard { amount_minor, method: m, .. } => {
+            (0..=MAX_AMOUNT_MINOR).contains(&amount_minor) && whole_yuan(amount_minor) && method(m)
+        }
+        Request::Capture { amount_minor, .. } | Request::Refund { amount_minor, .. } => positive(amount_minor),
+        // A sold card's opening load may be zero, so may the amount of its reversal.
+        Request::Reversal { amount_minor, .. } => (0..=MAX_AMOUNT_MINOR).contains(&amount_minor),
+        Request::ImportRange { first, last, .. } => {
+            first.is_valid()
+                && last.is_valid()
+                && first.digits() == last.digits()
+                && first <= last
+                && last.0 - first.0 < MAX_RANGE_CARDS
+        }
+        Request::SignOn { store_id } => store_id != 0,
+        Request::Echo => true,
+    };
+    let card_ok = request.card().is_none_or(CardNo::is_valid);
+    if ok && card_ok {
+        Ok(())
+    } else {
+        Err(ResponseCode::InvalidField)
+    }
+}
+
+/// A decline carrying the card's state and balances when the card is known.
+type Outcome = Result<CardReply, CardReply>;
+
+/// One partition's cards and everything needed to answer for them.
+#[derive(Debug, Default)]
+pub struct Engine {
+    cards: HashMap<CardNo, Card>,
+    /// Imported ranges, sorted by first number; the same list in every partition.
+    ranges: Vec<CardRange>,
+    txns: HashMap<u64, Txn>,
+    traces: HashMap<TraceKey, Trace>,
+    ids: Option<TxnIds>,
+}
+
+impl Engine {
+    pub fn new(ids: TxnIds) -> Engine {
+        Engine { ids: Some(ids), ..Engine::default() }
+    }
+
+    /// Rebuilds an engine from persisted state (recovery).
+    pub fn restore(
+        ids: TxnIds,
+        cards: HashMap<CardNo, Card>,
+        ranges: Vec<CardRange>,
+        txns: HashMap<u64, Txn>,
+        traces: HashMap<TraceKey, Trace>,
+    ) -> Engine {
+        let mut engine = Engine { cards, ranges: Vec::new(), txns, traces, ids: Some(ids) };
+        ranges.into_iter().for_each(|r| engine.add_range(r));
+        engine
+    }
+
+    pub fn card(&self, card: CardNo) -> Option<&Card> {
+        self.cards.get(&card)
+    }
+
+    pub fn cards(&self) -> impl Iterator<Item = (&CardNo, &Card)> {
+        self.cards.iter()
+    }
+
+    pub fn txn(&self, txn_id: u64) -> Option<&Txn> {
+        self.txns.get(&txn_id)
+    }
+
+    pub fn ranges(&self) -> &[CardRange] {
+        &self.ranges
+    }
+
+    /// Adds an imported range (the import itself is checked by [`check_import`]).
+    pub fn add_range(&mut self, range: CardRange) {
+        if !self.ranges.contains(&range) {
+            let at = self.ranges.partition_point(|r| r.first < range.first);
+            self.ranges.insert(at, range);
+        }
+    }
+
+    pub fn range_of(&self, card: CardNo) -> Option<&CardRange> {
+        let at = self.ranges.partition_point(|r| r.first <= card);
+        at.checked_sub(1).map(|i| &self.ranges[i]).filter(|r| r.contains(card))
+    }
+
+    /// Applies one card request (not sign-on, echo or range import) and returns its reply.
+    pub fn apply(&mut self, ctx: Context, cmd: &Command, effects: &mut Effects) -> CardReply {
+        let request = &cmd.request;
+        let Some(card_no) = request.card() else {
+            return CardReply::code_only(ResponseCode::UnknownMessageType);
+        };
+        if let Err(code) = validate(request) {
+            return CardReply::code_only(code);
+        }
+        let key = TraceKey { terminal_id: cmd.header.terminal_id, stan: cmd.header.stan };
+        let digest = request_digest(request);
+        let msg_type = request.msg_type();
+        let outcome = match self.traces.get(&key) {
+            // T8: the same request again gets its original answer and posts nothing.
+            Some(Trace::Answered { digest: seen, reply, .. }) if *seen == digest => return *reply,
+            Some(Trace::Answered { .. }) => return self.decline(card_no, ResponseCode::TraceReused),
+            // T7: this trace number was reversed before it arrived.
+            Some(Trace::ReversedUnseen { .. }) => Err(self.decline(card_no, ResponseCode::OriginalReversed)),
+            None => self.execute(ctx, cmd, card_no, effects),
+        };
+        let reply = outcome.unwrap_or_else(|declined| declined);
+        // Balance inquiries post nothing, so there is nothing a retransmission could double.
+        if msg_type != MsgType::Balance {
+            let trace = Trace::Answered { digest, msg_type, card: card_no, reply };
+            self.traces.insert(key, trace);
+            effects.traces.push((key, trace));
+        }
+        reply
+    }
+
+    fn execute(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, fx: &mut Effects) -> Outcome {
+        match cmd.request {
+            Request::Balance { .. } => {
+                let card = self.sold_card(card_no)?;
+                Ok(card.reply(ResponseCode::Approved, 0, 0))
+            }
+            Request::SellCard { amount_minor, method, .. } => self.sell_card(ctx, cmd, card_no, amount_minor, method, fx),
+            Request::Load { amount_minor, method, .. } => {
+                let card = self.active_card(card_no)?;
+                if card.cash_minor + card.bonus_minor + amount_minor > MAX_BALANCE_MINOR {
+                    return Err(self.decline(card_no, ResponseCode::BalanceLimitExceeded));
+                }
+                let posting = Posting { kind: TxnKind::Load, amount_minor, cash: amount_minor, method, ..Posting::default() };
+                Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+            }
+            Request::Sale { amount_minor, category, flags, .. } => {
+                let card = self.active_card(card_no)?;
+                if card.available_minor() < amount_minor {
+                    return Err(self.decline(card_no, ResponseCode::InsufficientValue));
+                }
+                let (cash, bonus) = debit_split(&card, amount_minor);
+                let posting = Posting {
+                    kind: TxnKind::Sale,
+                    amount_minor,
+                    cash: -cash,
+                    bonus: -bonus,
+                    category,
+                    sale_flags: flags,
+                    ..Posting::default()
+                };
+                Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+            }
+            Request::Hold { amount_minor, category, .. } => {
+                let card = self.active_card(card_no)?;
+                if card.available_minor() < amount_minor {
+                    return Err(self.decline(card_no, ResponseCode::InsufficientValue));
+                }
+                let posting = Posting { kind: TxnKind::Hold, amount_minor, held: amount_minor, category, ..Posting::default() };
+                Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+            }
+            Request::Capture { hold_txn_id, amount_minor, .. } => {
+                self.capture(ctx, cmd, card_no, hold_txn_id, amount_minor, fx)
+            }
+            Request::Refund { original_txn_id, amount_minor, .. } => {
+                self.refund(ctx, cmd, card_no, original_txn_id, amount_minor, fx)
+            }
+            Request::Void { original_txn_id, .. } => {
+                self.live_card(card_no)?;
+                let orig = self.original(card_no, original_txn_id)?;
+                // T6: same-day sales, loads and holds only.
+                if !matches!(orig.kind, TxnKind::Sale | TxnKind::Load | TxnKind::Hold)
+                    || orig.business_date != ctx.business_date
+                {
+                    return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
+                }
+                if orig.status != TxnStatus::Posted || orig.refunded_minor != 0 {
+                    return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
+                }
+                self.undo(ctx, cmd, card_no, original_txn_id, TxnKind::Void, fx)
+            }
+            Request::Reversal { original_stan, amount_minor, .. } => {
+                self.reversal(ctx, cmd, card_no, original_stan, amount_minor, fx)
+            }
+            Request::SignOn { .. } | Request::Echo | Request::ImportRange { .. } => {
+                Err(CardReply::code_only(ResponseCode::UnknownMessageType))
+            }
+        }
+    }
+
+    fn sell_card(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, amount_minor: i64, method: u8, fx: &mut Effects) -> Outcome {
+        let range = *self.range_of(card_no).ok_or(CardReply::code_only(ResponseCode::UnknownCard))?;
+        // L1: a range is sold only by the store it was assigned to.
+        if range.store_id != cmd.store_id {
+            return Err(self.decline(card_no, ResponseCode::WrongStore));
+        }
+        if self.cards.contains_key(&card_no) {
+            return Err(self.decline(card_no, ResponseCode::CardAlreadySold));
+        }
+        // L2: paid by cheque or transfer, the card waits for finance to confirm the funds.
+        let pending = PaymentMethod::from_u8(method).is_some_and(PaymentMethod::needs_confirmation);
+        let state = if pending { CardState::PendingFunds } else { CardState::Active };
+        let card = Card {
+            state,
+            product: range.product,
+            store_id: range.store_id,
+            cash_minor: 0,
+            bonus_minor: 0,
+            held_minor: 0,
+            first_load_date: 0,
+            last_activity_date: 0,
+        };
+        self.cards.insert(card_no, card);
+        let posting = Posting { kind: TxnKind::SellCard, amount_minor, cash: amount_minor, method, ..Posting::default() };
+        Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+    }
+
+    fn capture(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, hold_id: u64, amount_minor: i64, fx: &mut Effects) -> Outcome {
+        let card = self.live_card(card_no)?;
+        let hold = self.original(card_no, hold_id)?;
+        if hold.kind != TxnKind::Hold {
+            return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
+        }
+        if hold.status != TxnStatus::Posted {
+            return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
+        }
+        // T4: the hold is released and the final amount debited; more than the hold needs
+        // available value for the excess.
+        if card.available_minor() + hold.held_delta_minor < amount_minor {
+            return Err(self.decline(card_no, ResponseCode::InsufficientValue));
+        }
+        let (cash, bonus) = debit_split(&card, amount_minor);
+        let posting = Posting {
+            kind: TxnKind::Capture,
+            amount_minor,
+            cash: -cash,
+            bonus: -bonus,
+            held: -hold.held_delta_minor,
+            ref_txn_id: hold_id,
+            category: 0,
+            ..Posting::default()
+        };
+        self.set_status(hold_id, TxnStatus::Captured, fx);
+        Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+    }
+
+    fn refund(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, orig_id: u64, amount_minor: i64, fx: &mut Effects) -> Outcome {
+        self.live_card(card_no)?;
+        let orig = self.original(card_no, orig_id)?;
+        if !matches!(orig.kind, TxnKind::Sale | TxnKind::Capture) {
+            return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
+        }
+        if orig.status != TxnStatus::Posted {
+            return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
+        }
+        if orig.refunded_minor + amount_minor > orig.amount_minor {
+            return Err(self.decline(card_no, ResponseCode::RefundExceedsOriginal));
+        }
+        // T5: value returns to the buckets it came from, in proportion; computed on the
+        // cumulative refund so that refunding everything returns exactly the original split.
+        let refunded_minor = orig.refunded_minor + amount_minor;
+        let bonus_total = -orig.bonus_delta_minor;
+        let bonus_cumulative = div_round_half_up(i128::from(refunded_minor) * i128::from(bonus_total), i128::from(orig.amount_minor));
+        let bonus = bonus_cumulative - orig.refunded_bonus_minor;
+        let posting = Posting {
+            kind: TxnKind::Refund,
+            amount_minor,
+            cash: amount_minor - bonus,
+            bonus,
+            ref_txn_id: orig_id,
+            ..Posting::default()
+        };
+        let updated = Txn { refunded_minor, refunded_bonus_minor: bonus_cumulative, ..orig };
+        self.txns.insert(orig_id, updated);
+        fx.txns.push((orig_id, updated));
+        Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+    }
+
+    /// T7: undoes this terminal's request `original_stan`, or remembers the reversal when
+    /// the original has not arrived, so that it is declined when it does.
+    fn reversal(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, original_stan: u32, amount_minor: i64, fx: &mut Effects) -> Outcome {
+        if self.range_of(card_no).is_none() && !self.cards.contains_key(&card_no) {
+            return Err(CardReply::code_only(ResponseCode::UnknownCard));
+        }
+        if self.cards.get(&card_no).is_some_and(|c| c.state == CardState::Closed) {
+            return Err(self.decline(card_no, ResponseCode::CardClosed));
+        }
+        let key = TraceKey { terminal_id: cmd.header.terminal_id, stan: original_stan };
+        let approved_unchanged = |engine: &Engine| Ok(engine.decline(card_no, ResponseCode::Approved));
+        let (orig_card, orig_type, orig_reply) = match self.traces.get(&key) {
+            None => {
+                let trace = Trace::ReversedUnseen { card: card_no, amount_minor };
+                self.traces.insert(key, trace);
+                fx.traces.push((key, trace));
+                return approved_unchanged(self);
+            }
+            Some(Trace::ReversedUnseen { .. }) => return approved_unchanged(self),
+            Some(Trace::Answered { card, msg_type, reply, .. }) => (*card, *msg_type, *reply),
+        };
+        if matches!(orig_type, MsgType::Void | MsgType::Reversal) {
+            return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
+        }
+        // A declined original moved nothing, so only its card can be compared.
+        if orig_card != card_no || (orig_reply.code.is_approved() && orig_reply.amount_minor != amount_minor) {
+            return Err(self.decline(card_no, ResponseCode::OriginalMismatch));
+        }
+        if !orig_reply.code.is_approved() {
+            return approved_unchanged(self);
+        }
+        let orig_id = orig_reply.txn_id;
+        let Some(orig) = self.txns.get(&orig_id).copied() else {
+            return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
+        };
+        match orig.status {
+            TxnStatus::Voided | TxnStatus::Reversed => approved_unchanged(self),
+            TxnStatus::Captured => Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled)),
+            TxnStatus::Posted if orig.refunded_minor != 0 => {
+                Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled))
+            }
+            TxnStatus::Posted => self.undo(ctx, cmd, card_no, orig_id, TxnKind::Reversal, fx),
+        }
+    }
+
+    /// Posts the exact opposite of `orig_id` (a void or a reversal) and marks it undone.
+    fn undo(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, orig_id: u64, kind: TxnKind, fx: &mut Effects) -> Outcome {
+        let orig = self.txns[&orig_id];
+        let card = self.cards[&card_no];
+        let (cash, bonus, held) = (-orig.cash_delta_minor, -orig.bonus_delta_minor, -orig.held_delta_minor);
+        // Taking value back (a load or refund undone) needs it still on the card, unreserved.
+        let taken = -(cash.min(0) + bonus.min(0));
+        if card.cash_minor + cash < 0 || card.bonus_minor + bonus < 0 || card.available_minor() < taken {
+            return Err(self.decline(card_no, ResponseCode::InsufficientValue));
+        }
+        // A sale of a card is undone only while nothing else happened on it; the number then
+        // returns to stock.
+        let unsell = orig.kind == TxnKind::SellCard;
+        if unsell && (card.cash_minor + cash != 0 || card.bonus_minor + bonus != 0 || card.held_minor != 0) {
+            return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
+        }
+        match orig.kind {
+            // A capture undone reopens its hold.
+            TxnKind::Capture => self.set_status(orig.ref_txn_id, TxnStatus::Posted, fx),
+            // A refund undone gives the original back its refundable amount.
+            TxnKind::Refund => {
+                if let Some(sale) = self.txns.get(&orig.ref_txn_id).copied() {
+                    let updated = Txn {
+                        refunded_minor: sale.refunded_minor - orig.amount_minor,
+                        refunded_bonus_minor: sale.refunded_bonus_minor - orig.bonus_delta_minor,
+                        ..sale
+                    };
+                    self.txns.insert(orig.ref_txn_id, updated);
+                    fx.txns.push((orig.ref_txn_id, updated));
+                }
+            }
+            _ => {}
+        }
+        let status = if kind == TxnKind::Reversal { TxnStatus::Reversed } else { TxnStatus::Voided };
+        self.set_status(orig_id, status, fx);
+        let posting = Posting { kind, amount_minor: orig.amount_minor, cash, bonus, held, ref_txn_id: orig_id, ..Posting::default() };
+        let reply = self.post(ctx, cmd, card_no, posting, fx);
+        if unsell {
+            self.cards.remove(&card_no);
+            fx.cards.push((card_no, None));
+            return Ok(CardReply { state: CardState::Stock, ..reply });
+        }
+        Ok(reply)
+    }
+
+    /// Posts and records the posting as a transaction later requests can name.
+    fn post_new(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, p: Posting, fx: &mut Effects) -> CardReply {
+        let reply = self.post(ctx, cmd, card_no, p, fx);
+        let txn = Txn {
+            kind: p.kind,
+            status: TxnStatus::Posted,
+            card: card_no,
+            business_date: ctx.business_date,
+            terminal_id: cmd.header.terminal_id,
+            stan: cmd.header.stan,
+            amount_minor: p.amount_minor,
+            cash_delta_minor: p.cash,
+            bonus_delta_minor: p.bonus,
+            held_delta_minor: p.held,
+            ref_txn_id: p.ref_txn_id,
+            refunded_minor: 0,
+            refunded_bonus_minor: 0,
+        };
+        self.txns.insert(reply.txn_id, txn);
+        fx.txns.push((reply.txn_id, txn));
+        reply
+    }
+
+    /// Changes the card's buckets and journals the change: the one place balances move.
+    fn post(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, p: Posting, fx: &mut Effects) -> CardReply {
+        let txn_id = self.ids.as_mut().expect("an engine that posts has an id source").take();
+        let card = self.cards.get_mut(&card_no).expect("postings are made on sold cards");
+        card.cash_minor += p.cash;
+        card.bonus_minor += p.bonus;
+        card.held_minor += p.held;
+        assert!(
+            card.cash_minor >= 0 && card.bonus_minor >= 0 && card.held_minor >= 0,
+            "a posting never makes a bucket negative: {card:?}"
+        );
+        if p.cash > 0 && card.first_load_date == 0 && matches!(p.kind, TxnKind::Load | TxnKind::SellCard) {
+            card.first_load_date = ctx.business_date;
+        }
+        card.last_activity_date = ctx.business_date;
+        let card = *card;
+        fx.cards.push((card_no, Some(card)));
+        fx.journal.push(JournalEntry {
+            txn_id,
+            kind: p.kind,
+            card: card_no,
+            product: card.product,
+            business_date: ctx.business_date,
+            time_ms: ctx.now_ms,
+            local_time: cmd.header.local_time.0,
+            terminal_id: cmd.header.terminal_id,
+            store_id: cmd.store_id,
+            stan: cmd.header.stan,
+            operator_id: 0,
+            amount_minor: p.amount_minor,
+            cash_delta_minor: p.cash,
+            bonus_delta_minor: p.bonus,
+            held_delta_minor: p.held,
+            ref_txn_id: p.ref_txn_id,
+            method: p.method,
+            category: p.category,
+            sale_flags: p.sale_flags,
+        });
+        card.reply(ResponseCode::Approved, txn_id, p.amount_minor)
+    }
+
+    fn set_status(&mut self, txn_id: u64, status: TxnStatus, fx: &mut Effects) {
+        if let Some(txn) = self.txns.get_mut(&txn_id) {
+            txn.status = status;
+            fx.txns.push((txn_id, *txn));
+        }
+    }
+
+    /// A reply with `code` and the card's current state and balances (zeros if unknown).
+    fn decline(&self, card_no: CardNo, code: ResponseCode) -> CardReply {
+        match self.cards.get(&card_no) {
+            Some(card) => card.reply(code, 0, 0),
+            None if self.range_of(card_no).is_some() => {
+                CardReply { state: CardState::Stock, ..CardReply::code_only(code) }
+            }
+            None => CardReply::code_only(code),
+        }
+    }
+
+    /// The card if it was sold (any state).
+    fn sold_card(&self, card_no: CardNo) -> Result<Card, CardReply> {
+        match self.cards.get(&card_no) {
+            Some(card) => Ok(*card),
+            None if self.range_of(card_no).is_some() => Err(self.decline(card_no, ResponseCode::CardNotSold)),
+            None => Err(self.decline(card_no, ResponseCode::UnknownCard)),
+        }
+    }
+
+    /// The card if it may still be acted on by a capture, void, refund (any sold state but
+    /// closed).
+    fn live_card(&self, card_no: CardNo) -> Result<Card, CardReply> {
+        let card = self.sold_card(card_no)?;
+        if card.state == CardState::Closed {
+            return Err(self.decline(card_no, ResponseCode::CardClosed));
+        }
+        Ok(card)
+    }
+
+    /// The card if it may spend, hold and load: active (T1, L5).
+    fn active_card(&self, card_no: CardNo) -> Result<Card, CardReply> {
+        let card = self.sold_card(card_no)?;
+        let code = match card.state {
+            CardState::Active => return Ok(card),
+            CardState::Unknown => ResponseCode::UnknownCard,
+            CardState::Stock => ResponseCode::CardNotSold,
+            CardState::PendingFunds => ResponseCode::CardPendingFunds,
+            CardState::Lost => ResponseCode::CardLost,
+            CardState::Frozen => ResponseCode::CardFrozen,
+            CardState::PinLocked => ResponseCode::CardPinLocked,
+            CardState::Expired => ResponseCode::CardExpired,
+            CardState::Closed => ResponseCode::CardClosed,
+        };
+        Err(self.decline(card_no, code))
+    }
+
+    /// The transaction `txn_id` if it was made on this card.
+    fn original(&self, card_no: CardNo, txn_id: u64) -> Result<Txn, CardReply> {
+        match self.txns.get(&txn_id) {
+            Some(txn) if txn.card == card_no => Ok(*txn),
+            Some(_) => Err(self.decline(card_no, ResponseCode::OriginalMismatch)),
+            None => Err(self.decline(card_no, ResponseCode::OriginalNotFound)),
+        }
+    }
+}
+
+/// Checks a range import (L1) against the ranges already imported; `Ok` carries the card count.
+pub fn check_import(ranges: &[CardRange], range: &CardRange) -> Result<u64, ResponseCode> {
+    let request = Request::ImportRange { first: range.first, last: range.last, product: range.product, store_id: range.store_id };
+    validate(&request)?;
+    if range.store_id == 0 {
+        return Err(ResponseCode::InvalidField);
+    }
+    if ranges.iter().any(|r| r.overlaps(range)) {
+        return Err(ResponseCode::RangeOverlaps);
+    }
+    if Product::from_code(range.product).is_none() {
+        return Err(ResponseCode::UnknownProduct);
+    }
+    Ok(range.card_count())
+}
+
+/// A balance change about to be posted; positive deltas credit the card.
+#[derive(Clone, Copy, Debug)]
+struct Posting {
+    kind: TxnKind,
+    amount_minor: i64,
+    cash: i64,
+    bonus: i64,
+    held: i64,
+    ref_txn_id: u64,
+    method: u8,
+    category: u8,
+    sale_flags: u8,
+}
+
+impl Default for Posting {
+    fn default() -> Self {
+        Posting { kind: TxnKind::Sale, amount_minor: 0, cash: 0, bonus: 0, held: 0, ref_txn_id: 0, method: 0, category: 0, sale_flags: 0 }
+    }
+}
+
+/// Splits a debit over the buckets, bonus first (T1's default): (from cash, from bonus).
+fn debit_split(card: &Card, amount_minor: i64) -> (i64, i64) {
+    let from_bonus = amount_minor.min(card.bonus_minor);
+    (amount_minor - from_bonus, from_bonus)
+}
+
+/// `numerator / denominator` rounded half up, for non-negative operands (money rounds half up).
+fn div_round_half_up(numerator: i128, denominator: i128) -> i64 {
+    ((2 * numerator + denominator) / (2 * denominator)) as i64
+}
+
+#[cfg(test)]
+mod tests;

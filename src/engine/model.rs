@@ -1,0 +1,324 @@
+//! The engine's data: cards, ranges, transactions, trace records and journal entries.
+//!
+//! The model covers the card rules as a whole (cash and bonus buckets, holds, states, business
+//! dates, operators) even where a rule is not enforced yet, so later rules add behaviour, not
+//! new storage formats.
+
+use protocol::{CardNo, CardReply, CardState, MsgType, Request};
+
+/// Business date as YYYYMMDD (S1).
+pub type BusinessDate = u32;
+
+/// Products of the catalog (P1–P8). Codes are what `ImportRange` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Product {
+    Member = 1,
+    Gift = 2,
+    Special = 3,
+    Cash = 4,
+    Comp = 5,
+    Offset = 6,
+    Room = 7,
+    VipStored = 8,
+}
+
+impl Product {
+    pub const ALL: [Product; 8] = [
+        Product::Member,
+        Product::Gift,
+        Product::Special,
+        Product::Cash,
+        Product::Comp,
+        Product::Offset,
+        Product::Room,
+        Product::VipStored,
+    ];
+
+    pub fn from_code(code: u16) -> Option<Product> {
+        Product::ALL.iter().copied().find(|p| *p as u16 == code)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Member => "member",
+            Product::Gift => "gift",
+            Product::Special => "special",
+            Product::Cash => "cash",
+            Product::Comp => "comp",
+            Product::Offset => "offset",
+            Product::Room => "room",
+            Product::VipStored => "vip_stored",
+        }
+    }
+}
+
+/// An imported range of card numbers (L1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CardRange {
+    pub first: CardNo,
+    pub last: CardNo,
+    pub product: u16,
+    pub store_id: u32,
+    /// Who imported it, so a retransmitted import gets its original answer (T8).
+    pub terminal_id: u32,
+    pub stan: u32,
+}
+
+impl CardRange {
+    pub fn contains(&self, card: CardNo) -> bool {
+        self.first <= card && card <= self.last && card.digits() == self.first.digits()
+    }
+
+    pub fn card_count(&self) -> u64 {
+        self.last.0 - self.first.0 + 1
+    }
+
+    pub fn overlaps(&self, other: &CardRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+}
+
+/// A sold card. Cards in an imported range without a record are `stock`: importing ten million
+/// numbers costs one range record, not ten million card records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Card {
+    pub state: CardState,
+    pub product: u16,
+    /// The store the card's range was assigned to (L1).
+    pub store_id: u32,
+    /// Paid-for value, minor units.
+    pub cash_minor: i64,
+    /// Promotional value, minor units (V3); spent first by default (T1).
+    pub bonus_minor: i64,
+    /// Value reserved by open holds (T4); part of cash + bonus, not spendable.
+    pub held_minor: i64,
+    /// Business date of the first load: validity counts from it (L7); 0 before any load.
+    pub first_load_date: BusinessDate,
+    /// Business date of the last posting: dormancy counts from it (L8).
+    pub last_activity_date: BusinessDate,
+}
+
+impl Card {
+    pub fn available_minor(&self) -> i64 {
+        self.cash_minor + self.bonus_minor - self.held_minor
+    }
+
+    pub fn reply(&self, code: protocol::ResponseCode, txn_id: u64, amount_minor: i64) -> CardReply {
+        CardReply {
+            code,
+            state: self.state,
+            txn_id,
+            amount_minor,
+            cash_minor: self.cash_minor,
+            bonus_minor: self.bonus_minor,
+            held_minor: self.held_minor,
+        }
+    }
+}
+
+/// What a journal entry or transaction record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TxnKind {
+    SellCard = 1,
+    Load = 2,
+    Sale = 3,
+    Hold = 4,
+    Capture = 5,
+    Refund = 6,
+    /// A void (T6) or a hold's release; its deltas undo the original named by `ref_txn_id`.
+    Void = 7,
+    /// A reversal (T7); its deltas undo the original named by `ref_txn_id`.
+    Reversal = 8,
+}
+
+impl TxnKind {
+    pub fn from_u8(value: u8) -> Option<TxnKind> {
+        use TxnKind::*;
+        [SellCard, Load, Sale, Hold, Capture, Refund, Void, Reversal].into_iter().find(|k| *k as u8 == value)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnKind::SellCard => "sell_card",
+            TxnKind::Load => "load",
+            TxnKind::Sale => "sale",
+            TxnKind::Hold => "hold",
+            TxnKind::Capture => "capture",
+            TxnKind::Refund => "refund",
+            TxnKind::Void => "void",
+            TxnKind::Reversal => "reversal",
+        }
+    }
+}
+
+/// Where a referenceable transaction stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TxnStatus {
+    /// Posted and still in force (a hold: still reserving).
+    Posted = 1,
+    /// A hold that was captured.
+    Captured = 2,
+    /// Undone by a void (T6) or released (T4).
+    Voided = 3,
+    /// Undone by a reversal (T7).
+    Reversed = 4,
+}
+
+impl TxnStatus {
+    pub fn from_u8(value: u8) -> Option<TxnStatus> {
+        use TxnStatus::*;
+        [Posted, Captured, Voided, Reversed].into_iter().find(|s| *s as u8 == value)
+    }
+}
+
+/// A posting that later requests can name (capture, void, refund, reversal): what it moved,
+/// so it can be undone exactly, and how far it has been refunded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Txn {
+    pub kind: TxnKind,
+    pub status: TxnStatus,
+    pub card: CardNo,
+    pub business_date: BusinessDate,
+    pub terminal_id: u32,
+    pub stan: u32,
+    pub amount_minor: i64,
+    /// Signed change of the card's cash and bonus buckets and of its held value.
+    pub cash_delta_minor: i64,
+    pub bonus_delta_minor: i64,
+    pub held_delta_minor: i64,
+    /// A capture: the hold it completed.
+    pub ref_txn_id: u64,
+    /// A sale or capture: refunds so far, in all and from bonus (T5).
+    pub refunded_minor: i64,
+    pub refunded_bonus_minor: i64,
+}
+
+/// What the switch remembers of a terminal's trace number (T7, T8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trace {
+    /// The request was answered with `reply`; a retransmission with the same digest gets it
+    /// again. `txn_id` names the posting (0 when declined).
+    Answered { digest: u64, msg_type: MsgType, card: CardNo, reply: CardReply },
+    /// A reversal arrived before its original (T7): the original is declined when it comes.
+    ReversedUnseen { card: CardNo, amount_minor: i64 },
+}
+
+impl Trace {
+    pub fn card(&self) -> CardNo {
+        match self {
+            Trace::Answered { card, .. } | Trace::ReversedUnseen { card, .. } => *card,
+        }
+    }
+}
+
+/// Terminal and trace number: the identity of a request (T8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceKey {
+    pub terminal_id: u32,
+    pub stan: u32,
+}
+
+/// One append-only posting (S9). Every change of a card's balances has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub txn_id: u64,
+    pub kind: TxnKind,
+    pub card: CardNo,
+    pub product: u16,
+    pub business_date: BusinessDate,
+    /// Switch time of acceptance, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// The terminal's own clock (YYYYMMDDhhmmss).
+    pub local_time: u64,
+    pub terminal_id: u32,
+    pub store_id: u32,
+    pub stan: u32,
+    /// Operator of an administrative posting; 0 for a terminal's own request.
+    pub operator_id: u32,
+    pub amount_minor: i64,
+    pub cash_delta_minor: i64,
+    pub bonus_delta_minor: i64,
+    pub held_delta_minor: i64,
+    /// The original a capture, refund, void or reversal acts on; 0 otherwise.
+    pub ref_txn_id: u64,
+    /// Payment method of a load (V6); 0 otherwise.
+    pub method: u8,
+    /// Category and flags of a sale or hold (T10); 0 otherwise.
+    pub category: u8,
+    pub sale_flags: u8,
+}
+
+/// A 64-bit digest of a request's content (type and body, not header): what "the same
+/// request" means for retransmission (T8). FNV-1a over the fields; stable across versions of
+/// this program because it is stored.
+pub fn request_digest(request: &Request) -> u64 {
+    let mut h = Fnv::new();
+    h.u8(request.msg_type() as u8);
+    match *request {
+        Request::SignOn { store_id } => h.u64(store_id.into()),
+        Request::Echo => {}
+        Request::Balance { card } => h.u64(card.0),
+        Request::Sale { card, amount_minor, category, flags } => {
+            h.u64(card.0);
+            h.u64(amount_minor as u64);
+            h.u8(category);
+            h.u8(flags);
+        }
+        Request::Load { card, amount_minor, method } | Request::SellCard { card, amount_minor, method } => {
+            h.u64(card.0);
+            h.u64(amount_minor as u64);
+            h.u8(method);
+        }
+        Request::Hold { card, amount_minor, category } => {
+            h.u64(card.0);
+            h.u64(amount_minor as u64);
+            h.u8(category);
+        }
+        Request::Capture { card, hold_txn_id: id, amount_minor }
+        | Request::Refund { card, original_txn_id: id, amount_minor } => {
+            h.u64(card.0);
+            h.u64(id);
+            h.u64(amount_minor as u64);
+        }
+        Request::Void { card, original_txn_id } => {
+            h.u64(card.0);
+            h.u64(original_txn_id);
+        }
+        Request::Reversal { card, original_stan, amount_minor } => {
+            h.u64(card.0);
+            h.u64(original_stan.into());
+            h.u64(amount_minor as u64);
+        }
+        Request::ImportRange { first, last, product, store_id } => {
+            h.u64(first.0);
+            h.u64(last.0);
+            h.u64(product.into());
+            h.u64(store_id.into());
+        }
+    }
+    h.0
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn u8(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn u64(&mut self, v: u64) {
+        v.to_be_bytes().into_iter().for_each(|b| self.u8(b));
+    }
+}
+
+/// The cards of `card`'s partition among `partitions`: a multiplicative hash, so consecutive
+/// card numbers (one range) spread evenly.
+pub fn partition_of(card: CardNo, partitions: usize) -> usize {
+    let mixed = card.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((mixed >> 32) % partitions as u64) as usize
+}

@@ -1,0 +1,283 @@
+//! Partitions: each owns a shard of the cards and one thread that drains its bounded queue,
+//! applies what it drained to its engine, persists the effects as one group commit, and only
+//! then sends the replies. The hot path takes no lock: a card's requests meet only its own
+//! partition's thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode};
+use tokio::sync::mpsc;
+
+use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, TxnIds};
+use crate::store::{CommitLog, Recovered};
+
+/// Most commands one group commit carries.
+pub const MAX_BATCH: usize = 4_096;
+/// Commands queued per partition before new ones are refused with `system_busy`.
+pub const QUEUE_DEPTH: usize = 65_536;
+/// Time zone of the business day until cutover is configurable (China Standard Time).
+pub const BUSINESS_UTC_OFFSET_MINUTES: i32 = 8 * 60;
+
+const _: () = assert!(MAX_BATCH <= QUEUE_DEPTH);
+
+/// Where replies for one connection go; the connection's writer drains it.
+pub type ReplySender = mpsc::Sender<Frame>;
+
+/// Source of time for batches: the engine never reads a clock itself.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+
+    /// The business date postings made at `now_ms` belong to (S1).
+    fn business_date(&self, now_ms: i64) -> BusinessDate {
+        LocalTime::from_unix_ms(now_ms, BUSINESS_UTC_OFFSET_MINUTES).date()
+    }
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+pub enum Work {
+    Command { cmd: Command, reply: ReplySender },
+    /// A range was imported (already durable); `done` is told once the partition knows it.
+    AddRange { range: CardRange, done: std::sync::mpsc::SyncSender<()> },
+    /// Finish what is queued before this, then stop.
+    Stop,
+}
+
+pub struct Partitions {
+    senders: Vec<Sender<Work>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    failed: Vec<Arc<AtomicBool>>,
+}
+
+impl Partitions {
+    pub fn start(recovered: Recovered, log: Arc<dyn CommitLog>, clock: Arc<dyn Clock>) -> Partitions {
+        let count = recovered.partitions.len();
+        let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
+        for (index, state) in recovered.partitions.into_iter().enumerate() {
+            let ids = TxnIds::new(index, count, recovered.max_txn_id);
+            let engine = Engine::restore(ids, state.cards, recovered.ranges.clone(), state.txns, state.traces);
+            let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
+            let failed = Arc::new(AtomicBool::new(false));
+            let worker = Worker { index, engine, log: log.clone(), clock: clock.clone(), failed: failed.clone() };
+            let thread = std::thread::Builder::new()
+                .name(format!("partition-{index}"))
+                .spawn(move || worker.run(rx))
+                .expect("spawning a partition thread");
+            partitions.senders.push(tx);
+            partitions.threads.get_mut().expect("not shared yet").push(thread);
+            partitions.failed.push(failed);
+        }
+        partitions
+    }
+
+    pub fn count(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// True when some partition stopped after a storage failure.
+    pub fn any_failed(&self) -> bool {
+        self.failed.iter().any(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Queues a card command on its partition, or says why it cannot be taken.
+    pub fn submit(&self, card: CardNo, cmd: Command, reply: ReplySender) -> Result<(), ResponseCode> {
+        let sender = &self.senders[partition_of(card, self.senders.len())];
+        match sender.try_send(Work::Command { cmd, reply }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ResponseCode::SystemBusy),
+            Err(TrySendError::Disconnected(_)) => Err(ResponseCode::SystemError),
+        }
+    }
+
+    /// Tells every partition about a new range and waits until all know it. Blocking.
+    pub fn add_range_blocking(&self, range: CardRange) {
+        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
+        for sender in &self.senders {
+            // A blocking send: range imports are rare and must not be refused.
+            let _ = sender.send(Work::AddRange { range, done: done.clone() });
+        }
+        drop(done);
+        while acks.recv().is_ok() {}
+    }
+
+    /// Stops every partition after it has finished what was queued, and waits for them.
+    pub fn stop(&self) {
+        for sender in &self.senders {
+            let _ = sender.send(Work::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Worker {
+    index: usize,
+    engine: Engine,
+    log: Arc<dyn CommitLog>,
+    clock: Arc<dyn Clock>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Work>) {
+        let mut effects = Effects::default();
+        let mut pending: Vec<(ReplySender, Frame)> = Vec::with_capacity(MAX_BATCH);
+        let mut stop = false;
+        while !stop {
+            let Ok(first) = rx.recv() else { break };
+            let now_ms = self.clock.now_ms();
+            let ctx = Context { now_ms, business_date: self.clock.business_date(now_ms) };
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(work) = next.take() {
+                taken += 1;
+                match work {
+                    Work::Command { cmd, reply } => {
+                        let code_reply = if self.failed.load(Ordering::Relaxed) {
+                            protocol::CardReply::code_only(ResponseCode::SystemError)
+                        } else {
+                            self.engine.apply(ctx, &cmd, &mut effects)
+                        };
+                        let response = Response::Card { request: cmd.request.msg_type(), reply: code_reply };
+                        pending.push((reply, reply_frame(&cmd.header, response)));
+                    }
+                    Work::AddRange { range, done } => {
+                        self.engine.add_range(range);
+                        let _ = done.send(());
+                    }
+                    Work::Stop => stop = true,
+                }
+                if taken < MAX_BATCH && !stop {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !effects.is_empty() {
+                if let Err(error) = self.log.commit(&effects) {
+                    // Fail-stop: memory now holds changes the disk does not; refuse
+                    // everything from here on rather than answer from it.
+                    tracing::error!(partition = self.index, %error, "storage failure; partition stopped");
+                    self.failed.store(true, Ordering::Relaxed);
+                    for (_, frame) in pending.iter_mut() {
+                        if let Message::Response(Response::Card { reply, .. }) = &mut frame.message {
+                            *reply = protocol::CardReply::code_only(ResponseCode::SystemError);
+                        }
+                    }
+                }
+                effects.clear();
+            }
+            for (reply, frame) in pending.drain(..) {
+                // A full or closed channel means the connection is gone; the terminal will
+                // retransmit and get this same answer (T8).
+                let _ = reply.try_send(frame);
+            }
+        }
+    }
+}
+
+/// The response frame for a request: same terminal, trace number and local time.
+pub fn reply_frame(request: &Header, response: Response) -> Frame {
+    Frame { header: Header { flags: 0, ..*request }, message: Message::Response(response) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use protocol::{CardReply, Category, PaymentMethod, Request};
+
+    use super::*;
+    use crate::engine::CardRange;
+    use crate::store::{PartitionState, StoreError};
+
+    const FIRST: u64 = 6200880000000000;
+
+    /// Accepts `ok_commits` group commits, then fails every one (a disk that died).
+    struct FailingLog {
+        ok_commits: usize,
+        commits: AtomicUsize,
+    }
+
+    impl CommitLog for FailingLog {
+        fn commit(&self, _: &Effects) -> Result<(), StoreError> {
+            if self.commits.fetch_add(1, Ordering::SeqCst) < self.ok_commits {
+                Ok(())
+            } else {
+                Err(StoreError::Injected("disk gone".into()))
+            }
+        }
+    }
+
+    struct FixedClock;
+    impl Clock for FixedClock {
+        fn now_ms(&self) -> i64 {
+            1_795_311_005_000
+        }
+    }
+
+    fn recovered(partitions: usize) -> Recovered {
+        Recovered {
+            ranges: vec![CardRange {
+                first: CardNo(FIRST),
+                last: CardNo(FIRST + 99),
+                product: 1,
+                store_id: 21,
+                terminal_id: 1,
+                stan: 1,
+            }],
+            partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
+            max_txn_id: 0,
+        }
+    }
+
+    fn call(partitions: &Partitions, stan: u32, request: Request) -> CardReply {
+        let (tx, mut rx) = mpsc::channel(4);
+        let header = Header { flags: 0, terminal_id: 7, stan, local_time: LocalTime(20261122093005) };
+        let card = request.card().unwrap();
+        partitions.submit(card, Command { header, store_id: 21, request }, tx).unwrap();
+        match rx.blocking_recv().unwrap().message {
+            Message::Response(Response::Card { reply, .. }) => reply,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_is_never_acknowledged_and_stops_the_partition() {
+        let log = Arc::new(FailingLog { ok_commits: 1, commits: AtomicUsize::new(0) });
+        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock));
+        let card = CardNo(FIRST + 1);
+        let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
+        assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
+        // The second commit fails: the sale is refused, not approved.
+        let sale = Request::Sale { card, amount_minor: 100, category: Category::Retail as u8, flags: 0 };
+        assert_eq!(call(&partitions, 2, sale), CardReply::code_only(ResponseCode::SystemError));
+        assert!(partitions.any_failed());
+        // Fail-stop: even reads are refused from now on.
+        assert_eq!(call(&partitions, 3, Request::Balance { card }).code, ResponseCode::SystemError);
+        partitions.stop();
+    }
+
+    #[test]
+    fn replies_wait_for_the_group_commit() {
+        let log = Arc::new(FailingLog { ok_commits: usize::MAX, commits: AtomicUsize::new(0) });
+        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock));
+        for n in 0..20u32 {
+            let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
+            assert_eq!(call(&partitions, 10 + n, sell).code, ResponseCode::Approved);
+        }
+        // One call at a time: each approval had its own commit before it was answered.
+        assert_eq!(log.commits.load(Ordering::SeqCst), 20);
+        partitions.stop();
+    }
+}
