@@ -9,16 +9,7 @@ use protocol::types::{parse_minor, CardNo, Category, PaymentMethod};
 use protocol::MAX_AMOUNT_MINOR;
 
 /// Product names in the order of their codes: `member` is 1, ..., `vip_stored` is 8.
-pub const PRODUCTS: [&str; 8] = [
-    "member",
-    "gift",
-    "special",
-    "cash",
-    "comp",
-    "offset",
-    "room",
-    "vip_stored",
-];
+pub const PRODUCTS: [&str; 8] = ["member", "gift", "special", "cash", "comp", "offset", "room", "vip_stored"];
 
 /// Largest trace number the tools use for the operations a person asks for. Trace numbers
 /// above it (the upper half of `u32`) are reserved for the sign-ons the tools send on their
@@ -58,9 +49,8 @@ pub fn product_name(code: u16) -> Option<&'static str> {
 /// An amount in yuan with at most two decimals (`12`, `12.3`, `12.34`), exactly, as minor
 /// units; refuses signs, more decimals and anything above [`MAX_AMOUNT_MINOR`].
 pub fn parse_amount(text: &str) -> Result<i64, String> {
-    let minor = parse_minor(text.trim()).ok_or_else(|| {
-        format!("invalid amount '{text}' (expected yuan with at most two decimals, e.g. 12.34)")
-    })?;
+    let minor = parse_minor(text.trim())
+        .ok_or_else(|| format!("invalid amount '{text}' (expected yuan with at most two decimals, e.g. 12.34)"))?;
     if minor > MAX_AMOUNT_MINOR {
         return Err(format!(
             "amount '{text}' exceeds the largest amount a message may carry ({})",
@@ -85,10 +75,7 @@ pub fn parse_card(text: &str) -> Result<CardNo, String> {
 pub fn parse_category(text: &str) -> Result<Category, String> {
     Category::from_name(&normalise_name(text)).ok_or_else(|| {
         let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
-        format!(
-            "unknown category '{text}' (expected one of {})",
-            names.join(", ")
-        )
+        format!("unknown category '{text}' (expected one of {})", names.join(", "))
     })
 }
 
@@ -96,10 +83,7 @@ pub fn parse_category(text: &str) -> Result<Category, String> {
 pub fn parse_method(text: &str) -> Result<PaymentMethod, String> {
     PaymentMethod::from_name(&normalise_name(text)).ok_or_else(|| {
         let names: Vec<&str> = PaymentMethod::ALL.iter().map(|m| m.as_str()).collect();
-        format!(
-            "unknown payment method '{text}' (expected one of {})",
-            names.join(", ")
-        )
+        format!("unknown payment method '{text}' (expected one of {})", names.join(", "))
     })
 }
 
@@ -107,17 +91,13 @@ pub fn parse_method(text: &str) -> Result<PaymentMethod, String> {
 pub fn parse_stan(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(stan) if (1..=MAX_OPERATION_STAN).contains(&stan) => Ok(stan),
-        _ => Err(format!(
-            "invalid trace number '{text}' (expected 1..={MAX_OPERATION_STAN})"
-        )),
+        _ => Err(format!("invalid trace number '{text}' (expected 1..={MAX_OPERATION_STAN})")),
     }
 }
 
 /// Milliseconds since the Unix epoch by the wall clock.
 pub fn unix_ms_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A trace number for an operation typed by hand: milliseconds since local midnight plus one,
@@ -165,12 +145,7 @@ pub fn next_stan(stan: u32) -> u32 {
 
 /// `YYYYMMDD` as `YYYY-MM-DD`.
 pub fn format_date(yyyymmdd: u32) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        yyyymmdd / 10_000,
-        yyyymmdd / 100 % 100,
-        yyyymmdd % 100
-    )
+    format!("{:04}-{:02}-{:02}", yyyymmdd / 10_000, yyyymmdd / 100 % 100, yyyymmdd % 100)
 }
 
 /// `text` as a JSON string literal, quotes included.
@@ -239,9 +214,7 @@ mod tests {
         // 0.1 + 0.2 style float traps do not exist here.
         assert_eq!(parse_amount("0.29"), Ok(29));
         assert_eq!(parse_amount("10000000000.00"), Ok(MAX_AMOUNT_MINOR));
-        assert!(parse_amount("10000000000.01")
-            .unwrap_err()
-            .contains("exceeds"));
+        assert!(parse_amount("10000000000.01").unwrap_err().contains("exceeds"));
         assert!(parse_amount("99999999999999999999").is_err());
         assert!(parse_amount("-1").is_err());
         assert!(parse_amount("+1").is_err());
@@ -254,20 +227,12 @@ mod tests {
 
     #[test]
     fn cards_categories_and_methods_parse_by_protocol_rules() {
-        assert_eq!(
-            parse_card("6200880000000017"),
-            Ok(CardNo(6_200_880_000_000_017))
-        );
-        assert!(parse_card("0620088000")
-            .unwrap_err()
-            .contains("invalid card number"));
+        assert_eq!(parse_card("6200880000000017"), Ok(CardNo(6_200_880_000_000_017)));
+        assert!(parse_card("0620088000").unwrap_err().contains("invalid card number"));
         assert!(parse_card("1234567").is_err());
         assert!(parse_card("62008800000000x7").is_err());
         assert_eq!(parse_category("retail"), Ok(Category::Retail));
-        assert_eq!(
-            parse_category("small-appliance"),
-            Ok(Category::SmallAppliance)
-        );
+        assert_eq!(parse_category("small-appliance"), Ok(Category::SmallAppliance));
         assert!(parse_category("food").unwrap_err().contains("dining"));
         assert_eq!(parse_method("bank_card"), Ok(PaymentMethod::BankCard));
         assert_eq!(parse_method("WeChat"), Ok(PaymentMethod::Wechat));
@@ -290,29 +255,14 @@ mod tests {
     fn clock_trace_numbers_are_ms_since_local_midnight_plus_one() {
         // 2026-11-22T01:30:05.123Z is 09:30:05.123 at UTC+8.
         let unix_ms = 1_795_311_005_123;
-        assert_eq!(
-            stan_from_clock(unix_ms, 480),
-            (9 * 3600 + 30 * 60 + 5) * 1000 + 123 + 1
-        );
-        assert_eq!(
-            stan_from_clock(unix_ms, 0),
-            (3600 + 30 * 60 + 5) * 1000 + 123 + 1
-        );
+        assert_eq!(stan_from_clock(unix_ms, 480), (9 * 3600 + 30 * 60 + 5) * 1000 + 123 + 1);
+        assert_eq!(stan_from_clock(unix_ms, 0), (3600 + 30 * 60 + 5) * 1000 + 123 + 1);
         // Local midnight gives 1, the last millisecond of the day 86_400_000: never 0.
         assert_eq!(stan_from_clock(16 * 3_600_000, 480), 1);
         assert_eq!(stan_from_clock(16 * 3_600_000 - 1, 480), 86_400_000);
         assert_eq!(stan_from_clock(0, 0), 1);
         assert_eq!(stan_from_clock(-1, 0), 86_400_000);
-        for ms in [
-            0,
-            1,
-            999,
-            86_399_999,
-            86_400_000,
-            unix_ms,
-            i64::MIN,
-            i64::MAX,
-        ] {
+        for ms in [0, 1, 999, 86_399_999, 86_400_000, unix_ms, i64::MIN, i64::MAX] {
             let stan = stan_from_clock(ms, 480);
             assert!((1..=86_400_000).contains(&stan));
             assert!(stan <= MAX_OPERATION_STAN);
@@ -327,10 +277,7 @@ mod tests {
             assert_ne!(sign_on, stan_from_clock(ms, 480));
         }
         assert_eq!(sign_on_stan_from_clock(5), SIGN_ON_STAN_BIT | 5);
-        assert_ne!(
-            sign_on_stan_from_clock(1_000),
-            sign_on_stan_from_clock(1_001)
-        );
+        assert_ne!(sign_on_stan_from_clock(1_000), sign_on_stan_from_clock(1_001));
     }
 
     #[test]

@@ -8,17 +8,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardswitch_tools::{
-    describe_io_error, format_date, json_string, parse_amount, parse_card, parse_category,
-    parse_method, parse_product, parse_stan, product_name, sign_on_stan_from_clock,
-    stan_from_clock, unix_ms_now, MAX_OPERATION_STAN,
+    describe_io_error, format_date, json_string, parse_amount, parse_card, parse_category, parse_method, parse_product,
+    parse_stan, product_name, sign_on_stan_from_clock, stan_from_clock, unix_ms_now, MAX_OPERATION_STAN,
 };
 use clap::{Parser, Subcommand};
 use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC_OFFSET_MINUTES};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::types::format_minor;
 use protocol::{
-    CardNo, CardReply, Category, ImportRangeReply, PaymentMethod, Request, Response, SaleFlags,
-    SignOnReply, MAX_RANGE_CARDS,
+    CardNo, CardReply, Category, ImportRangeReply, PaymentMethod, Request, Response, SaleFlags, SignOnReply,
+    MAX_RANGE_CARDS,
 };
 
 const EXIT_APPROVED: u8 = 0;
@@ -41,13 +40,7 @@ struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     addr: String,
     /// Terminal id sent in every header.
-    #[arg(
-        long,
-        value_name = "ID",
-        default_value_t = 1001,
-        global = true,
-        help_heading = "Global options"
-    )]
+    #[arg(long, value_name = "ID", default_value_t = 1001, global = true, help_heading = "Global options")]
     terminal: u32,
     /// Store the terminal signs on at.
     #[arg(long, value_name = "ID", default_value_t = 1)]
@@ -219,14 +212,7 @@ impl Op {
             Op::SignOn => Request::SignOn { store_id },
             Op::Echo => Request::Echo,
             Op::Balance { card } => Request::Balance { card },
-            Op::Sale {
-                card,
-                amount,
-                category,
-                promotion,
-                group_purchase,
-                special_price,
-            } => {
+            Op::Sale { card, amount, category, promotion, group_purchase, special_price } => {
                 let mut flags = 0;
                 for (set, bit) in [
                     (promotion, SaleFlags::PROMOTION),
@@ -237,103 +223,36 @@ impl Op {
                         flags |= bit;
                     }
                 }
-                Request::Sale {
-                    card,
-                    amount_minor: amount,
-                    category: category as u8,
-                    flags,
-                }
+                Request::Sale { card, amount_minor: amount, category: category as u8, flags }
             }
-            Op::Load {
-                card,
-                amount,
-                method,
-            } => Request::Load {
-                card,
-                amount_minor: amount,
-                method: method as u8,
-            },
-            Op::Hold {
-                card,
-                amount,
-                category,
-            } => Request::Hold {
-                card,
-                amount_minor: amount,
-                category: category as u8,
-            },
-            Op::Capture {
-                card,
-                hold_txn_id,
-                amount,
-            } => Request::Capture {
-                card,
-                hold_txn_id,
-                amount_minor: amount,
-            },
-            Op::Void { card, txn_id } => Request::Void {
-                card,
-                original_txn_id: txn_id,
-            },
-            Op::Refund {
-                card,
-                txn_id,
-                amount,
-            } => Request::Refund {
-                card,
-                original_txn_id: txn_id,
-                amount_minor: amount,
-            },
-            Op::Reversal {
-                card,
-                original_stan,
-                amount,
-            } => Request::Reversal {
-                card,
-                original_stan,
-                amount_minor: amount,
-            },
-            Op::ImportRange {
-                first,
-                last,
-                product,
-                range_store,
-            } => {
+            Op::Load { card, amount, method } => Request::Load { card, amount_minor: amount, method: method as u8 },
+            Op::Hold { card, amount, category } => {
+                Request::Hold { card, amount_minor: amount, category: category as u8 }
+            }
+            Op::Capture { card, hold_txn_id, amount } => Request::Capture { card, hold_txn_id, amount_minor: amount },
+            Op::Void { card, txn_id } => Request::Void { card, original_txn_id: txn_id },
+            Op::Refund { card, txn_id, amount } => {
+                Request::Refund { card, original_txn_id: txn_id, amount_minor: amount }
+            }
+            Op::Reversal { card, original_stan, amount } => {
+                Request::Reversal { card, original_stan, amount_minor: amount }
+            }
+            Op::ImportRange { first, last, product, range_store } => {
                 if first > last {
                     return Err(format!("import-range: FIRST {first} is after LAST {last}"));
                 }
                 if last.0 - first.0 >= MAX_RANGE_CARDS {
-                    return Err(format!(
-                        "import-range: {first}..={last} holds more than {MAX_RANGE_CARDS} cards"
-                    ));
+                    return Err(format!("import-range: {first}..={last} holds more than {MAX_RANGE_CARDS} cards"));
                 }
-                Request::ImportRange {
-                    first,
-                    last,
-                    product,
-                    store_id: range_store,
-                }
+                Request::ImportRange { first, last, product, store_id: range_store }
             }
-            Op::SellCard {
-                card,
-                amount,
-                method,
-            } => {
+            Op::SellCard { card, amount, method } => {
                 let method = match method {
                     Some(method) => method,
                     None if amount == 0 => PaymentMethod::Cash,
-                    None => {
-                        return Err(
-                            "sell-card: --method is required when the opening load is not 0"
-                                .to_string(),
-                        )
-                    }
+                    None => return Err("sell-card: --method is required when the opening load is not 0".to_string()),
                 };
-                Request::SellCard {
-                    card,
-                    amount_minor: amount,
-                    method: method as u8,
-                }
+                Request::SellCard { card, amount_minor: amount, method: method as u8 }
             }
         })
     }
@@ -355,11 +274,7 @@ struct Field {
 }
 
 fn field(label: &'static str, text: impl Into<String>, key: &'static str, json: String) -> Field {
-    Field {
-        label: Some(label),
-        text: text.into(),
-        json: vec![(key, json)],
-    }
+    Field { label: Some(label), text: text.into(), json: vec![(key, json)] }
 }
 
 fn money(label: &'static str, key: &'static str, minor: i64) -> Field {
@@ -371,20 +286,13 @@ fn code_field(code: protocol::ResponseCode) -> Field {
 }
 
 fn card_fields(card: CardNo, reply: &CardReply) -> Vec<Field> {
-    let txn = if reply.txn_id == 0 {
-        "none".to_string()
-    } else {
-        reply.txn_id.to_string()
-    };
+    let txn = if reply.txn_id == 0 { "none".to_string() } else { reply.txn_id.to_string() };
     vec![
         code_field(reply.code),
         Field {
             label: Some("card"),
             text: format!("{card}  ({})", reply.state),
-            json: vec![
-                ("card", json_string(&card.to_string())),
-                ("state", json_string(reply.state.as_str())),
-            ],
+            json: vec![("card", json_string(&card.to_string())), ("state", json_string(reply.state.as_str()))],
         },
         field("txn id", txn, "txn_id", reply.txn_id.to_string()),
         money("amount", "amount_minor", reply.amount_minor),
@@ -396,32 +304,17 @@ fn card_fields(card: CardNo, reply: &CardReply) -> Vec<Field> {
 }
 
 fn sign_on_fields(store_id: u32, reply: &SignOnReply) -> Vec<Field> {
-    let date = if reply.business_date == 0 {
-        "none".to_string()
-    } else {
-        format_date(reply.business_date)
-    };
+    let date = if reply.business_date == 0 { "none".to_string() } else { format_date(reply.business_date) };
     vec![
         code_field(reply.code),
         field("store", store_id.to_string(), "store", store_id.to_string()),
-        field(
-            "date",
-            date,
-            "business_date",
-            reply.business_date.to_string(),
-        ),
+        field("date", date, "business_date", reply.business_date.to_string()),
     ]
 }
 
 fn import_range_fields(request: &Request, reply: &ImportRangeReply) -> Vec<Field> {
     let mut fields = vec![code_field(reply.code)];
-    if let Request::ImportRange {
-        first,
-        last,
-        product,
-        store_id,
-    } = *request
-    {
+    if let Request::ImportRange { first, last, product, store_id } = *request {
         let product_text = match product_name(product) {
             Some(name) => format!("{name} ({product})"),
             None => product.to_string(),
@@ -429,38 +322,17 @@ fn import_range_fields(request: &Request, reply: &ImportRangeReply) -> Vec<Field
         fields.push(Field {
             label: Some("range"),
             text: format!("{first} .. {last}"),
-            json: vec![
-                ("first", json_string(&first.to_string())),
-                ("last", json_string(&last.to_string())),
-            ],
+            json: vec![("first", json_string(&first.to_string())), ("last", json_string(&last.to_string()))],
         });
-        fields.push(field(
-            "product",
-            product_text,
-            "product",
-            product.to_string(),
-        ));
-        fields.push(field(
-            "store",
-            store_id.to_string(),
-            "store",
-            store_id.to_string(),
-        ));
+        fields.push(field("product", product_text, "product", product.to_string()));
+        fields.push(field("store", store_id.to_string(), "store", store_id.to_string()));
     }
-    fields.push(field(
-        "cards",
-        reply.card_count.to_string(),
-        "card_count",
-        reply.card_count.to_string(),
-    ));
+    fields.push(field("cards", reply.card_count.to_string(), "card_count", reply.card_count.to_string()));
     fields
 }
 
 fn render_text(sent: &Sent<'_>, fields: &[Field]) -> String {
-    let mut out = format!(
-        "{}  terminal {}  stan {}",
-        sent.op, sent.terminal, sent.stan
-    );
+    let mut out = format!("{}  terminal {}  stan {}", sent.op, sent.terminal, sent.stan);
     if sent.retransmit {
         out.push_str("  (retransmit)");
     }
@@ -481,30 +353,19 @@ fn render_json(sent: &Sent<'_>, fields: &[Field]) -> String {
         ("retransmit", sent.retransmit.to_string()),
     ];
     members.extend(fields.iter().flat_map(|f| f.json.iter().cloned()));
-    let body: Vec<String> = members
-        .iter()
-        .map(|(k, v)| format!("{}:{v}", json_string(k)))
-        .collect();
+    let body: Vec<String> = members.iter().map(|(k, v)| format!("{}:{v}", json_string(k))).collect();
     format!("{{{}}}\n", body.join(","))
 }
 
 /// The fields of `response` when it is the right shape for `request`.
 fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>> {
     match (request, response) {
-        (Request::SignOn { store_id }, Response::SignOn(reply)) => {
-            Some(sign_on_fields(*store_id, reply))
-        }
+        (Request::SignOn { store_id }, Response::SignOn(reply)) => Some(sign_on_fields(*store_id, reply)),
         (Request::Echo, Response::Echo { code }) => Some(vec![code_field(*code)]),
-        (Request::ImportRange { .. }, Response::ImportRange(reply)) => {
-            Some(import_range_fields(request, reply))
+        (Request::ImportRange { .. }, Response::ImportRange(reply)) => Some(import_range_fields(request, reply)),
+        (_, Response::Card { request: answered, reply }) if *answered == request.msg_type() => {
+            Some(card_fields(request.card()?, reply))
         }
-        (
-            _,
-            Response::Card {
-                request: answered,
-                reply,
-            },
-        ) if *answered == request.msg_type() => Some(card_fields(request.card()?, reply)),
         _ => None,
     }
 }
@@ -514,27 +375,21 @@ struct Failure(String);
 
 fn call_failure(addr: &str, what: &str, stan: u32, posting: bool, error: ClientError) -> Failure {
     let hint = if posting {
-        format!(
-            "; its outcome is unknown: send it again with --stan {stan} --retransmit, or reverse it"
-        )
+        format!("; its outcome is unknown: send it again with --stan {stan} --retransmit, or reverse it")
     } else {
         String::new()
     };
     Failure(match error {
         ClientError::Connect(e) => format!("cannot connect to {addr}: {}", describe_io_error(&e)),
         ClientError::Timeout(ms) => {
-            format!(
-                "no answer from {addr} to {what} (stan {stan}) within {} s{hint}",
-                ms / 1000
-            )
+            format!("no answer from {addr} to {what} (stan {stan}) within {} s{hint}", ms / 1000)
         }
         ClientError::Closed => {
             format!("{addr} closed the connection without answering {what} (stan {stan}){hint}")
         }
-        ClientError::Protocol(protocol::ProtocolError::Io(e)) => format!(
-            "connection to {addr} failed during {what} (stan {stan}): {}{hint}",
-            describe_io_error(&e)
-        ),
+        ClientError::Protocol(protocol::ProtocolError::Io(e)) => {
+            format!("connection to {addr} failed during {what} (stan {stan}): {}{hint}", describe_io_error(&e))
+        }
         other => format!("protocol error from {addr} during {what} (stan {stan}): {other}{hint}"),
     })
 }
@@ -548,22 +403,11 @@ async fn exchange(
     flags: u16,
     request: Request,
 ) -> Result<Response, Failure> {
-    let posting = !matches!(
-        request,
-        Request::SignOn { .. } | Request::Echo | Request::Balance { .. }
-    );
-    client
-        .send(stan, flags, request)
-        .await
-        .map_err(|e| call_failure(addr, what, stan, posting, e))?;
-    let response = client
-        .receive(stan)
-        .await
-        .map_err(|e| call_failure(addr, what, stan, posting, e))?;
+    let posting = !matches!(request, Request::SignOn { .. } | Request::Echo | Request::Balance { .. });
+    client.send(stan, flags, request).await.map_err(|e| call_failure(addr, what, stan, posting, e))?;
+    let response = client.receive(stan).await.map_err(|e| call_failure(addr, what, stan, posting, e))?;
     if let Response::Error { code, text } = &response {
-        return Err(Failure(format!(
-            "the switch at {addr} refused the {what} frame (stan {stan}): {code}: {text}"
-        )));
+        return Err(Failure(format!("the switch at {addr} refused the {what} frame (stan {stan}): {code}: {text}")));
     }
     Ok(response)
 }
@@ -579,31 +423,26 @@ fn print_report(cli: &Cli, sent: &Sent<'_>, fields: &[Field]) {
 async fn run(cli: &Cli) -> Result<u8, Failure> {
     let request = cli.op.request(cli.store).map_err(Failure)?;
     let now_ms = unix_ms_now();
-    let stan = cli
-        .stan
-        .unwrap_or_else(|| stan_from_clock(now_ms, DEFAULT_UTC_OFFSET_MINUTES));
+    let stan = cli.stan.unwrap_or_else(|| stan_from_clock(now_ms, DEFAULT_UTC_OFFSET_MINUTES));
     debug_assert!((1..=MAX_OPERATION_STAN).contains(&stan));
     let flags = if cli.retransmit { FLAG_RETRANSMIT } else { 0 };
     let addr = cli.addr.as_str();
 
     let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
-    let mut client =
-        match tokio::time::timeout(connect_timeout, Client::connect(addr, cli.terminal)).await {
-            Err(_) => {
-                return Err(Failure(format!(
-                    "cannot connect to {addr}: no answer within {} s",
-                    DEFAULT_CALL_TIMEOUT_MS / 1000
-                )))
-            }
-            Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, false, e))?,
-        };
+    let mut client = match tokio::time::timeout(connect_timeout, Client::connect(addr, cli.terminal)).await {
+        Err(_) => {
+            return Err(Failure(format!(
+                "cannot connect to {addr}: no answer within {} s",
+                DEFAULT_CALL_TIMEOUT_MS / 1000
+            )))
+        }
+        Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, false, e))?,
+    };
     client.set_call_timeout_ms(DEFAULT_CALL_TIMEOUT_MS);
 
     if !matches!(request, Request::SignOn { .. } | Request::Echo) {
         let sign_on_stan = sign_on_stan_from_clock(now_ms);
-        let sign_on = Request::SignOn {
-            store_id: cli.store,
-        };
+        let sign_on = Request::SignOn { store_id: cli.store };
         let response = exchange(&mut client, addr, "sign-on", sign_on_stan, 0, sign_on).await?;
         let Some(fields) = response_fields(&sign_on, &response) else {
             return Err(Failure(format!(
@@ -612,12 +451,7 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             )));
         };
         if !response.code().is_approved() {
-            let sent = Sent {
-                op: "sign-on",
-                terminal: cli.terminal,
-                stan: sign_on_stan,
-                retransmit: false,
-            };
+            let sent = Sent { op: "sign-on", terminal: cli.terminal, stan: sign_on_stan, retransmit: false };
             print_report(cli, &sent, &fields);
             eprintln!(
                 "pos: sign-on at store {} declined ({}); {} (stan {stan}) not sent",
@@ -637,26 +471,14 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             response.msg_type()
         )));
     };
-    let sent = Sent {
-        op: what,
-        terminal: cli.terminal,
-        stan,
-        retransmit: cli.retransmit,
-    };
+    let sent = Sent { op: what, terminal: cli.terminal, stan, retransmit: cli.retransmit };
     print_report(cli, &sent, &fields);
-    Ok(if response.code().is_approved() {
-        EXIT_APPROVED
-    } else {
-        EXIT_DECLINED
-    })
+    Ok(if response.code().is_approved() { EXIT_APPROVED } else { EXIT_DECLINED })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pos: cannot start the runtime: {e}");
@@ -715,25 +537,15 @@ mod tests {
 
     #[test]
     fn defaults_and_global_options() {
-        let cli = parse(&[
-            "--addr", "x:1", "hold", "62008800", "500", "--json", "--stan", "9",
-        ])
-        .unwrap();
+        let cli = parse(&["--addr", "x:1", "hold", "62008800", "500", "--json", "--stan", "9"]).unwrap();
         assert!(cli.json);
         assert_eq!(cli.stan, Some(9));
         assert_eq!(
             cli.op.request(1),
-            Ok(Request::Hold {
-                card: CardNo(62_008_800),
-                amount_minor: 50_000,
-                category: Category::Room as u8
-            })
+            Ok(Request::Hold { card: CardNo(62_008_800), amount_minor: 50_000, category: Category::Room as u8 })
         );
         let cli = parse(&["--addr", "x:1", "--store", "3", "sign-on"]).unwrap();
-        assert_eq!(
-            cli.op.request(cli.store),
-            Ok(Request::SignOn { store_id: 3 })
-        );
+        assert_eq!(cli.op.request(cli.store), Ok(Request::SignOn { store_id: 3 }));
     }
 
     #[test]
@@ -754,25 +566,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             cli.op.request(cli.store),
-            Ok(Request::ImportRange {
-                first: CardNo(62_008_800),
-                last: CardNo(62_008_899),
-                product: 8,
-                store_id: 5,
-            })
+            Ok(Request::ImportRange { first: CardNo(62_008_800), last: CardNo(62_008_899), product: 8, store_id: 5 })
         );
-        let backwards = parse(&[
-            "--addr",
-            "x:1",
-            "import-range",
-            "62008899",
-            "62008800",
-            "--product",
-            "2",
-            "--store",
-            "5",
-        ])
-        .unwrap();
+        let backwards =
+            parse(&["--addr", "x:1", "import-range", "62008899", "62008800", "--product", "2", "--store", "5"])
+                .unwrap();
         assert!(backwards.op.request(1).is_err());
     }
 
@@ -781,24 +579,11 @@ mod tests {
         let cli = parse(&["--addr", "x:1", "sell-card", "62008800"]).unwrap();
         assert_eq!(
             cli.op.request(1),
-            Ok(Request::SellCard {
-                card: CardNo(62_008_800),
-                amount_minor: 0,
-                method: PaymentMethod::Cash as u8
-            })
+            Ok(Request::SellCard { card: CardNo(62_008_800), amount_minor: 0, method: PaymentMethod::Cash as u8 })
         );
         let cli = parse(&["--addr", "x:1", "sell-card", "62008800", "100"]).unwrap();
         assert!(cli.op.request(1).is_err());
-        let cli = parse(&[
-            "--addr",
-            "x:1",
-            "sell-card",
-            "62008800",
-            "100",
-            "--method",
-            "cheque",
-        ])
-        .unwrap();
+        let cli = parse(&["--addr", "x:1", "sell-card", "62008800", "100", "--method", "cheque"]).unwrap();
         assert_eq!(
             cli.op.request(1),
             Ok(Request::SellCard {
@@ -815,38 +600,12 @@ mod tests {
             &["--addr", "x:1", "balance", "123"][..],
             &["--addr", "x:1", "sale", "6200880000000017", "12.345"],
             &["--addr", "x:1", "sale", "6200880000000017", "-1"],
-            &[
-                "--addr",
-                "x:1",
-                "sale",
-                "6200880000000017",
-                "1",
-                "--category",
-                "food",
-            ],
+            &["--addr", "x:1", "sale", "6200880000000017", "1", "--category", "food"],
             &["--addr", "x:1", "load", "6200880000000017", "1"],
-            &[
-                "--addr",
-                "x:1",
-                "load",
-                "6200880000000017",
-                "1",
-                "--method",
-                "gold",
-            ],
+            &["--addr", "x:1", "load", "6200880000000017", "1", "--method", "gold"],
             &["--addr", "x:1", "--stan", "0", "echo"],
             &["--addr", "x:1", "--stan", "2147483648", "echo"],
-            &[
-                "--addr",
-                "x:1",
-                "import-range",
-                "62008800",
-                "62008899",
-                "--product",
-                "9",
-                "--store",
-                "1",
-            ],
+            &["--addr", "x:1", "import-range", "62008800", "62008899", "--product", "9", "--store", "1"],
             &["balance", "6200880000000017"],
         ] {
             let error = parse(args).map(|_| ()).unwrap_err();
@@ -865,23 +624,10 @@ mod tests {
             bonus_minor: 0,
             held_minor: 0,
         };
-        let request = Request::Sale {
-            card: CardNo(6_200_880_000_000_017),
-            amount_minor: 1234,
-            category: 1,
-            flags: 0,
-        };
-        let response = Response::Card {
-            request: MsgType::Sale,
-            reply,
-        };
+        let request = Request::Sale { card: CardNo(6_200_880_000_000_017), amount_minor: 1234, category: 1, flags: 0 };
+        let response = Response::Card { request: MsgType::Sale, reply };
         let fields = response_fields(&request, &response).unwrap();
-        let sent = Sent {
-            op: "sale",
-            terminal: 1001,
-            stan: 45_213_007,
-            retransmit: false,
-        };
+        let sent = Sent { op: "sale", terminal: 1001, stan: 45_213_007, retransmit: false };
         assert_eq!(
             render_text(&sent, &fields),
             "sale  terminal 1001  stan 45213007\n\
@@ -902,15 +648,9 @@ mod tests {
              \"held_minor\":0,\"available_minor\":8766}\n"
         );
         // A reply of the wrong type is not accepted as the answer.
-        let wrong = Response::Card {
-            request: MsgType::Load,
-            reply,
-        };
+        let wrong = Response::Card { request: MsgType::Load, reply };
         assert!(response_fields(&request, &wrong).is_none());
-        let sign_on = Response::SignOn(SignOnReply {
-            code: protocol::ResponseCode::Approved,
-            business_date: 20261122,
-        });
+        let sign_on = Response::SignOn(SignOnReply { code: protocol::ResponseCode::Approved, business_date: 20261122 });
         let fields = response_fields(&Request::SignOn { store_id: 1 }, &sign_on).unwrap();
         assert!(render_text(&sent, &fields).contains("  date       2026-11-22\n"));
         assert!(render_json(&sent, &fields).contains("\"business_date\":20261122"));

@@ -1,0 +1,1618 @@
+//! `loadgen`: a load generator for the switch. Optionally sets up a range of funded cards, then
+//! drives N concurrent terminal connections, each keeping up to W sales outstanding, for a fixed
+//! time; measures throughput and latency and checks through the protocol that every approved
+//! sale, and nothing else, was taken from the cards.
+//!
+//! Progress and the readable summary go to stderr; stdout gets one JSON line at the end.
+//! Exit status: 0 all good, 1 errors or a failed verification (or setup), 2 usage or the switch
+//! cannot be reached.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cardswitch_tools::{
+    describe_io_error, next_stan, parse_card, run_stan_offset, sign_on_stan_from_clock, unix_ms_now,
+};
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use protocol::client::{local_time_now, DEFAULT_UTC_OFFSET_MINUTES};
+use protocol::message::{Frame, Header, Message};
+use protocol::{
+    CardNo, Category, FrameCodec, MsgType, PaymentMethod, Request, Response, ResponseCode, MAX_RANGE_CARDS,
+};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::{timeout_at, Instant};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 2;
+
+/// Opening value of every card the setup sells: 10,000.00 yuan.
+const OPENING_MINOR: i64 = 1_000_000;
+/// Product of the imported range (`member`).
+const SETUP_PRODUCT: u16 = 1;
+/// Terminal ids of the load terminals are this plus 0..N.
+const LOAD_TERMINAL_BASE: u32 = 10_000;
+/// Terminal ids of the setup and verification connections are this plus 0..SETUP_CONNECTIONS.
+const SETUP_TERMINAL_BASE: u32 = 9_000;
+/// Pipelined connections used to sell cards and to read balances.
+const SETUP_CONNECTIONS: usize = 4;
+/// Requests outstanding on each setup connection.
+const SETUP_WINDOW: u32 = 256;
+/// How often setup requests answered `system_busy` (or not answered) are sent again.
+const SETUP_PASSES: u32 = 10;
+/// Every terminal's first trace number, before the per-run offset.
+const FIRST_STAN: u32 = 1_000;
+/// Most requests written before one flush.
+const BATCH_MAX: usize = 64;
+/// How long the load terminals wait for outstanding responses after they stop sending.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How long the setup connections wait for outstanding responses after the last request.
+const SETUP_DRAIN: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SIGN_ON_TIMEOUT: Duration = Duration::from_secs(10);
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most cards whose balances the verification reads (spread evenly over the range).
+const VERIFY_SAMPLE: u64 = 100_000;
+/// Latencies a terminal collects before it adds them to the shared histogram.
+const LATENCY_BUFFER: usize = 1024;
+/// Largest latency the histogram tells apart (one hour, in microseconds).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// Drives the switch with concurrent terminals selling on random cards; prints throughput,
+/// latency percentiles and whether the card balances match the approved sales.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    after_help = "Terminal ids are 10000+i (load) and 9000+j (setup and verification). Every \
+                  terminal counts its trace numbers up from 1000 + a per-run offset taken from \
+                  the time of day, printed at the start.\n\nExit status: 0 no errors and \
+                  verified, 1 errors, failed verification or failed setup, 2 usage error or \
+                  the switch cannot be reached."
+)]
+struct Cli {
+    /// Address of the switch, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: String,
+    /// Concurrent terminal connections.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    terminals: u32,
+    /// Sales each terminal keeps outstanding (1: send, wait, send, as a real POS).
+    #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    window: u32,
+    /// Seconds of load (after the setup).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    duration_s: u64,
+    /// Cards sold on: first-card .. first-card + C - 1.
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    cards: u64,
+    /// First import the range and sell every card with 10,000.00 (cash) through the protocol.
+    #[arg(long)]
+    setup: bool,
+    /// Seed of the card and amount choice.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+    /// First card number of the range.
+    #[arg(long, value_name = "NUMBER", default_value = "6200880000000000", value_parser = parse_card)]
+    first_card: CardNo,
+    /// Store the terminals sign on at (and the range belongs to).
+    #[arg(long, value_name = "ID", default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
+    store: u32,
+}
+
+impl Cli {
+    /// Checks what clap cannot: the card range stays within one digit count.
+    fn check(&self) -> Result<(), String> {
+        let last = self.first_card.0.checked_add(self.cards - 1).map(CardNo);
+        match last {
+            Some(last) if last.is_valid() && last.digits() == self.first_card.digits() => Ok(()),
+            _ => Err(format!(
+                "--first-card {} with --cards {}: the range must stay within {} digits",
+                self.first_card,
+                self.cards,
+                self.first_card.digits()
+            )),
+        }
+    }
+
+    fn card(&self, index: u64) -> CardNo {
+        CardNo(self.first_card.0 + index)
+    }
+}
+
+/// Why the run stopped early.
+enum Failure {
+    /// The switch cannot be reached (exit 2).
+    Unreachable(String),
+    /// Anything else (exit 1).
+    Failed(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small pure parts
+
+/// xorshift64* pseudo-random numbers: deterministic for a seed, one stream per terminal.
+#[derive(Clone, Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    /// The generator of stream `stream` (a terminal's index) for `seed`; never the all-zero state.
+    fn new(seed: u64, stream: u64) -> XorShift {
+        // splitmix64 of the pair, so neighbouring seeds and streams start far apart.
+        let mut z = seed ^ stream.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        XorShift(if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z })
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`), by multiply-high (bias below 2^-40 for the sizes used here).
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// A number in `low..=high`.
+    fn in_range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+}
+
+/// Smallest and largest sale amount, fen.
+const SALE_MIN_MINOR: u64 = 1;
+const SALE_MAX_MINOR: u64 = 100;
+
+/// A sale's bookkeeping in one `u64`: card index above, amount (at most 255 fen) in the low byte.
+fn sale_tag(card_index: u64, amount_minor: u64) -> u64 {
+    debug_assert!(amount_minor <= 0xFF);
+    card_index << 8 | amount_minor
+}
+
+fn split_sale_tag(tag: u64) -> (u64, u64) {
+    (tag >> 8, tag & 0xFF)
+}
+
+/// The cards whose balances are checked: all of them when there are at most `max`, else `max`
+/// spread evenly over the range. Slot `j` is card index `floor(j * cards / size)`.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    cards: u64,
+    size: u64,
+}
+
+impl Sample {
+    fn new(cards: u64, max: u64) -> Sample {
+        Sample { cards, size: cards.min(max) }
+    }
+
+    fn card_index(&self, slot: u64) -> u64 {
+        (u128::from(slot) * u128::from(self.cards) / u128::from(self.size)) as u64
+    }
+
+    /// The slot of card index `index` when that card is in the sample.
+    fn slot_of(&self, index: u64) -> Option<u64> {
+        if self.size == self.cards {
+            return (index < self.cards).then_some(index);
+        }
+        // The smallest slot whose card index is >= index; the sample is strictly increasing.
+        let slot = (u128::from(index) * u128::from(self.size)).div_ceil(u128::from(self.cards)) as u64;
+        (slot < self.size && self.card_index(slot) == index).then_some(slot)
+    }
+}
+
+/// What the last stdout line reports.
+#[derive(Clone, Debug, PartialEq)]
+struct Summary {
+    tps: f64,
+    approved: u64,
+    declined: u64,
+    errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    verified: bool,
+}
+
+impl Summary {
+    /// One JSON object, no newline.
+    fn json(&self) -> String {
+        let tps = if self.tps.is_finite() { self.tps } else { 0.0 };
+        format!(
+            "{{\"tps\":{tps:.1},\"approved\":{},\"declined\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\
+             \"p999_us\":{},\"max_us\":{},\"verified\":{}}}",
+            self.approved,
+            self.declined,
+            self.errors,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.verified
+        )
+    }
+}
+
+/// Responses per second over `seconds` (0 when nothing was measured).
+fn rate(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+struct Conn {
+    terminal_id: u32,
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
+}
+
+enum OpenError {
+    Connect(String),
+    SignOn(String),
+}
+
+impl OpenError {
+    fn into_failure(self, addr: &str) -> Failure {
+        match self {
+            OpenError::Connect(text) => Failure::Unreachable(format!("cannot connect to {addr}: {text}")),
+            OpenError::SignOn(text) => Failure::Failed(format!("sign-on at {addr} failed: {text}")),
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            OpenError::Connect(text) | OpenError::SignOn(text) => text,
+        }
+    }
+}
+
+fn request_frame(terminal_id: u32, stan: u32, request: Request) -> Frame {
+    Frame {
+        header: Header { flags: 0, terminal_id, stan, local_time: local_time_now() },
+        message: Message::Request(request),
+    }
+}
+
+/// Connects, splits the stream and signs on at `store`.
+async fn open(addr: SocketAddr, terminal_id: u32, store: u32) -> Result<Conn, OpenError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Err(_) => return Err(OpenError::Connect(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+        Ok(Err(e)) => return Err(OpenError::Connect(describe_io_error(&e))),
+        Ok(Ok(stream)) => stream,
+    };
+    stream.set_nodelay(true).map_err(|e| OpenError::Connect(describe_io_error(&e)))?;
+    let (read, write) = stream.into_split();
+    let mut conn =
+        Conn { terminal_id, reader: FramedRead::new(read, FrameCodec), writer: FramedWrite::new(write, FrameCodec) };
+    let stan = sign_on_stan_from_clock(unix_ms_now());
+    match call(&mut conn, stan, Request::SignOn { store_id: store }, SIGN_ON_TIMEOUT).await {
+        Ok(Response::SignOn(reply)) if reply.code.is_approved() => Ok(conn),
+        Ok(Response::SignOn(reply)) => {
+            Err(OpenError::SignOn(format!("terminal {terminal_id} at store {store}: declined {}", reply.code)))
+        }
+        Ok(other) => Err(OpenError::SignOn(format!("terminal {terminal_id}: answered with {}", other.msg_type()))),
+        Err(text) => Err(OpenError::SignOn(format!("terminal {terminal_id}: {text}"))),
+    }
+}
+
+/// Sends one request and waits for its response (skipping frames for other trace numbers).
+async fn call(conn: &mut Conn, stan: u32, request: Request, wait: Duration) -> Result<Response, String> {
+    conn.writer.send(request_frame(conn.terminal_id, stan, request)).await.map_err(|e| e.to_string())?;
+    let until = Instant::now() + wait;
+    loop {
+        match timeout_at(until, conn.reader.next()).await {
+            Err(_) => return Err(format!("no answer to stan {stan} within {} s", wait.as_secs())),
+            Ok(None) => return Err("the switch closed the connection".to_string()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(Frame { message: Message::Response(Response::Error { code, text }), .. }))) => {
+                return Err(format!("the switch refused the frame: {code}: {text}"))
+            }
+            Ok(Some(Ok(Frame { header, message: Message::Response(response) }))) if header.stan == stan => {
+                return Ok(response)
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipelined engine: a writer task that keeps up to W requests outstanding and a reader that
+// matches responses by stan.
+
+/// Hashes a stan by Fibonacci multiplication (cheap, and spreads consecutive numbers).
+#[derive(Default)]
+struct StanHasher(u64);
+
+impl Hasher for StanHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type StanMap<V> = HashMap<u32, V, BuildHasherDefault<StanHasher>>;
+
+struct Pending {
+    sent: Instant,
+    tag: u64,
+}
+
+struct Shared {
+    inflight: Mutex<StanMap<Pending>>,
+    window: Semaphore,
+    writer_done: AtomicBool,
+    done: Notify,
+    /// Trace numbers the writer used (requests recorded as outstanding).
+    issued: AtomicU64,
+}
+
+/// What a pipeline does with each matched response.
+trait Replies: Send + 'static {
+    fn reply(&mut self, tag: u64, latency: Duration, response: &Response);
+}
+
+/// How one pipelined connection ended.
+struct Outcome<R> {
+    replies: R,
+    /// Trace numbers used, i.e. the next stan is `first + issued`.
+    issued: u64,
+    /// Responses whose stan was not outstanding (answered twice, or never asked) or whose
+    /// terminal id was not ours.
+    unmatched: u64,
+    /// Error frames received (the switch closes the connection after one).
+    error_frames: u64,
+    first_error_frame: Option<String>,
+    /// Tags of the requests that got no response.
+    lost: Vec<u64>,
+    /// Why the connection ended early, if it did.
+    failure: Option<String>,
+    last_reply: Option<Instant>,
+}
+
+/// Sends what `generate` yields (request and tag) until it yields `None` or `deadline` passes,
+/// with at most `window` outstanding, and hands every response to `replies`; then waits up to
+/// `drain` for the outstanding ones.
+async fn pipeline<G, R>(
+    conn: Conn,
+    window: u32,
+    first_stan: u32,
+    deadline: Option<Instant>,
+    drain: Duration,
+    generate: G,
+    replies: R,
+) -> Outcome<R>
+where
+    G: FnMut() -> Option<(Request, u64)> + Send + 'static,
+    R: Replies,
+{
+    let Conn { terminal_id, mut reader, writer } = conn;
+    let mut inflight = StanMap::default();
+    inflight.reserve(window as usize);
+    let shared = Arc::new(Shared {
+        inflight: Mutex::new(inflight),
+        window: Semaphore::new(window as usize),
+        writer_done: AtomicBool::new(false),
+        done: Notify::new(),
+        issued: AtomicU64::new(0),
+    });
+    let mut writer_task =
+        tokio::spawn(write_loop(writer, terminal_id, first_stan, deadline, Arc::clone(&shared), generate));
+
+    let mut outcome = Outcome {
+        replies,
+        issued: 0,
+        unmatched: 0,
+        error_frames: 0,
+        first_error_frame: None,
+        lost: Vec::new(),
+        failure: None,
+        last_reply: None,
+    };
+    let mut drain_until: Option<Instant> = None;
+    // Created once: it registers with the Notify on its first poll, not once per response.
+    let writer_finished = shared.done.notified();
+    tokio::pin!(writer_finished);
+    loop {
+        if shared.writer_done.load(Ordering::Acquire) && shared.inflight.lock().expect("not poisoned").is_empty() {
+            break;
+        }
+        let item = match drain_until {
+            None => tokio::select! {
+                biased;
+                item = reader.next() => item,
+                _ = &mut writer_finished => {
+                    drain_until = Some(Instant::now() + drain);
+                    continue;
+                }
+            },
+            Some(until) => match timeout_at(until, reader.next()).await {
+                Ok(item) => item,
+                Err(_) => break,
+            },
+        };
+        let frame = match item {
+            None => {
+                let finished = shared.writer_done.load(Ordering::Acquire)
+                    && shared.inflight.lock().expect("not poisoned").is_empty();
+                if !finished {
+                    outcome.failure = Some("the switch closed the connection".to_string());
+                }
+                break;
+            }
+            Some(Err(e)) => {
+                outcome.failure = Some(e.to_string());
+                break;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let now = Instant::now();
+        let response = match frame.message {
+            Message::Response(response) => response,
+            Message::Request(request) => {
+                outcome.failure = Some(format!("the switch sent a request frame ({})", request.msg_type()));
+                break;
+            }
+        };
+        if let Response::Error { code, text } = &response {
+            outcome.error_frames += 1;
+            if outcome.first_error_frame.is_none() {
+                outcome.first_error_frame = Some(format!("{code}: {text}"));
+            }
+            shared.inflight.lock().expect("not poisoned").remove(&frame.header.stan);
+            continue;
+        }
+        let pending = if frame.header.terminal_id == terminal_id {
+            shared.inflight.lock().expect("not poisoned").remove(&frame.header.stan)
+        } else {
+            None
+        };
+        let Some(pending) = pending else {
+            outcome.unmatched += 1;
+            continue;
+        };
+        shared.window.add_permits(1);
+        outcome.last_reply = Some(now);
+        outcome.replies.reply(pending.tag, now.saturating_duration_since(pending.sent), &response);
+    }
+
+    // Stop the writer (it may wait for a window slot, or be stuck writing to a dead peer).
+    shared.window.close();
+    // The write half is handed back and dropped (which shuts it down) only now, so the switch
+    // never sees the end of the stream while responses are still coming.
+    let writer_error = match tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await {
+        Ok(Ok((_writer, error))) => error,
+        Ok(Err(join_error)) => Some(format!("writer failed: {join_error}")),
+        Err(_) => {
+            writer_task.abort();
+            let _ = writer_task.await;
+            None
+        }
+    };
+    if outcome.failure.is_none() {
+        outcome.failure = writer_error;
+    }
+    outcome.issued = shared.issued.load(Ordering::Acquire);
+    outcome.lost = shared.inflight.lock().expect("not poisoned").drain().map(|(_, p)| p.tag).collect();
+    outcome
+}
+
+/// The writer half of [`pipeline`]; returns the write half and the write error, if any.
+async fn write_loop<G>(
+    mut writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    terminal_id: u32,
+    mut stan: u32,
+    deadline: Option<Instant>,
+    shared: Arc<Shared>,
+    mut generate: G,
+) -> (FramedWrite<OwnedWriteHalf, FrameCodec>, Option<String>)
+where
+    G: FnMut() -> Option<(Request, u64)>,
+{
+    let mut batch: Vec<(u32, Request)> = Vec::with_capacity(BATCH_MAX);
+    let error = 'run: loop {
+        let permit = match deadline {
+            Some(until) => timeout_at(until, shared.window.acquire()).await.ok().and_then(Result::ok),
+            None => shared.window.acquire().await.ok(),
+        };
+        let Some(permit) = permit else { break None };
+        permit.forget();
+        let mut slots = 1;
+        while slots < BATCH_MAX {
+            match shared.window.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    slots += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|until| now >= until) {
+            break None;
+        }
+        let mut exhausted = false;
+        {
+            let mut inflight = shared.inflight.lock().expect("not poisoned");
+            for _ in 0..slots {
+                let Some((request, tag)) = generate() else {
+                    exhausted = true;
+                    break;
+                };
+                // Recorded before it is written: the response may be read before feed returns.
+                inflight.insert(stan, Pending { sent: now, tag });
+                batch.push((stan, request));
+                stan = next_stan(stan);
+            }
+        }
+        shared.issued.fetch_add(batch.len() as u64, Ordering::Release);
+        let written = !batch.is_empty();
+        let local_time = local_time_now();
+        for (stan, request) in batch.drain(..) {
+            let frame = Frame {
+                header: Header { flags: 0, terminal_id, stan, local_time },
+                message: Message::Request(request),
+            };
+            if let Err(e) = writer.feed(frame).await {
+                break 'run Some(e.to_string());
+            }
+        }
+        if written {
+            if let Err(e) = SinkExt::<Frame>::flush(&mut writer).await {
+                break Some(e.to_string());
+            }
+        }
+        if exhausted {
+            break None;
+        }
+    };
+    shared.writer_done.store(true, Ordering::Release);
+    shared.done.notify_one();
+    (writer, error)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup and verification: card requests over a few pipelined connections.
+
+/// The answer to one card request: its code and the card's cash + bonus after it.
+#[derive(Clone, Copy, Debug)]
+struct CardAnswer {
+    code: ResponseCode,
+    value_minor: i64,
+}
+
+struct CardReplies {
+    request: MsgType,
+    answers: Vec<(u64, CardAnswer)>,
+    wrong_type: u64,
+}
+
+impl Replies for CardReplies {
+    fn reply(&mut self, tag: u64, _latency: Duration, response: &Response) {
+        match response {
+            Response::Card { request, reply } if *request == self.request => self
+                .answers
+                .push((tag, CardAnswer { code: reply.code, value_minor: reply.cash_minor + reply.bonus_minor })),
+            _ => self.wrong_type += 1,
+        }
+    }
+}
+
+/// The setup and verification connections: addresses, store and each terminal's next stan.
+struct Admin {
+    addr: SocketAddr,
+    addr_text: String,
+    store: u32,
+    next_stans: Vec<u32>,
+}
+
+impl Admin {
+    fn new(addr: SocketAddr, addr_text: &str, store: u32, first_stan: u32) -> Admin {
+        Admin { addr, addr_text: addr_text.to_string(), store, next_stans: vec![first_stan; SETUP_CONNECTIONS] }
+    }
+
+    fn take_stan(&mut self, connection: usize) -> u32 {
+        let stan = self.next_stans[connection];
+        self.next_stans[connection] = next_stan(stan);
+        stan
+    }
+
+    /// Sends `make(card)` for every card in `cards` over up to [`SETUP_CONNECTIONS`] pipelined
+    /// connections; requests answered `system_busy`, or not at all, are sent again (new stan)
+    /// in later passes. Returns the answers in the order of `cards`.
+    async fn card_requests(
+        &mut self,
+        what: &str,
+        cards: &[CardNo],
+        make: fn(CardNo) -> Request,
+    ) -> Result<Vec<CardAnswer>, Failure> {
+        let request_type = make(CardNo(0)).msg_type();
+        let mut answers: Vec<Option<CardAnswer>> = vec![None; cards.len()];
+        let mut todo: Vec<u64> = (0..cards.len() as u64).collect();
+        for pass in 0..SETUP_PASSES {
+            if todo.is_empty() {
+                break;
+            }
+            if pass > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(pass))).await;
+            }
+            let connections = SETUP_CONNECTIONS.min(todo.len());
+            let todo_shared: Arc<Vec<u64>> = Arc::new(std::mem::take(&mut todo));
+            let cards_shared: Arc<Vec<CardNo>> = Arc::new(todo_shared.iter().map(|&i| cards[i as usize]).collect());
+            let mut tasks = Vec::with_capacity(connections);
+            for j in 0..connections {
+                let (addr, store, first_stan) = (self.addr, self.store, self.next_stans[j]);
+                let (todo_shared, cards_shared) = (Arc::clone(&todo_shared), Arc::clone(&cards_shared));
+                let terminal_id = SETUP_TERMINAL_BASE + j as u32;
+                tasks.push(tokio::spawn(async move {
+                    let conn = open(addr, terminal_id, store).await?;
+                    // Connection j takes positions j, j + connections, ...
+                    let mut position = j;
+                    let generate = move || {
+                        let at = position;
+                        position += connections;
+                        (at < todo_shared.len()).then(|| (make(cards_shared[at]), todo_shared[at]))
+                    };
+                    let replies = CardReplies { request: request_type, answers: Vec::new(), wrong_type: 0 };
+                    Ok::<_, OpenError>(
+                        pipeline(conn, SETUP_WINDOW, first_stan, None, SETUP_DRAIN, generate, replies).await,
+                    )
+                }));
+            }
+            let mut progress = 0usize;
+            let mut problems = Vec::new();
+            let mut unreachable = None;
+            for (j, task) in tasks.into_iter().enumerate() {
+                let terminal_id = SETUP_TERMINAL_BASE + j as u32;
+                let outcome = match task.await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(e)) => {
+                        if let OpenError::Connect(text) = &e {
+                            unreachable = Some(text.clone());
+                        }
+                        problems.push(e.text().to_string());
+                        continue;
+                    }
+                    Err(e) => {
+                        problems.push(format!("terminal {terminal_id}: task failed: {e}"));
+                        continue;
+                    }
+                };
+                for _ in 0..outcome.issued {
+                    self.take_stan(j);
+                }
+                if let Some(failure) = &outcome.failure {
+                    problems.push(format!("terminal {terminal_id}: {failure}"));
+                }
+                if let Some(text) = &outcome.first_error_frame {
+                    problems.push(format!("terminal {terminal_id}: error frame {text}"));
+                }
+                if outcome.unmatched > 0 || outcome.replies.wrong_type > 0 {
+                    return Err(Failure::Failed(format!(
+                        "{what}: the switch sent {} responses for stans not outstanding and {} of the wrong type",
+                        outcome.unmatched, outcome.replies.wrong_type
+                    )));
+                }
+                for (index, answer) in outcome.replies.answers {
+                    if answer.code != ResponseCode::SystemBusy {
+                        answers[index as usize] = Some(answer);
+                        progress += 1;
+                    }
+                }
+            }
+            if progress == 0 && problems.len() == connections {
+                if let Some(text) = unreachable {
+                    return Err(Failure::Unreachable(format!("cannot connect to {}: {text}", self.addr_text)));
+                }
+            }
+            for problem in problems.iter().take(3) {
+                eprintln!("loadgen: {what}: {problem}");
+            }
+            // What was busy, lost, or on a connection that never opened goes again.
+            todo = todo_shared.iter().copied().filter(|&index| answers[index as usize].is_none()).collect();
+            if progress == 0 && pass + 1 >= 3 {
+                return Err(Failure::Failed(format!("{what}: no progress in pass {}, giving up", pass + 1)));
+            }
+        }
+        if !todo.is_empty() {
+            return Err(Failure::Failed(format!(
+                "{what}: {} of {} requests got no final answer after {SETUP_PASSES} passes",
+                todo.len(),
+                cards.len()
+            )));
+        }
+        Ok(answers.into_iter().map(|a| a.expect("every request was answered")).collect())
+    }
+}
+
+fn sell_request(card: CardNo) -> Request {
+    Request::SellCard { card, amount_minor: OPENING_MINOR, method: PaymentMethod::Cash as u8 }
+}
+
+fn balance_request(card: CardNo) -> Request {
+    Request::Balance { card }
+}
+
+/// Imports the range and sells every card. Returns true when every card was sold fresh (so
+/// its balance is exactly the opening value).
+async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
+    let started = Instant::now();
+    let mut conn = open(admin.addr, SETUP_TERMINAL_BASE, admin.store).await.map_err(|e| e.into_failure(&cli.addr))?;
+    let mut imported = 0u64;
+    let mut already = 0u64;
+    let mut first = 0u64;
+    while first < cli.cards {
+        let last = (first + MAX_RANGE_CARDS - 1).min(cli.cards - 1);
+        let request = Request::ImportRange {
+            first: cli.card(first),
+            last: cli.card(last),
+            product: SETUP_PRODUCT,
+            store_id: cli.store,
+        };
+        let stan = admin.take_stan(0);
+        let what = format!("import of {}..={}", cli.card(first), cli.card(last));
+        match call(&mut conn, stan, request, IMPORT_TIMEOUT).await {
+            Ok(Response::ImportRange(reply)) if reply.code.is_approved() => imported += reply.card_count,
+            Ok(Response::ImportRange(reply)) if reply.code == ResponseCode::RangeOverlaps => {
+                already += last - first + 1
+            }
+            Ok(Response::ImportRange(reply)) => {
+                return Err(Failure::Failed(format!("{what} declined: {}", reply.code)))
+            }
+            Ok(other) => return Err(Failure::Failed(format!("{what} answered with {}", other.msg_type()))),
+            Err(text) => return Err(Failure::Failed(format!("{what}: {text}"))),
+        }
+        first = last + 1;
+    }
+    drop(conn);
+    eprintln!(
+        "loadgen: setup: imported {imported} cards, {already} already there ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let selling = Instant::now();
+    let cards: Vec<CardNo> = (0..cli.cards).map(|i| cli.card(i)).collect();
+    let answers = admin.card_requests("sell-card", &cards, sell_request).await?;
+    let mut sold = 0u64;
+    let mut already_sold = 0u64;
+    let mut other: HashMap<ResponseCode, u64> = HashMap::new();
+    for answer in &answers {
+        match answer.code {
+            ResponseCode::Approved => sold += 1,
+            ResponseCode::CardAlreadySold => already_sold += 1,
+            code => *other.entry(code).or_default() += 1,
+        }
+    }
+    let seconds = selling.elapsed().as_secs_f64();
+    eprintln!(
+        "loadgen: setup: sold {sold} cards, {already_sold} already sold ({seconds:.1} s, {:.0}/s)",
+        rate(cards.len() as u64, seconds)
+    );
+    if !other.is_empty() {
+        let mut list: Vec<String> = other.iter().map(|(code, n)| format!("{n} {code}")).collect();
+        list.sort();
+        return Err(Failure::Failed(format!("setup: sell-card declined: {}", list.join(", "))));
+    }
+    Ok(already_sold == 0)
+}
+
+/// Reads cash + bonus of the sampled cards; `None` where the balance was declined (its code).
+async fn read_balances(
+    cli: &Cli,
+    admin: &mut Admin,
+    sample: Sample,
+) -> Result<Vec<Result<i64, ResponseCode>>, Failure> {
+    let cards: Vec<CardNo> = (0..sample.size).map(|slot| cli.card(sample.card_index(slot))).collect();
+    let answers = admin.card_requests("balance", &cards, balance_request).await?;
+    Ok(answers.into_iter().map(|a| if a.code.is_approved() { Ok(a.value_minor) } else { Err(a.code) }).collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load run
+
+/// Live counters of one terminal, read by the progress printer.
+#[repr(align(64))]
+#[derive(Default)]
+struct Live {
+    approved: AtomicU64,
+    declined: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Approved sale amounts per sampled card (a card's spending is bounded by its balance, so
+/// `u32` fen is plenty).
+struct Spent {
+    sample: Sample,
+    spent: Vec<AtomicU32>,
+}
+
+struct LoadReplies {
+    live: Arc<Live>,
+    spent: Arc<Spent>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    latencies: Vec<u64>,
+    declines: Box<[u64; 256]>,
+    wrong_type: u64,
+    wrong_amount: u64,
+}
+
+impl LoadReplies {
+    fn flush_latencies(&mut self) {
+        let mut histogram = self.histogram.lock().expect("not poisoned");
+        for &us in &self.latencies {
+            histogram.saturating_record(us);
+        }
+        self.latencies.clear();
+    }
+}
+
+impl Replies for LoadReplies {
+    fn reply(&mut self, tag: u64, latency: Duration, response: &Response) {
+        let Response::Card { request: MsgType::Sale, reply } = response else {
+            self.wrong_type += 1;
+            self.live.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.latencies.push(latency.as_micros() as u64);
+        if self.latencies.len() >= LATENCY_BUFFER {
+            self.flush_latencies();
+        }
+        if reply.code.is_approved() {
+            self.live.approved.fetch_add(1, Ordering::Relaxed);
+            let (index, amount) = split_sale_tag(tag);
+            if reply.amount_minor != amount as i64 {
+                self.wrong_amount += 1;
+            }
+            if let Some(slot) = self.spent.sample.slot_of(index) {
+                self.spent.spent[slot as usize].fetch_add(amount as u32, Ordering::Relaxed);
+            }
+        } else {
+            self.live.declined.fetch_add(1, Ordering::Relaxed);
+            self.declines[reply.code as usize] += 1;
+        }
+    }
+}
+
+/// Totals of the load run.
+struct RunResult {
+    approved: u64,
+    declined: u64,
+    errors: u64,
+    declines: Box<[u64; 256]>,
+    unmatched: u64,
+    wrong_amount: u64,
+    /// Amount of sales with unknown outcome per sampled card.
+    uncertain: Vec<u32>,
+    measured_s: f64,
+    histogram: Histogram<u64>,
+}
+
+async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent>) -> Result<RunResult, Failure> {
+    // Connect and sign on every terminal first, so they all start together.
+    let mut opening = Vec::with_capacity(cli.terminals as usize);
+    for i in 0..cli.terminals {
+        let store = cli.store;
+        opening.push(tokio::spawn(async move { open(addr, LOAD_TERMINAL_BASE + i, store).await }));
+    }
+    let mut conns = Vec::with_capacity(opening.len());
+    let mut open_errors = Vec::new();
+    let mut unreachable = None;
+    for (i, task) in opening.into_iter().enumerate() {
+        match task.await {
+            Ok(Ok(conn)) => conns.push((i as u64, conn)),
+            Ok(Err(e)) => {
+                if matches!(e, OpenError::Connect(_)) && unreachable.is_none() {
+                    unreachable = Some(e.text().to_string());
+                }
+                open_errors.push(e.text().to_string());
+            }
+            Err(e) => open_errors.push(format!("task failed: {e}")),
+        }
+    }
+    if conns.is_empty() {
+        return Err(match unreachable {
+            Some(text) => Failure::Unreachable(format!("cannot connect to {}: {text}", cli.addr)),
+            None => Failure::Failed(format!("no terminal could sign on: {}", open_errors[0])),
+        });
+    }
+    if !open_errors.is_empty() {
+        eprintln!("loadgen: {} terminals could not start, e.g. {}", open_errors.len(), open_errors[0]);
+    }
+
+    let histogram =
+        Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(cli.duration_s);
+    let mut lives = Vec::with_capacity(conns.len());
+    let mut tasks = Vec::with_capacity(conns.len());
+    for (i, conn) in conns {
+        let live = Arc::new(Live::default());
+        lives.push(Arc::clone(&live));
+        let mut rng = XorShift::new(cli.seed, i);
+        let cards = cli.cards;
+        let first_card = cli.first_card.0;
+        let generate = move || {
+            let index = rng.below(cards);
+            let amount = rng.in_range(SALE_MIN_MINOR, SALE_MAX_MINOR);
+            let request = Request::Sale {
+                card: CardNo(first_card + index),
+                amount_minor: amount as i64,
+                category: Category::Retail as u8,
+                flags: 0,
+            };
+            Some((request, sale_tag(index, amount)))
+        };
+        let replies = LoadReplies {
+            live,
+            spent: Arc::clone(&spent),
+            histogram: Arc::clone(&histogram),
+            latencies: Vec::with_capacity(LATENCY_BUFFER),
+            declines: Box::new([0; 256]),
+            wrong_type: 0,
+            wrong_amount: 0,
+        };
+        tasks.push(tokio::spawn(pipeline(conn, cli.window, first_stan, Some(deadline), DRAIN, generate, replies)));
+    }
+
+    let progress = tokio::spawn(print_progress(start, lives.clone()));
+
+    let mut result = RunResult {
+        approved: 0,
+        declined: 0,
+        errors: open_errors.len() as u64,
+        declines: Box::new([0; 256]),
+        unmatched: 0,
+        wrong_amount: 0,
+        uncertain: vec![0; spent.spent.len()],
+        measured_s: 0.0,
+        histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+    };
+    let mut last_reply: Option<Instant> = None;
+    let mut failures = Vec::new();
+    let (mut lost, mut lost_terminals) = (0u64, 0u64);
+    for (task, live) in tasks.into_iter().zip(&lives) {
+        let mut outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                failures.push(format!("terminal task failed: {e}"));
+                result.errors += 1;
+                continue;
+            }
+        };
+        outcome.replies.flush_latencies();
+        result.approved += live.approved.load(Ordering::Relaxed);
+        result.declined += live.declined.load(Ordering::Relaxed);
+        result.errors += outcome.replies.wrong_type
+            + outcome.error_frames
+            + outcome.lost.len() as u64
+            + u64::from(outcome.failure.is_some());
+        for (total, n) in result.declines.iter_mut().zip(outcome.replies.declines.iter()) {
+            *total += n;
+        }
+        result.unmatched += outcome.unmatched;
+        result.wrong_amount += outcome.replies.wrong_amount;
+        for &tag in &outcome.lost {
+            let (index, amount) = split_sale_tag(tag);
+            if let Some(slot) = spent.sample.slot_of(index) {
+                result.uncertain[slot as usize] += amount as u32;
+            }
+        }
+        if let Some(failure) = outcome.failure {
+            failures.push(failure);
+        }
+        if let Some(text) = outcome.first_error_frame {
+            failures.push(format!("error frame {text}"));
+        }
+        if !outcome.lost.is_empty() {
+            lost_terminals += 1;
+            lost += outcome.lost.len() as u64;
+        }
+        last_reply = last_reply.max(outcome.last_reply);
+    }
+    progress.abort();
+    if lost > 0 {
+        eprintln!(
+            "loadgen: {lost} requests on {lost_terminals} terminals got no response within {} s",
+            DRAIN.as_secs()
+        );
+    }
+    if !failures.is_empty() {
+        eprintln!("loadgen: {} terminal connections failed, e.g.:", failures.len());
+        for failure in failures.iter().take(5) {
+            eprintln!("loadgen:   {failure}");
+        }
+    }
+    // The run lasts its duration, or longer when responses kept coming after it.
+    let last_reply_s = last_reply.map_or(0.0, |at| at.saturating_duration_since(start).as_secs_f64());
+    result.measured_s = last_reply_s.max(cli.duration_s as f64);
+    result.histogram = Arc::try_unwrap(histogram)
+        .map(|m| m.into_inner().expect("not poisoned"))
+        .unwrap_or_else(|shared| shared.lock().expect("not poisoned").clone());
+    Ok(result)
+}
+
+/// Prints elapsed time, throughput over the last second and totals, every second.
+async fn print_progress(start: Instant, lives: Vec<Arc<Live>>) {
+    let mut ticks = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let (mut last_at, mut last_done) = (start, 0u64);
+    loop {
+        ticks.tick().await;
+        let (mut approved, mut declined, mut errors) = (0, 0, 0);
+        for live in &lives {
+            approved += live.approved.load(Ordering::Relaxed);
+            declined += live.declined.load(Ordering::Relaxed);
+            errors += live.errors.load(Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        let done = approved + declined;
+        let tps = rate(done - last_done, (now - last_at).as_secs_f64());
+        eprintln!(
+            "loadgen: {:>6.1} s {:>10.0} tps  approved {approved}  declined {declined}  errors {errors}",
+            (now - start).as_secs_f64(),
+            tps
+        );
+        (last_at, last_done) = (now, done);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Compares the balances after the run with the balances before minus the approved sales.
+/// Returns the number of cards that do not match.
+fn check_balances(
+    cli: &Cli,
+    sample: Sample,
+    start: &[Result<i64, ResponseCode>],
+    end: &[Result<i64, ResponseCode>],
+    spent: &Spent,
+    uncertain: &[u32],
+) -> u64 {
+    let mut mismatches = 0u64;
+    for slot in 0..sample.size as usize {
+        let spent_minor = i64::from(spent.spent[slot].load(Ordering::Relaxed));
+        let slack = i64::from(uncertain[slot]);
+        let card = cli.card(sample.card_index(slot as u64));
+        let problem = match (start[slot], end[slot]) {
+            (Ok(before), Ok(after)) => {
+                let expected = before - spent_minor;
+                (after > expected || after < expected - slack).then(|| {
+                    format!("balance {after}, expected {expected} ({before} - {spent_minor} approved, {slack} unknown)")
+                })
+            }
+            (Err(before), Err(after)) if before == after && spent_minor == 0 => None,
+            (before, after) => Some(format!("balance before {before:?}, after {after:?}, {spent_minor} approved")),
+        };
+        if let Some(problem) = problem {
+            mismatches += 1;
+            if mismatches <= 10 {
+                eprintln!("loadgen: verify: card {card}: {problem}");
+            }
+        }
+    }
+    mismatches
+}
+
+fn percentile(histogram: &Histogram<u64>, quantile: f64) -> u64 {
+    if histogram.is_empty() {
+        0
+    } else {
+        histogram.value_at_quantile(quantile)
+    }
+}
+
+async fn run(cli: &Cli) -> Result<Summary, Failure> {
+    let addr = match tokio::net::lookup_host(cli.addr.as_str()).await {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| Failure::Unreachable(format!("cannot connect to {}: no address found", cli.addr)))?,
+        Err(e) => {
+            return Err(Failure::Unreachable(format!("cannot connect to {}: {}", cli.addr, describe_io_error(&e))))
+        }
+    };
+    let offset = run_stan_offset(unix_ms_now(), DEFAULT_UTC_OFFSET_MINUTES);
+    let first_stan = FIRST_STAN + offset;
+    eprintln!(
+        "loadgen: {} terminals, window {}, {} s, {} cards from {} at store {}, seed {}; stan offset {offset} \
+         (first stan {first_stan})",
+        cli.terminals, cli.window, cli.duration_s, cli.cards, cli.first_card, cli.store, cli.seed
+    );
+
+    let mut admin = Admin::new(addr, &cli.addr, cli.store, first_stan);
+    let fresh = if cli.setup { setup(cli, &mut admin).await? } else { false };
+    let sample = Sample::new(cli.cards, VERIFY_SAMPLE);
+    let start_balances = if fresh {
+        vec![Ok(OPENING_MINOR); sample.size as usize]
+    } else {
+        let reading = Instant::now();
+        let balances = read_balances(cli, &mut admin, sample).await?;
+        eprintln!(
+            "loadgen: read the balances of {} cards before the run ({:.1} s)",
+            sample.size,
+            reading.elapsed().as_secs_f64()
+        );
+        balances
+    };
+
+    let spent = Arc::new(Spent { sample, spent: (0..sample.size).map(|_| AtomicU32::new(0)).collect() });
+    let result = run_load(cli, addr, first_stan, Arc::clone(&spent)).await?;
+
+    let responses = result.approved + result.declined;
+    let tps = rate(responses, result.measured_s);
+    eprintln!(
+        "loadgen: run: {responses} responses in {:.2} s: {tps:.0} tps; approved {}, declined {}, errors {}",
+        result.measured_s, result.approved, result.declined, result.errors
+    );
+    if result.declined > 0 {
+        let mut by_code: Vec<String> = Vec::new();
+        for (code, &n) in result.declines.iter().enumerate() {
+            if n > 0 {
+                let name = ResponseCode::from_u8(code as u8).map_or("unknown", ResponseCode::as_str);
+                by_code.push(format!("{name} {n}"));
+            }
+        }
+        eprintln!("loadgen: declined by code: {}", by_code.join(", "));
+    }
+    let h = &result.histogram;
+    let summary_latency =
+        (percentile(h, 0.5), percentile(h, 0.99), percentile(h, 0.999), if h.is_empty() { 0 } else { h.max() });
+    eprintln!(
+        "loadgen: latency us: p50 {} p99 {} p99.9 {} max {}",
+        summary_latency.0, summary_latency.1, summary_latency.2, summary_latency.3
+    );
+
+    let verifying = Instant::now();
+    let end_balances = read_balances(cli, &mut admin, sample).await?;
+    let mismatches = check_balances(cli, sample, &start_balances, &end_balances, &spent, &result.uncertain);
+    if result.unmatched > 0 {
+        eprintln!("loadgen: verify: {} responses for stans not outstanding (answered twice?)", result.unmatched);
+    }
+    if result.wrong_amount > 0 {
+        eprintln!("loadgen: verify: {} approved sales reported another amount", result.wrong_amount);
+    }
+    let verified = mismatches == 0 && result.unmatched == 0 && result.wrong_amount == 0;
+    eprintln!(
+        "loadgen: verify: {} cards checked{}, {mismatches} mismatches ({:.1} s): {}",
+        sample.size,
+        if fresh { " against the opening value" } else { " against the balances before the run" },
+        verifying.elapsed().as_secs_f64(),
+        if verified { "verified" } else { "NOT verified" }
+    );
+
+    Ok(Summary {
+        tps,
+        approved: result.approved,
+        declined: result.declined,
+        errors: result.errors,
+        p50_us: summary_latency.0,
+        p99_us: summary_latency.1,
+        p999_us: summary_latency.2,
+        max_us: summary_latency.3,
+        verified,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(text) = cli.check() {
+        eprintln!("loadgen: {text}");
+        return ExitCode::from(EXIT_UNREACHABLE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let outcome = runtime.block_on(run(&cli));
+    // Tasks stuck on a dead connection must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
+        Ok(summary) => {
+            println!("{}", summary.json());
+            if summary.errors > 0 || !summary.verified {
+                ExitCode::from(EXIT_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(Failure::Unreachable(text)) => {
+            eprintln!("loadgen: {text}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+        Err(Failure::Failed(text)) => {
+            eprintln!("loadgen: {text}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_and_defaults() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--addr",
+            "127.0.0.1:7000",
+            "--terminals",
+            "50",
+            "--window",
+            "1",
+            "--duration-s",
+            "5",
+            "--cards",
+            "10000",
+            "--setup",
+        ])
+        .unwrap();
+        assert_eq!((cli.terminals, cli.window, cli.duration_s, cli.cards), (50, 1, 5, 10_000));
+        assert!(cli.setup);
+        assert_eq!((cli.seed, cli.first_card, cli.store), (1, CardNo(6_200_880_000_000_000), 21));
+        assert!(cli.check().is_ok());
+        assert_eq!(cli.card(9_999), CardNo(6_200_880_000_009_999));
+        for bad in [
+            &["--window", "0"][..],
+            &["--window", "1025"],
+            &["--terminals", "0"],
+            &["--first-card", "1234567"],
+            &["--store", "0"],
+        ] {
+            let mut args = vec!["loadgen", "--addr", "x:1", "--terminals", "1", "--window", "1"];
+            args.extend(["--duration-s", "1", "--cards", "1"]);
+            args.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        // A range that would grow a digit is refused.
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--addr",
+            "x:1",
+            "--terminals",
+            "1",
+            "--window",
+            "1",
+            "--duration-s",
+            "1",
+            "--cards",
+            "11",
+            "--first-card",
+            "99999990",
+        ])
+        .unwrap();
+        assert!(cli.check().is_err());
+    }
+
+    #[test]
+    fn prng_stays_in_range_reaches_every_value_and_repeats_per_seed() {
+        let mut rng = XorShift::new(1, 0);
+        let mut seen = [false; 100];
+        for _ in 0..100_000 {
+            let amount = rng.in_range(SALE_MIN_MINOR, SALE_MAX_MINOR);
+            assert!((1..=100).contains(&amount));
+            seen[amount as usize - 1] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        let mut one = XorShift::new(1, 0);
+        for _ in 0..10_000 {
+            assert_eq!(one.below(1), 0);
+            assert!(one.below(7) < 7);
+        }
+        // Same seed and stream: the same sequence; another stream or seed: another one.
+        let a: Vec<u64> = (0..8)
+            .map({
+                let mut r = XorShift::new(1, 3);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..8)
+            .map({
+                let mut r = XorShift::new(1, 3);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..8)
+            .map({
+                let mut r = XorShift::new(1, 4);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let d: Vec<u64> = (0..8)
+            .map({
+                let mut r = XorShift::new(2, 3);
+                move |_| r.next_u64()
+            })
+            .collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        // Seed 0 is fine too (the state is never all zero).
+        let mut zero = XorShift::new(0, u64::MAX);
+        assert_ne!(zero.next_u64(), zero.next_u64());
+        // Roughly uniform over cards: each of 10 buckets gets 10% +- 1%.
+        let mut rng = XorShift::new(7, 0);
+        let mut buckets = [0u32; 10];
+        for _ in 0..100_000 {
+            buckets[rng.below(10) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| (9_000..=11_000).contains(&n)), "{buckets:?}");
+    }
+
+    #[test]
+    fn sale_tags_round_trip() {
+        assert_eq!(split_sale_tag(sale_tag(0, 1)), (0, 1));
+        assert_eq!(split_sale_tag(sale_tag(999_999_999, 100)), (999_999_999, 100));
+    }
+
+    #[test]
+    fn sample_is_every_card_or_an_even_spread() {
+        let all = Sample::new(1_000, VERIFY_SAMPLE);
+        assert_eq!(all.size, 1_000);
+        assert_eq!((all.card_index(0), all.card_index(999)), (0, 999));
+        assert_eq!(all.slot_of(999), Some(999));
+        assert_eq!(all.slot_of(1_000), None);
+
+        let spread = Sample::new(250_001, 100_000);
+        assert_eq!(spread.size, 100_000);
+        assert_eq!(spread.card_index(0), 0);
+        assert!(spread.card_index(99_999) < 250_001);
+        let mut members = 0;
+        for index in 0..250_001 {
+            if let Some(slot) = spread.slot_of(index) {
+                assert_eq!(spread.card_index(slot), index);
+                members += 1;
+            }
+        }
+        assert_eq!(members, 100_000);
+        for slot in [0, 1, 2, 49_999, 99_999] {
+            assert_eq!(spread.slot_of(spread.card_index(slot)), Some(slot));
+        }
+        let huge = Sample::new(1_000_000_000, 100_000);
+        assert_eq!(huge.card_index(1), 10_000);
+        assert_eq!(huge.slot_of(10_000), Some(1));
+        assert_eq!(huge.slot_of(10_001), None);
+    }
+
+    #[test]
+    fn summary_is_one_json_line() {
+        let summary = Summary {
+            tps: 51_234.567,
+            approved: 256_000,
+            declined: 173,
+            errors: 0,
+            p50_us: 412,
+            p99_us: 1_903,
+            p999_us: 4_511,
+            max_us: 12_007,
+            verified: true,
+        };
+        assert_eq!(
+            summary.json(),
+            "{\"tps\":51234.6,\"approved\":256000,\"declined\":173,\"errors\":0,\"p50_us\":412,\
+             \"p99_us\":1903,\"p999_us\":4511,\"max_us\":12007,\"verified\":true}"
+        );
+        let nothing = Summary { tps: f64::NAN, verified: false, ..summary };
+        assert!(nothing.json().starts_with("{\"tps\":0.0,"));
+        assert!(nothing.json().ends_with(",\"verified\":false}"));
+        assert_eq!(rate(10, 0.0), 0.0);
+        assert_eq!(rate(10, 2.0), 5.0);
+    }
+
+    /// A switch in miniature (sign-on, import, sell, sale, balance, all in one map) that can
+    /// drop or repeat sale responses, to run the whole generator against.
+    #[derive(Default)]
+    struct MockSwitch {
+        /// Card number -> (sold, cash).
+        cards: Mutex<HashMap<u64, (bool, i64)>>,
+        /// Every n-th sale is carried out but not answered.
+        drop_every: Option<u64>,
+        /// Every n-th sale is answered twice.
+        repeat_every: Option<u64>,
+        sales: AtomicU64,
+    }
+
+    impl MockSwitch {
+        fn handle(&self, request: Request) -> Response {
+            let mut cards = self.cards.lock().unwrap();
+            let card_reply = |request: MsgType, code: ResponseCode, amount: i64, cash: i64| Response::Card {
+                request,
+                reply: protocol::CardReply {
+                    code,
+                    state: protocol::CardState::Active,
+                    txn_id: u64::from(code.is_approved()),
+                    amount_minor: amount,
+                    cash_minor: cash,
+                    bonus_minor: 0,
+                    held_minor: 0,
+                },
+            };
+            match request {
+                Request::SignOn { .. } => {
+                    Response::SignOn(protocol::SignOnReply { code: ResponseCode::Approved, business_date: 20261122 })
+                }
+                Request::ImportRange { first, last, .. } => {
+                    let code = if (first.0..=last.0).any(|c| cards.contains_key(&c)) {
+                        ResponseCode::RangeOverlaps
+                    } else {
+                        for c in first.0..=last.0 {
+                            cards.insert(c, (false, 0));
+                        }
+                        ResponseCode::Approved
+                    };
+                    let card_count = if code.is_approved() { last.0 - first.0 + 1 } else { 0 };
+                    Response::ImportRange(protocol::ImportRangeReply { code, card_count })
+                }
+                Request::SellCard { card, amount_minor, .. } => match cards.get_mut(&card.0) {
+                    None => card_reply(MsgType::SellCard, ResponseCode::UnknownCard, 0, 0),
+                    Some((true, cash)) => card_reply(MsgType::SellCard, ResponseCode::CardAlreadySold, 0, *cash),
+                    Some(entry) => {
+                        *entry = (true, amount_minor);
+                        card_reply(MsgType::SellCard, ResponseCode::Approved, amount_minor, amount_minor)
+                    }
+                },
+                Request::Sale { card, amount_minor, .. } => match cards.get_mut(&card.0) {
+                    None => card_reply(MsgType::Sale, ResponseCode::UnknownCard, 0, 0),
+                    Some((false, _)) => card_reply(MsgType::Sale, ResponseCode::CardNotSold, 0, 0),
+                    Some((true, cash)) if *cash < amount_minor => {
+                        card_reply(MsgType::Sale, ResponseCode::InsufficientValue, 0, *cash)
+                    }
+                    Some((true, cash)) => {
+                        *cash -= amount_minor;
+                        card_reply(MsgType::Sale, ResponseCode::Approved, amount_minor, *cash)
+                    }
+                },
+                Request::Balance { card } => match cards.get(&card.0) {
+                    Some((true, cash)) => card_reply(MsgType::Balance, ResponseCode::Approved, 0, *cash),
+                    Some((false, _)) => card_reply(MsgType::Balance, ResponseCode::CardNotSold, 0, 0),
+                    None => card_reply(MsgType::Balance, ResponseCode::UnknownCard, 0, 0),
+                },
+                other => Response::decline(other.msg_type(), ResponseCode::InvalidField),
+            }
+        }
+
+        async fn start(self) -> String {
+            let mock = Arc::new(self);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let mock = Arc::clone(&mock);
+                    stream.set_nodelay(true).unwrap();
+                    tokio::spawn(async move {
+                        let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec);
+                        while let Some(Ok(frame)) = framed.next().await {
+                            let Message::Request(request) = frame.message else { break };
+                            let response = mock.handle(request);
+                            let mut copies = 1;
+                            if let Request::Sale { .. } = request {
+                                let n = mock.sales.fetch_add(1, Ordering::Relaxed) + 1;
+                                if mock.drop_every.is_some_and(|k| n.is_multiple_of(k)) {
+                                    copies = 0;
+                                }
+                                if mock.repeat_every.is_some_and(|k| n.is_multiple_of(k)) {
+                                    copies = 2;
+                                }
+                            }
+                            let header = Header { flags: 0, ..frame.header };
+                            for _ in 0..copies {
+                                let reply = Frame { header, message: Message::Response(response.clone()) };
+                                if framed.send(reply).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            addr
+        }
+    }
+
+    /// 4 terminals for 1 s on 300 cards from 62008800, window 8 unless `extra` names one.
+    fn cli(addr: &str, extra: &[&str]) -> Cli {
+        let mut args = vec!["loadgen", "--addr", addr, "--terminals", "4", "--duration-s", "1", "--cards", "300"];
+        if !extra.contains(&"--window") {
+            args.extend_from_slice(&["--window", "8"]);
+        }
+        if !extra.contains(&"--first-card") {
+            args.extend_from_slice(&["--first-card", "62008800"]);
+        }
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_set_up_sell_and_verify_against_a_switch() {
+        let addr = MockSwitch::default().start().await;
+        let first = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
+        assert!(first.approved > 100, "{first:?}");
+        assert_eq!((first.declined, first.errors), (0, 0), "{first:?}");
+        assert!(first.verified, "{first:?}");
+        assert!(first.p50_us <= first.p99_us && first.p99_us <= first.max_us && first.max_us > 0);
+        assert!(first.tps > 0.0);
+        // Again with --setup: the range and the cards are there; balances are read first.
+        let again = run(&cli(&addr, &["--setup", "--seed", "2", "--window", "1"])).await.ok().unwrap();
+        assert!(again.verified && again.errors == 0 && again.approved > 0, "{again:?}");
+        // Without setup, on cards of which some do not exist: declined, still verified.
+        let partly = run(&cli(&addr, &["--first-card", "62008900"])).await.ok().unwrap();
+        assert!(partly.verified && partly.errors == 0 && partly.declined > 0, "{partly:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_given_twice_fail_the_verification() {
+        let addr = MockSwitch { repeat_every: Some(97), ..MockSwitch::default() }.start().await;
+        let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
+        assert!(!summary.verified, "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_answers_are_errors_but_balances_still_add_up() {
+        let addr = MockSwitch { drop_every: Some(501), ..MockSwitch::default() }.start().await;
+        let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
+        assert!(summary.errors > 0, "{summary:?}");
+        assert!(summary.verified, "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_switch_is_reported_as_such() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        match run(&cli(&addr, &["--setup"])).await {
+            Err(Failure::Unreachable(text)) => assert!(text.starts_with("cannot connect to"), "{text}"),
+            _ => panic!("expected an unreachable switch"),
+        }
+        match run(&cli(&addr, &[])).await {
+            Err(Failure::Unreachable(text)) => assert!(text.starts_with("cannot connect to"), "{text}"),
+            _ => panic!("expected an unreachable switch"),
+        }
+    }
+
+    #[test]
+    fn stan_hasher_spreads_consecutive_stans() {
+        let mut map: StanMap<u32> = StanMap::default();
+        for stan in 1_000..2_024 {
+            map.insert(stan, stan);
+        }
+        assert_eq!(map.len(), 1_024);
+        assert_eq!(map.get(&1_500), Some(&1_500));
+    }
+}
