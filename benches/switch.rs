@@ -62,11 +62,8 @@ fn engine_with_cards() -> Engine {
     let ctx = Context { now_ms: 0, business_date: 20261122 };
     let mut fx = Effects::default();
     for n in 0..CARDS {
-        let request = Request::SellCard {
-            card: CardNo(FIRST + n),
-            amount_minor: 100_000_000,
-            method: PaymentMethod::Cash as u8,
-        };
+        let request =
+            Request::SellCard { card: CardNo(FIRST + n), amount_minor: 100_000_000, method: PaymentMethod::Cash as u8 };
         engine.apply(ctx, &Command { header: header(n as u32), store_id: 21, request }, &mut fx);
         fx.clear();
     }

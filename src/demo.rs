@@ -33,7 +33,13 @@ struct Script {
 
 impl Script {
     /// Sends `request` with a new trace number (or `stan`), checks the code, prints a row.
-    async fn row(&mut self, what: &str, stan: Option<u32>, request: Request, expected: ResponseCode) -> Result<CardReply, DemoError> {
+    async fn row(
+        &mut self,
+        what: &str,
+        stan: Option<u32>,
+        request: Request,
+        expected: ResponseCode,
+    ) -> Result<CardReply, DemoError> {
         let stan = stan.unwrap_or_else(|| {
             self.stan += 1;
             self.stan
@@ -45,7 +51,7 @@ impl Script {
             Response::Card { reply, .. } => reply,
             other => CardReply::code_only(other.code()),
         };
-        let card = request.card().map_or_else(|| "-".to_string(), |c| format!("…{}", c.0 % 10_000));
+        let card = request.card().map_or_else(|| "-".to_string(), |c| format!("…{:04}", c.0 % 10_000));
         let money = |minor: i64| format_minor(minor);
         let txn = if reply.txn_id == 0 { "-".to_string() } else { reply.txn_id.to_string() };
         println!(
@@ -70,11 +76,15 @@ impl Script {
 /// Runs the demo day; the switch and its data live in a temporary directory.
 pub async fn run() -> Result<(), DemoError> {
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
-    let server = Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("literal address"))).await?;
+    let server =
+        Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("literal address"))).await?;
     println!("cardswitch demo: switch on {} (data in {})", server.local_addr, dir.path().display());
     let mut client = Client::connect(server.local_addr, TERMINAL).await?;
     let sign_on = client.sign_on(1, STORE).await?;
-    println!("terminal {TERMINAL} signed on at store {STORE}: {} (business date {})\n", sign_on.code, sign_on.business_date);
+    println!(
+        "terminal {TERMINAL} signed on at store {STORE}: {} (business date {})\n",
+        sign_on.code, sign_on.business_date
+    );
     println!(
         "{:>2}  {:<44} {:>6}  {:<6} {:<22} {:>6} {:>10} {:>10} {:>10}",
         "#", "step", "stan", "card", "response", "txn", "cash", "bonus", "held"
@@ -85,10 +95,28 @@ pub async fn run() -> Result<(), DemoError> {
 
     let import = Request::ImportRange { first: CardNo(FIRST), last: CardNo(FIRST + 999), product: 1, store_id: STORE };
     s.row("import range …0000–…0999 (member cards)", None, import, Approved).await?;
-    s.row("sell card with 500.00 in cash", None, Request::SellCard { card: ALICE, amount_minor: 50_000, method: cash }, Approved).await?;
-    s.row("sell card, no opening value", None, Request::SellCard { card: BOB, amount_minor: 0, method: cash }, Approved).await?;
+    s.row(
+        "sell card with 500.00 in cash",
+        None,
+        Request::SellCard { card: ALICE, amount_minor: 50_000, method: cash },
+        Approved,
+    )
+    .await?;
+    s.row(
+        "sell card, no opening value",
+        None,
+        Request::SellCard { card: BOB, amount_minor: 0, method: cash },
+        Approved,
+    )
+    .await?;
     let wechat = PaymentMethod::Wechat as u8;
-    s.row("load 2,000.00 paid by WeChat", None, Request::Load { card: BOB, amount_minor: 200_000, method: wechat }, Approved).await?;
+    s.row(
+        "load 2,000.00 paid by WeChat",
+        None,
+        Request::Load { card: BOB, amount_minor: 200_000, method: wechat },
+        Approved,
+    )
+    .await?;
     let retail = Category::Retail as u8;
     let sale = Request::Sale { card: ALICE, amount_minor: 12_850, category: retail, flags: 0 };
     let sale_stan = s.stan + 1;
@@ -98,19 +126,74 @@ pub async fn run() -> Result<(), DemoError> {
     let big = Request::Sale { card: ALICE, amount_minor: 100_000, category: retail, flags: 0 };
     s.row("sale 1,000.00: declined, not enough value", None, big, InsufficientValue).await?;
     let room = Category::Room as u8;
-    let hold = s.row("hold 600.00 deposit at check-in", None, Request::Hold { card: BOB, amount_minor: 60_000, category: room }, Approved).await?;
-    s.row("sale 1,500.00 while the deposit is held", None, Request::Sale { card: BOB, amount_minor: 150_000, category: room, flags: 0 }, InsufficientValue).await?;
-    s.row("capture 458.00 at check-out (rest released)", None, Request::Capture { card: BOB, hold_txn_id: hold.txn_id, amount_minor: 45_800 }, Approved).await?;
+    let hold = s
+        .row(
+            "hold 600.00 deposit at check-in",
+            None,
+            Request::Hold { card: BOB, amount_minor: 60_000, category: room },
+            Approved,
+        )
+        .await?;
+    s.row(
+        "sale 1,500.00 while the deposit is held",
+        None,
+        Request::Sale { card: BOB, amount_minor: 150_000, category: room, flags: 0 },
+        InsufficientValue,
+    )
+    .await?;
+    s.row(
+        "capture 458.00 at check-out (rest released)",
+        None,
+        Request::Capture { card: BOB, hold_txn_id: hold.txn_id, amount_minor: 45_800 },
+        Approved,
+    )
+    .await?;
     let dining = Category::Dining as u8;
     let lost_stan = s.stan + 1;
-    s.row("sale 36.00 (dining), reply lost on the way", None, Request::Sale { card: ALICE, amount_minor: 3_600, category: dining, flags: 0 }, Approved).await?;
-    s.row("  terminal reverses it by its stan", None, Request::Reversal { card: ALICE, original_stan: lost_stan, amount_minor: 3_600 }, Approved).await?;
-    s.row("refund 28.50 of the 128.50 sale", None, Request::Refund { card: ALICE, original_txn_id: first.txn_id, amount_minor: 2_850 }, Approved).await?;
+    s.row(
+        "sale 36.00 (dining), reply lost on the way",
+        None,
+        Request::Sale { card: ALICE, amount_minor: 3_600, category: dining, flags: 0 },
+        Approved,
+    )
+    .await?;
+    s.row(
+        "  terminal reverses it by its stan",
+        None,
+        Request::Reversal { card: ALICE, original_stan: lost_stan, amount_minor: 3_600 },
+        Approved,
+    )
+    .await?;
+    s.row(
+        "refund 28.50 of the 128.50 sale",
+        None,
+        Request::Refund { card: ALICE, original_txn_id: first.txn_id, amount_minor: 2_850 },
+        Approved,
+    )
+    .await?;
     let early_stan = s.stan + 2;
-    s.row("reversal arrives before its original", None, Request::Reversal { card: ALICE, original_stan: early_stan, amount_minor: 5_000 }, Approved).await?;
-    s.row("  the late original is declined", Some(early_stan), Request::Sale { card: ALICE, amount_minor: 5_000, category: retail, flags: 0 }, OriginalReversed).await?;
+    s.row(
+        "reversal arrives before its original",
+        None,
+        Request::Reversal { card: ALICE, original_stan: early_stan, amount_minor: 5_000 },
+        Approved,
+    )
+    .await?;
+    s.row(
+        "  the late original is declined",
+        Some(early_stan),
+        Request::Sale { card: ALICE, amount_minor: 5_000, category: retail, flags: 0 },
+        OriginalReversed,
+    )
+    .await?;
     s.stan = early_stan;
-    s.row("sale on an unsold card", None, Request::Sale { card: CardNo(FIRST + 33), amount_minor: 100, category: retail, flags: 0 }, CardNotSold).await?;
+    s.row(
+        "sale on an unsold card",
+        None,
+        Request::Sale { card: CardNo(FIRST + 33), amount_minor: 100, category: retail, flags: 0 },
+        CardNotSold,
+    )
+    .await?;
     s.row("balance", None, Request::Balance { card: ALICE }, Approved).await?;
     s.row("balance", None, Request::Balance { card: BOB }, Approved).await?;
     println!("\nEvery approved row above was durable (synced to RocksDB's WAL) before its reply was sent.");

@@ -46,9 +46,15 @@ impl Clock for SystemClock {
 }
 
 pub enum Work {
-    Command { cmd: Command, reply: ReplySender },
+    Command {
+        cmd: Command,
+        reply: ReplySender,
+    },
     /// A range was imported (already durable); `done` is told once the partition knows it.
-    AddRange { range: CardRange, done: std::sync::mpsc::SyncSender<()> },
+    AddRange {
+        range: CardRange,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
     /// Finish what is queued before this, then stop.
     Stop,
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use protocol::{
-    encode_frame, Frame, FrameCodec, Message, MsgType, Request, Response, ResponseCode, SignOnReply,
-};
+use protocol::{encode_frame, Frame, FrameCodec, Message, MsgType, Request, Response, ResponseCode, SignOnReply};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -19,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::{check_import, validate, CardRange, Command};
-use crate::partition::{reply_frame, Clock, Partitions, ReplySender, SystemClock};
+use crate::partition::{reply_frame, Clock, Partitions, SystemClock};
 use crate::store::{Store, StoreError};
 
 /// Connections served at once; more are answered `system_busy` and closed.
@@ -316,7 +314,10 @@ impl Switch {
         };
         let decline = |code| Response::decline(MsgType::ImportRange, code);
         let approve = |range: &CardRange| {
-            Response::ImportRange(protocol::ImportRangeReply { code: ResponseCode::Approved, card_count: range.card_count() })
+            Response::ImportRange(protocol::ImportRangeReply {
+                code: ResponseCode::Approved,
+                card_count: range.card_count(),
+            })
         };
         let range = CardRange { first, last, product, store_id, terminal_id: header.terminal_id, stan: header.stan };
         let mut ranges = self.ranges.lock().await;

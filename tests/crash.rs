@@ -92,7 +92,8 @@ fn sigkill_during_traffic_loses_and_doubles_nothing() {
         let import = Request::ImportRange { first: card(0), last: card(999), product: 1, store_id: STORE };
         assert_eq!(admin.call(2, import).await.unwrap().code(), C::Approved);
         for n in 0..CARDS {
-            let sell = Request::SellCard { card: card(n), amount_minor: OPENING_MINOR, method: PaymentMethod::Cash as u8 };
+            let sell =
+                Request::SellCard { card: card(n), amount_minor: OPENING_MINOR, method: PaymentMethod::Cash as u8 };
             assert_eq!(admin.call(10 + n as u32, sell).await.unwrap().code(), C::Approved);
         }
     });
@@ -145,11 +146,7 @@ fn sigkill_during_traffic_loses_and_doubles_nothing() {
 
     // The journal holds each approved sale exactly once.
     let store = cardswitch::store::Store::open(dir.path()).unwrap();
-    let sales = store
-        .journal()
-        .map(|e| e.unwrap())
-        .filter(|e| e.kind == cardswitch::engine::TxnKind::Sale)
-        .count();
+    let sales = store.journal().map(|e| e.unwrap()).filter(|e| e.kind == cardswitch::engine::TxnKind::Sale).count();
     assert_eq!(sales, approved_sales, "one journal entry per approved sale");
     let spent_total: i64 = store
         .journal()

@@ -52,13 +52,17 @@ async fn a_day_over_tcp_survives_a_restart() {
     let s = reply(c.call(100, sale(card(0), 12_850)).await.unwrap());
     assert_eq!((s.code, s.cash_minor), (C::Approved, 87_150));
     let hold = reply(
-        c.call(101, Request::Hold { card: card(1), amount_minor: 60_000, category: Category::Room as u8 }).await.unwrap(),
+        c.call(101, Request::Hold { card: card(1), amount_minor: 60_000, category: Category::Room as u8 })
+            .await
+            .unwrap(),
     );
     let cap = reply(
         c.call(102, Request::Capture { card: card(1), hold_txn_id: hold.txn_id, amount_minor: 45_800 }).await.unwrap(),
     );
     assert_eq!((cap.code, cap.cash_minor, cap.held_minor), (C::Approved, 54_200, 0));
-    let rev = reply(c.call(103, Request::Reversal { card: card(0), original_stan: 100, amount_minor: 12_850 }).await.unwrap());
+    let rev = reply(
+        c.call(103, Request::Reversal { card: card(0), original_stan: 100, amount_minor: 12_850 }).await.unwrap(),
+    );
     assert_eq!((rev.code, rev.cash_minor), (C::Approved, 100_000));
     drop(c);
     server.shutdown().await;
@@ -71,10 +75,8 @@ async fn a_day_over_tcp_survives_a_restart() {
     c.sign_on(200, STORE).await.unwrap();
     // T8 after a restart: the original replies, nothing posted twice.
     assert_eq!(reply(c.call(100, sale(card(0), 12_850)).await.unwrap()), s);
-    let cap_again = c
-        .call(102, Request::Capture { card: card(1), hold_txn_id: hold.txn_id, amount_minor: 45_800 })
-        .await
-        .unwrap();
+    let cap_again =
+        c.call(102, Request::Capture { card: card(1), hold_txn_id: hold.txn_id, amount_minor: 45_800 }).await.unwrap();
     assert_eq!(reply(cap_again), cap);
     let b0 = reply(c.call(201, Request::Balance { card: card(0) }).await.unwrap());
     let b1 = reply(c.call(202, Request::Balance { card: card(1) }).await.unwrap());
@@ -147,7 +149,10 @@ async fn malformed_frames_close_only_their_connection() {
     tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await.unwrap().unwrap();
     let decoded = protocol::decode_frame(&answer[4..]).unwrap();
     assert_eq!((decoded.header.terminal_id, decoded.header.stan), (9, 77));
-    assert!(matches!(decoded.message, protocol::Message::Response(Response::Error { code: C::UnknownMessageType, .. })));
+    assert!(matches!(
+        decoded.message,
+        protocol::Message::Response(Response::Error { code: C::UnknownMessageType, .. })
+    ));
 
     // The good connection never noticed.
     assert_eq!(reply(good.call(50, sale(card(0), 100)).await.unwrap()).code, C::Approved);

@@ -198,10 +198,7 @@ mod tests {
         assert_eq!(err.header_ids(), (7, 42));
         let mut longer = body.to_vec();
         longer.push(0);
-        assert!(matches!(
-            decode_frame(&longer),
-            Err(ProtocolError::Body { problem: BodyError::TrailingBytes(1), .. })
-        ));
+        assert!(matches!(decode_frame(&longer), Err(ProtocolError::Body { problem: BodyError::TrailingBytes(1), .. })));
     }
 
     #[test]

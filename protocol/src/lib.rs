@@ -12,13 +12,8 @@ pub mod types;
 pub mod client;
 
 pub use codec::{decode_frame, encode_frame, FrameCodec, ProtocolError};
-pub use message::{
-    CardReply, Frame, Header, ImportRangeReply, Message, MsgType, Request, Response,
-    SignOnReply,
-};
-pub use types::{
-    CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags,
-};
+pub use message::{CardReply, Frame, Header, ImportRangeReply, Message, MsgType, Request, Response, SignOnReply};
+pub use types::{CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags};
 
 /// The protocol version this crate speaks (header byte 0).
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -52,27 +52,68 @@ impl Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Opens a session for the terminal at a store; required before anything but echo.
-    SignOn { store_id: u32 },
+    SignOn {
+        store_id: u32,
+    },
     Echo,
-    Balance { card: CardNo },
+    Balance {
+        card: CardNo,
+    },
     /// Debit (T1).
-    Sale { card: CardNo, amount_minor: i64, category: u8, flags: u8 },
+    Sale {
+        card: CardNo,
+        amount_minor: i64,
+        category: u8,
+        flags: u8,
+    },
     /// Credit paid by `method` (V6).
-    Load { card: CardNo, amount_minor: i64, method: u8 },
+    Load {
+        card: CardNo,
+        amount_minor: i64,
+        method: u8,
+    },
     /// Authorization reserving value (T4).
-    Hold { card: CardNo, amount_minor: i64, category: u8 },
+    Hold {
+        card: CardNo,
+        amount_minor: i64,
+        category: u8,
+    },
     /// Completion of a hold for a final amount (T4).
-    Capture { card: CardNo, hold_txn_id: u64, amount_minor: i64 },
+    Capture {
+        card: CardNo,
+        hold_txn_id: u64,
+        amount_minor: i64,
+    },
     /// Cancels a same-day sale, load or hold (T6, T4).
-    Void { card: CardNo, original_txn_id: u64 },
+    Void {
+        card: CardNo,
+        original_txn_id: u64,
+    },
     /// Returns value against an original sale or capture (T5).
-    Refund { card: CardNo, original_txn_id: u64, amount_minor: i64 },
+    Refund {
+        card: CardNo,
+        original_txn_id: u64,
+        amount_minor: i64,
+    },
     /// Undoes this terminal's request with `original_stan` (T7).
-    Reversal { card: CardNo, original_stan: u32, amount_minor: i64 },
+    Reversal {
+        card: CardNo,
+        original_stan: u32,
+        amount_minor: i64,
+    },
     /// Imports the card numbers `first..=last` for a product and store (L1).
-    ImportRange { first: CardNo, last: CardNo, product: u16, store_id: u32 },
+    ImportRange {
+        first: CardNo,
+        last: CardNo,
+        product: u16,
+        store_id: u32,
+    },
     /// Sells an imported card, with an opening load paid by `method` (L2).
-    SellCard { card: CardNo, amount_minor: i64, method: u8 },
+    SellCard {
+        card: CardNo,
+        amount_minor: i64,
+        method: u8,
+    },
 }
 
 impl Request {
@@ -168,13 +209,21 @@ pub struct ImportRangeReply {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     SignOn(SignOnReply),
-    Echo { code: ResponseCode },
+    Echo {
+        code: ResponseCode,
+    },
     /// Reply to the card request of type `request` (balance, sale, load, hold, capture, void,
     /// refund, reversal, sell card).
-    Card { request: MsgType, reply: CardReply },
+    Card {
+        request: MsgType,
+        reply: CardReply,
+    },
     ImportRange(ImportRangeReply),
     /// A frame the switch could not process; the connection closes after it.
-    Error { code: ResponseCode, text: String },
+    Error {
+        code: ResponseCode,
+        text: String,
+    },
 }
 
 impl Response {
@@ -329,11 +378,9 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             category: r.u8("category")?,
             flags: r.u8("flags")?,
         }),
-        T::Load => request(Request::Load {
-            card: r.card()?,
-            amount_minor: r.i64("amount_minor")?,
-            method: r.u8("method")?,
-        }),
+        T::Load => {
+            request(Request::Load { card: r.card()?, amount_minor: r.i64("amount_minor")?, method: r.u8("method")? })
+        }
         T::Hold => request(Request::Hold {
             card: r.card()?,
             amount_minor: r.i64("amount_minor")?,
@@ -375,10 +422,9 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             code: r.code()?,
             card_count: r.u64("card_count")?,
         }))),
-        T::Error => Ok(Message::Response(Response::Error {
-            code: r.code()?,
-            text: r.string("text", MAX_ERROR_TEXT_BYTES)?,
-        })),
+        T::Error => {
+            Ok(Message::Response(Response::Error { code: r.code()?, text: r.string("text", MAX_ERROR_TEXT_BYTES)? }))
+        }
         T::BalanceReply
         | T::SaleReply
         | T::LoadReply

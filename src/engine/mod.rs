@@ -10,8 +10,8 @@ pub mod model;
 use std::collections::HashMap;
 
 use protocol::{
-    CardNo, CardReply, CardState, Category, Header, MsgType, PaymentMethod, Request, ResponseCode,
-    SaleFlags, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
+    CardNo, CardReply, CardState, Category, Header, MsgType, PaymentMethod, Request, ResponseCode, SaleFlags,
+    MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
 };
 
 pub use model::*;
@@ -99,7 +99,9 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
         }
         Request::Hold { amount_minor, category: c, .. } => positive(amount_minor) && category(c),
         // V1: loads are whole yuan.
-        Request::Load { amount_minor, method: m, .. } => positive(amount_minor) && whole_yuan(amount_minor) && method(m),
+        Request::Load { amount_minor, method: m, .. } => {
+            positive(amount_minor) && whole_yuan(amount_minor) && method(m)
+        }
         Request::SellCard { amount_minor, method: m, .. } => {
             (0..=MAX_AMOUNT_MINOR).contains(&amount_minor) && whole_yuan(amount_minor) && method(m)
         }
@@ -221,13 +223,16 @@ impl Engine {
                 let card = self.sold_card(card_no)?;
                 Ok(card.reply(ResponseCode::Approved, 0, 0))
             }
-            Request::SellCard { amount_minor, method, .. } => self.sell_card(ctx, cmd, card_no, amount_minor, method, fx),
+            Request::SellCard { amount_minor, method, .. } => {
+                self.sell_card(ctx, cmd, card_no, amount_minor, method, fx)
+            }
             Request::Load { amount_minor, method, .. } => {
                 let card = self.active_card(card_no)?;
                 if card.cash_minor + card.bonus_minor + amount_minor > MAX_BALANCE_MINOR {
                     return Err(self.decline(card_no, ResponseCode::BalanceLimitExceeded));
                 }
-                let posting = Posting { kind: TxnKind::Load, amount_minor, cash: amount_minor, method, ..Posting::default() };
+                let posting =
+                    Posting { kind: TxnKind::Load, amount_minor, cash: amount_minor, method, ..Posting::default() };
                 Ok(self.post_new(ctx, cmd, card_no, posting, fx))
             }
             Request::Sale { amount_minor, category, flags, .. } => {
@@ -252,7 +257,8 @@ impl Engine {
                 if card.available_minor() < amount_minor {
                     return Err(self.decline(card_no, ResponseCode::InsufficientValue));
                 }
-                let posting = Posting { kind: TxnKind::Hold, amount_minor, held: amount_minor, category, ..Posting::default() };
+                let posting =
+                    Posting { kind: TxnKind::Hold, amount_minor, held: amount_minor, category, ..Posting::default() };
                 Ok(self.post_new(ctx, cmd, card_no, posting, fx))
             }
             Request::Capture { hold_txn_id, amount_minor, .. } => {
@@ -284,7 +290,15 @@ impl Engine {
         }
     }
 
-    fn sell_card(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, amount_minor: i64, method: u8, fx: &mut Effects) -> Outcome {
+    fn sell_card(
+        &mut self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        amount_minor: i64,
+        method: u8,
+        fx: &mut Effects,
+    ) -> Outcome {
         let range = *self.range_of(card_no).ok_or(CardReply::code_only(ResponseCode::UnknownCard))?;
         // L1: a range is sold only by the store it was assigned to.
         if range.store_id != cmd.store_id {
@@ -307,11 +321,20 @@ impl Engine {
             last_activity_date: 0,
         };
         self.cards.insert(card_no, card);
-        let posting = Posting { kind: TxnKind::SellCard, amount_minor, cash: amount_minor, method, ..Posting::default() };
+        let posting =
+            Posting { kind: TxnKind::SellCard, amount_minor, cash: amount_minor, method, ..Posting::default() };
         Ok(self.post_new(ctx, cmd, card_no, posting, fx))
     }
 
-    fn capture(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, hold_id: u64, amount_minor: i64, fx: &mut Effects) -> Outcome {
+    fn capture(
+        &mut self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        hold_id: u64,
+        amount_minor: i64,
+        fx: &mut Effects,
+    ) -> Outcome {
         let card = self.live_card(card_no)?;
         let hold = self.original(card_no, hold_id)?;
         if hold.kind != TxnKind::Hold {
@@ -340,7 +363,15 @@ impl Engine {
         Ok(self.post_new(ctx, cmd, card_no, posting, fx))
     }
 
-    fn refund(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, orig_id: u64, amount_minor: i64, fx: &mut Effects) -> Outcome {
+    fn refund(
+        &mut self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        orig_id: u64,
+        amount_minor: i64,
+        fx: &mut Effects,
+    ) -> Outcome {
         self.live_card(card_no)?;
         let orig = self.original(card_no, orig_id)?;
         if !matches!(orig.kind, TxnKind::Sale | TxnKind::Capture) {
@@ -356,7 +387,8 @@ impl Engine {
         // cumulative refund so that refunding everything returns exactly the original split.
         let refunded_minor = orig.refunded_minor + amount_minor;
         let bonus_total = -orig.bonus_delta_minor;
-        let bonus_cumulative = div_round_half_up(i128::from(refunded_minor) * i128::from(bonus_total), i128::from(orig.amount_minor));
+        let bonus_cumulative =
+            div_round_half_up(i128::from(refunded_minor) * i128::from(bonus_total), i128::from(orig.amount_minor));
         let bonus = bonus_cumulative - orig.refunded_bonus_minor;
         let posting = Posting {
             kind: TxnKind::Refund,
@@ -374,7 +406,15 @@ impl Engine {
 
     /// T7: undoes this terminal's request `original_stan`, or remembers the reversal when
     /// the original has not arrived, so that it is declined when it does.
-    fn reversal(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, original_stan: u32, amount_minor: i64, fx: &mut Effects) -> Outcome {
+    fn reversal(
+        &mut self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        original_stan: u32,
+        amount_minor: i64,
+        fx: &mut Effects,
+    ) -> Outcome {
         if self.range_of(card_no).is_none() && !self.cards.contains_key(&card_no) {
             return Err(CardReply::code_only(ResponseCode::UnknownCard));
         }
@@ -418,7 +458,15 @@ impl Engine {
     }
 
     /// Posts the exact opposite of `orig_id` (a void or a reversal) and marks it undone.
-    fn undo(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, orig_id: u64, kind: TxnKind, fx: &mut Effects) -> Outcome {
+    fn undo(
+        &mut self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        orig_id: u64,
+        kind: TxnKind,
+        fx: &mut Effects,
+    ) -> Outcome {
         let orig = self.txns[&orig_id];
         let card = self.cards[&card_no];
         let (cash, bonus, held) = (-orig.cash_delta_minor, -orig.bonus_delta_minor, -orig.held_delta_minor);
@@ -452,7 +500,15 @@ impl Engine {
         }
         let status = if kind == TxnKind::Reversal { TxnStatus::Reversed } else { TxnStatus::Voided };
         self.set_status(orig_id, status, fx);
-        let posting = Posting { kind, amount_minor: orig.amount_minor, cash, bonus, held, ref_txn_id: orig_id, ..Posting::default() };
+        let posting = Posting {
+            kind,
+            amount_minor: orig.amount_minor,
+            cash,
+            bonus,
+            held,
+            ref_txn_id: orig_id,
+            ..Posting::default()
+        };
         let reply = self.post(ctx, cmd, card_no, posting, fx);
         if unsell {
             self.cards.remove(&card_no);
@@ -592,7 +648,8 @@ impl Engine {
 
 /// Checks a range import (L1) against the ranges already imported; `Ok` carries the card count.
 pub fn check_import(ranges: &[CardRange], range: &CardRange) -> Result<u64, ResponseCode> {
-    let request = Request::ImportRange { first: range.first, last: range.last, product: range.product, store_id: range.store_id };
+    let request =
+        Request::ImportRange { first: range.first, last: range.last, product: range.product, store_id: range.store_id };
     validate(&request)?;
     if range.store_id == 0 {
         return Err(ResponseCode::InvalidField);
@@ -622,7 +679,17 @@ struct Posting {
 
 impl Default for Posting {
     fn default() -> Self {
-        Posting { kind: TxnKind::Sale, amount_minor: 0, cash: 0, bonus: 0, held: 0, ref_txn_id: 0, method: 0, category: 0, sale_flags: 0 }
+        Posting {
+            kind: TxnKind::Sale,
+            amount_minor: 0,
+            cash: 0,
+            bonus: 0,
+            held: 0,
+            ref_txn_id: 0,
+            method: 0,
+            category: 0,
+            sale_flags: 0,
+        }
     }
 }
 

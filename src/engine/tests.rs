@@ -58,7 +58,8 @@ impl World {
             s.2 += e.held_delta_minor;
         }
         for (card_no, (cash, bonus, held)) in &sums {
-            let (c, b, h) = self.engine.card(*card_no).map_or((0, 0, 0), |c| (c.cash_minor, c.bonus_minor, c.held_minor));
+            let (c, b, h) =
+                self.engine.card(*card_no).map_or((0, 0, 0), |c| (c.cash_minor, c.bonus_minor, c.held_minor));
             assert_eq!((c, b, h), (*cash, *bonus, *held), "card {card_no}");
         }
         for (card_no, card) in self.engine.cards() {
@@ -153,6 +154,7 @@ fn card_checks_l1_l2_t1() {
         (sale(active, 10_001), C::InsufficientValue),
         (sale(active, 10_000), C::Approved),
         (sale(active, 1), C::InsufficientValue),
+        (load(active, 10_000), C::Approved),
         (load(active, protocol::MAX_AMOUNT_MINOR), C::BalanceLimitExceeded),
     ];
     for (request, code) in rows {
@@ -215,11 +217,17 @@ fn t4_hold_capture_and_void() {
     // Capture for less releases the rest.
     let cap = w.send(Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 45_000 });
     assert_eq!((cap.code, cap.amount_minor, cap.cash_minor, cap.held_minor), (C::Approved, 45_000, 55_000, 0));
-    assert_eq!(w.send(Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 1 }).code, C::OriginalAlreadySettled);
+    assert_eq!(
+        w.send(Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 1 }).code,
+        C::OriginalAlreadySettled
+    );
 
     // Capture for more needs available value for the excess.
     let hold2 = w.send(Request::Hold { card: c, amount_minor: 10_000, category: Category::Room as u8 });
-    assert_eq!(w.send(Request::Capture { card: c, hold_txn_id: hold2.txn_id, amount_minor: 55_001 }).code, C::InsufficientValue);
+    assert_eq!(
+        w.send(Request::Capture { card: c, hold_txn_id: hold2.txn_id, amount_minor: 55_001 }).code,
+        C::InsufficientValue
+    );
     let cap2 = w.send(Request::Capture { card: c, hold_txn_id: hold2.txn_id, amount_minor: 12_000 });
     assert_eq!((cap2.cash_minor, cap2.held_minor), (43_000, 0));
 
@@ -227,9 +235,15 @@ fn t4_hold_capture_and_void() {
     let hold3 = w.send(Request::Hold { card: c, amount_minor: 3_000, category: Category::Room as u8 });
     let void = w.send(Request::Void { card: c, original_txn_id: hold3.txn_id });
     assert_eq!((void.code, void.held_minor, void.cash_minor), (C::Approved, 0, 43_000));
-    assert_eq!(w.send(Request::Capture { card: c, hold_txn_id: hold3.txn_id, amount_minor: 1 }).code, C::OriginalAlreadySettled);
+    assert_eq!(
+        w.send(Request::Capture { card: c, hold_txn_id: hold3.txn_id, amount_minor: 1 }).code,
+        C::OriginalAlreadySettled
+    );
     // Capture of something that is not a hold.
-    assert_eq!(w.send(Request::Capture { card: c, hold_txn_id: cap2.txn_id, amount_minor: 1 }).code, C::OriginalNotEligible);
+    assert_eq!(
+        w.send(Request::Capture { card: c, hold_txn_id: cap2.txn_id, amount_minor: 1 }).code,
+        C::OriginalNotEligible
+    );
     assert_eq!(w.send(Request::Capture { card: c, hold_txn_id: 999_999, amount_minor: 1 }).code, C::OriginalNotFound);
     w.assert_journal_explains_balances();
 }
@@ -244,7 +258,10 @@ fn t5_refunds_return_value_to_its_buckets_in_proportion() {
     let r1 = w.send(Request::Refund { card: c, original_txn_id: s.txn_id, amount_minor: 5_000 });
     // Half the sale: 1,666.5 bonus rounds half up to 1,667.
     assert_eq!((r1.code, r1.bonus_minor, r1.cash_minor), (C::Approved, 1_667, 3_333 + 3_333));
-    assert_eq!(w.send(Request::Refund { card: c, original_txn_id: s.txn_id, amount_minor: 5_001 }).code, C::RefundExceedsOriginal);
+    assert_eq!(
+        w.send(Request::Refund { card: c, original_txn_id: s.txn_id, amount_minor: 5_001 }).code,
+        C::RefundExceedsOriginal
+    );
     let r2 = w.send(Request::Refund { card: c, original_txn_id: s.txn_id, amount_minor: 5_000 });
     // Everything refunded: exactly the original split is back.
     assert_eq!((r2.bonus_minor, r2.cash_minor), (3_333, 10_000));
@@ -252,7 +269,10 @@ fn t5_refunds_return_value_to_its_buckets_in_proportion() {
     assert_eq!(w.send(Request::Void { card: c, original_txn_id: s.txn_id }).code, C::OriginalAlreadySettled);
     // Refund of a load is not a thing.
     let l = w.send(load(c, 1_000));
-    assert_eq!(w.send(Request::Refund { card: c, original_txn_id: l.txn_id, amount_minor: 100 }).code, C::OriginalNotEligible);
+    assert_eq!(
+        w.send(Request::Refund { card: c, original_txn_id: l.txn_id, amount_minor: 100 }).code,
+        C::OriginalNotEligible
+    );
     w.assert_journal_explains_balances();
 }
 
@@ -280,16 +300,20 @@ fn t7_reversal_undoes_or_blocks_the_late_original() {
     let c = w.sold(card(1), 10_000);
     let s = w.send_as(TERMINAL, 7_001, STORE, sale(c, 3_000));
     assert_eq!(s.cash_minor, 7_000);
-    let mismatch = w.send_as(TERMINAL, 7_002, STORE, Request::Reversal { card: c, original_stan: 7_001, amount_minor: 2_999 });
+    let mismatch =
+        w.send_as(TERMINAL, 7_002, STORE, Request::Reversal { card: c, original_stan: 7_001, amount_minor: 2_999 });
     assert_eq!(mismatch.code, C::OriginalMismatch);
-    let rev = w.send_as(TERMINAL, 7_003, STORE, Request::Reversal { card: c, original_stan: 7_001, amount_minor: 3_000 });
+    let rev =
+        w.send_as(TERMINAL, 7_003, STORE, Request::Reversal { card: c, original_stan: 7_001, amount_minor: 3_000 });
     assert_eq!((rev.code, rev.cash_minor), (C::Approved, 10_000));
     // Reversing again (new trace number) changes nothing.
-    let again = w.send_as(TERMINAL, 7_004, STORE, Request::Reversal { card: c, original_stan: 7_001, amount_minor: 3_000 });
+    let again =
+        w.send_as(TERMINAL, 7_004, STORE, Request::Reversal { card: c, original_stan: 7_001, amount_minor: 3_000 });
     assert_eq!((again.code, again.cash_minor, again.txn_id), (C::Approved, 10_000, 0));
 
     // Reversal before its original: remembered; the late original is declined.
-    let early = w.send_as(TERMINAL, 7_010, STORE, Request::Reversal { card: c, original_stan: 7_009, amount_minor: 500 });
+    let early =
+        w.send_as(TERMINAL, 7_010, STORE, Request::Reversal { card: c, original_stan: 7_009, amount_minor: 500 });
     assert_eq!((early.code, early.cash_minor), (C::Approved, 10_000));
     let late = w.send_as(TERMINAL, 7_009, STORE, sale(c, 500));
     assert_eq!((late.code, late.cash_minor), (C::OriginalReversed, 10_000));
@@ -299,17 +323,20 @@ fn t7_reversal_undoes_or_blocks_the_late_original() {
     // Reversal of a declined original approves and changes nothing.
     let declined = w.send_as(TERMINAL, 7_020, STORE, sale(c, 1_000_000));
     assert_eq!(declined.code, C::InsufficientValue);
-    let rev2 = w.send_as(TERMINAL, 7_021, STORE, Request::Reversal { card: c, original_stan: 7_020, amount_minor: 1_000_000 });
+    let rev2 =
+        w.send_as(TERMINAL, 7_021, STORE, Request::Reversal { card: c, original_stan: 7_020, amount_minor: 1_000_000 });
     assert_eq!((rev2.code, rev2.cash_minor), (C::Approved, 10_000));
 
     // Reversal of a reversal is not allowed.
-    let rr = w.send_as(TERMINAL, 7_022, STORE, Request::Reversal { card: c, original_stan: 7_003, amount_minor: 3_000 });
+    let rr =
+        w.send_as(TERMINAL, 7_022, STORE, Request::Reversal { card: c, original_stan: 7_003, amount_minor: 3_000 });
     assert_eq!(rr.code, C::OriginalNotEligible);
 
     // Reversal of a load needs the value still there.
     let l = w.send_as(TERMINAL, 7_030, STORE, load(c, 5_000));
     w.send(sale(c, 14_000));
-    let rl = w.send_as(TERMINAL, 7_031, STORE, Request::Reversal { card: c, original_stan: 7_030, amount_minor: 5_000 });
+    let rl =
+        w.send_as(TERMINAL, 7_031, STORE, Request::Reversal { card: c, original_stan: 7_030, amount_minor: 5_000 });
     assert_eq!((l.code, rl.code), (C::Approved, C::InsufficientValue));
     w.assert_journal_explains_balances();
 }
@@ -319,9 +346,11 @@ fn t7_reversal_of_capture_reopens_the_hold_and_of_card_sale_restocks() {
     let mut w = World::new();
     let c = w.sold(card(1), 10_000);
     let hold = w.send_as(TERMINAL, 8_001, STORE, Request::Hold { card: c, amount_minor: 4_000, category: 3 });
-    let cap = w.send_as(TERMINAL, 8_002, STORE, Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 3_000 });
+    let cap =
+        w.send_as(TERMINAL, 8_002, STORE, Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 3_000 });
     assert_eq!((cap.cash_minor, cap.held_minor), (7_000, 0));
-    let rev = w.send_as(TERMINAL, 8_003, STORE, Request::Reversal { card: c, original_stan: 8_002, amount_minor: 3_000 });
+    let rev =
+        w.send_as(TERMINAL, 8_003, STORE, Request::Reversal { card: c, original_stan: 8_002, amount_minor: 3_000 });
     assert_eq!((rev.code, rev.cash_minor, rev.held_minor), (C::Approved, 10_000, 4_000));
     // The hold is open again and can be captured.
     let cap2 = w.send(Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 4_000 });
@@ -329,7 +358,12 @@ fn t7_reversal_of_capture_reopens_the_hold_and_of_card_sale_restocks() {
 
     let sell = w.send_as(TERMINAL, 8_010, STORE, Request::SellCard { card: card(9), amount_minor: 2_000, method: 1 });
     assert_eq!(sell.code, C::Approved);
-    let unsell = w.send_as(TERMINAL, 8_011, STORE, Request::Reversal { card: card(9), original_stan: 8_010, amount_minor: 2_000 });
+    let unsell = w.send_as(
+        TERMINAL,
+        8_011,
+        STORE,
+        Request::Reversal { card: card(9), original_stan: 8_010, amount_minor: 2_000 },
+    );
     assert_eq!((unsell.code, unsell.state), (C::Approved, CardState::Stock));
     assert!(w.engine.card(card(9)).is_none());
     // The number can be sold again.
@@ -412,7 +446,9 @@ fn replay_is_deterministic_and_value_is_conserved() {
                 5 => Request::Capture { card: c, hold_txn_id: txn, amount_minor: amount },
                 6 => Request::Refund { card: c, original_txn_id: txn, amount_minor: amount / 2 },
                 7 => Request::Void { card: c, original_txn_id: txn },
-                _ => Request::Reversal { card: c, original_stan: i.saturating_sub(next(5) as u32), amount_minor: amount },
+                _ => {
+                    Request::Reversal { card: c, original_stan: i.saturating_sub(next(5) as u32), amount_minor: amount }
+                }
             };
             let reply = w.send_as(TERMINAL, i + 1, STORE, request);
             if reply.txn_id != 0 {

@@ -8,8 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, Options, WriteBatch,
-    WriteOptions, DB,
+    ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
 use crate::engine::{partition_of, Card, CardRange, Effects, Trace, TraceKey, Txn};
@@ -108,7 +107,10 @@ impl Store {
 
     /// Reads everything back, routing each card's records to the partition that owns it.
     pub fn recover(&self, partitions: usize) -> Result<Recovered, StoreError> {
-        let mut out = Recovered { partitions: (0..partitions).map(|_| PartitionState::default()).collect(), ..Recovered::default() };
+        let mut out = Recovered {
+            partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
+            ..Recovered::default()
+        };
         let corrupt = |cf| move |problem| StoreError::Corrupt { cf, problem };
         for item in self.db.iterator_cf(self.handle(cf::RANGES), IteratorMode::Start) {
             let (key, value) = item?;

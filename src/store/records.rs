@@ -232,7 +232,8 @@ pub fn decode_txn(key: &[u8], value: &[u8]) -> Result<(u64, Txn), RecordError> {
     let mut r = R::new(value)?;
     let kind = r.kind()?;
     let raw_status = r.u8()?;
-    let status = TxnStatus::from_u8(raw_status).ok_or(RecordError::Field { field: "status", value: raw_status.into() })?;
+    let status =
+        TxnStatus::from_u8(raw_status).ok_or(RecordError::Field { field: "status", value: raw_status.into() })?;
     let txn = Txn {
         kind,
         status,
@@ -285,10 +286,12 @@ pub fn decode_trace(key: &[u8], value: &[u8]) -> Result<(TraceKey, Trace), Recor
         TRACE_ANSWERED => {
             let digest = r.u64()?;
             let raw_type = r.u8()?;
-            let msg_type = MsgType::from_u8(raw_type).ok_or(RecordError::Field { field: "msg_type", value: raw_type.into() })?;
+            let msg_type =
+                MsgType::from_u8(raw_type).ok_or(RecordError::Field { field: "msg_type", value: raw_type.into() })?;
             let card = r.card()?;
             let raw_code = r.u8()?;
-            let code = ResponseCode::from_u8(raw_code).ok_or(RecordError::Field { field: "code", value: raw_code.into() })?;
+            let code =
+                ResponseCode::from_u8(raw_code).ok_or(RecordError::Field { field: "code", value: raw_code.into() })?;
             let reply = CardReply {
                 code,
                 state: r.state()?,
