@@ -105,6 +105,8 @@ fn sigkill_during_traffic_loses_and_doubles_nothing() {
     server.wait().unwrap();
     let logs: Vec<TerminalLog> = drivers.into_iter().map(|d| runtime.block_on(d).unwrap()).collect();
     let acked: usize = logs.iter().map(|l| l.answered.len()).sum();
+    let in_flight = logs.iter().filter(|l| l.sent.len() > l.answered.len()).count();
+    eprintln!("killed with {acked} sales acknowledged and {in_flight} in flight");
     assert!(acked > 100, "traffic was flowing when the server died ({acked} acknowledged)");
     assert!(logs.iter().any(|l| l.sent.len() > l.answered.len()), "some request was in flight at the kill");
 
