@@ -4,6 +4,8 @@
 
 use bytes::BytesMut;
 use cardswitch::engine::{CardRange, Command, Context, Effects, Engine, TxnIds};
+use cardswitch::server::{Config, Server};
+use cardswitch::store::{CommitLog, Store};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use protocol::{encode_frame, CardNo, Frame, Header, LocalTime, Message, PaymentMethod, Request};
 use tokio_util::codec::Decoder;
@@ -92,5 +94,84 @@ fn engine_apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, engine_apply);
+/// The effects of `batch` sales, as a partition would commit them.
+fn sales_effects(engine: &mut Engine, stan: &mut u32, batch: usize) -> Effects {
+    let ctx = Context { now_ms: 0, business_date: 20261122 };
+    let mut fx = Effects::default();
+    for _ in 0..batch {
+        *stan = stan.wrapping_add(1);
+        let Message::Request(request) = sale(*stan).message else { unreachable!() };
+        engine.apply(ctx, &Command { header: header(*stan), store_id: 21, request }, &mut fx);
+    }
+    fx
+}
+
+fn group_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("group_commit");
+    group.sample_size(20);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut engine = engine_with_cards();
+    let mut stan = 2_000_000u32;
+    for batch in [1usize, 16, 256, 4_096] {
+        group.throughput(Throughput::Elements(batch as u64));
+        let fx = sales_effects(&mut engine, &mut stan, batch);
+        // The same effects again and again: what is measured is the synced write, not the
+        // engine.
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &fx, |b, fx| b.iter(|| store.commit(fx).unwrap()));
+    }
+    group.finish();
+}
+
+/// A client on loopback sends 1,000 sales with 64 outstanding and waits for every reply:
+/// decode, partition queue, engine, group commit (synced), reply, encode.
+fn end_to_end(c: &mut Criterion) {
+    let mut group = c.benchmark_group("end_to_end");
+    group.sample_size(10);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = runtime.block_on(Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap()))).unwrap();
+    let mut client = runtime.block_on(async {
+        let mut client = protocol::client::Client::connect(server.local_addr, 1001).await.unwrap();
+        client.sign_on(1, 21).await.unwrap();
+        let import = Request::ImportRange { first: CardNo(FIRST), last: CardNo(FIRST + 999), product: 1, store_id: 21 };
+        client.call(2, import).await.unwrap();
+        for n in 0..1_000u32 {
+            let request = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 100_000_000, method: 1 };
+            client.send(10 + n, 0, request).await.unwrap();
+        }
+        for _ in 0..1_000 {
+            client.next_response().await.unwrap();
+        }
+        client
+    });
+    const WINDOW: u32 = 64;
+    const SALES: u32 = 1_000;
+    let mut stan = 10_000u32;
+    group.throughput(Throughput::Elements(u64::from(SALES)));
+    group.bench_function("1000_sales_window_64", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut outstanding = 0;
+                let mut sent = 0;
+                while sent < SALES || outstanding > 0 {
+                    while sent < SALES && outstanding < WINDOW {
+                        stan += 1;
+                        let card = CardNo(FIRST + u64::from(stan) % 1_000);
+                        client.send(stan, 0, Request::Sale { card, amount_minor: 100, category: 1, flags: 0 }).await.unwrap();
+                        sent += 1;
+                        outstanding += 1;
+                    }
+                    client.next_response().await.unwrap();
+                    outstanding -= 1;
+                }
+            })
+        })
+    });
+    group.finish();
+    drop(client);
+    runtime.block_on(server.shutdown());
+}
+
+criterion_group!(benches, codec, engine_apply, group_commit, end_to_end);
 criterion_main!(benches);

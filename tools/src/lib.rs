@@ -2,8 +2,18 @@
 //! numbers, enumeration and product names), choosing trace numbers, and small output helpers.
 //!
 //! The parsers return `Result<_, String>` so they plug straight into clap's `value_parser`.
+//!
+//! The load generator's parts that are not about connections live in modules: the request
+//! [`mix`], card popularity ([`zipf`]), open-loop pacing ([`schedule`]), latency reports
+//! ([`latency`]) and the pseudo-random generator they share ([`rng`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub mod latency;
+pub mod mix;
+pub mod rng;
+pub mod schedule;
+pub mod zipf;
 
 use protocol::types::{parse_minor, CardNo, Category, PaymentMethod};
 use protocol::MAX_AMOUNT_MINOR;
