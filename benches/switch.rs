@@ -3,8 +3,9 @@
 //! `cargo bench --bench switch` (same release profile as the switch itself).
 
 use bytes::BytesMut;
-use cardswitch::engine::{CardRange, Command, Context, Effects, Engine, TxnIds};
+use cardswitch::engine::{CardRange, Command, Context, Effects, Engine, IdSource};
 use cardswitch::server::{Config, Server};
+use cardswitch::store::records::encode_batch;
 use cardswitch::store::{CommitLog, Store};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use protocol::{encode_frame, CardNo, Frame, Header, LocalTime, Message, PaymentMethod, Request};
@@ -52,7 +53,7 @@ fn codec(c: &mut Criterion) {
 }
 
 fn engine_with_cards() -> Engine {
-    let mut engine = Engine::new(TxnIds::new(0, 1, 0));
+    let mut engine = Engine::new(IdSource::new(0, 1, 0));
     engine.add_range(CardRange {
         first: CardNo(FIRST),
         last: CardNo(FIRST + CARDS - 1),
@@ -116,9 +117,16 @@ fn group_commit(c: &mut Criterion) {
     for batch in [1usize, 16, 256, 4_096] {
         group.throughput(Throughput::Elements(batch as u64));
         let fx = sales_effects(&mut engine, &mut stan, batch);
-        // The same effects again and again: what is measured is the synced write, not the
-        // engine.
-        group.bench_with_input(BenchmarkId::from_parameter(batch), &fx, |b, fx| b.iter(|| store.commit(fx).unwrap()));
+        // Encoding the effects and one synced write, as a partition does per batch.
+        let mut batch_id = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &fx, |b, fx| {
+            b.iter(|| {
+                let mut encoded = Vec::with_capacity(320 * batch);
+                encode_batch(fx, &mut encoded);
+                batch_id += 1;
+                store.commit(batch_id, &encoded).unwrap()
+            })
+        });
     }
     group.finish();
 }
@@ -130,14 +138,16 @@ fn end_to_end(c: &mut Criterion) {
     group.sample_size(10);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = runtime.block_on(Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap()))).unwrap();
+    let server =
+        runtime.block_on(Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap()))).unwrap();
     let mut client = runtime.block_on(async {
         let mut client = protocol::client::Client::connect(server.local_addr, 1001).await.unwrap();
         client.sign_on(1, 21).await.unwrap();
         let import = Request::ImportRange { first: CardNo(FIRST), last: CardNo(FIRST + 999), product: 1, store_id: 21 };
         client.call(2, import).await.unwrap();
         for n in 0..1_000u32 {
-            let request = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 100_000_000, method: 1 };
+            let request =
+                Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 100_000_000, method: 1 };
             client.send(10 + n, 0, request).await.unwrap();
         }
         for _ in 0..1_000 {
@@ -158,7 +168,10 @@ fn end_to_end(c: &mut Criterion) {
                     while sent < SALES && outstanding < WINDOW {
                         stan += 1;
                         let card = CardNo(FIRST + u64::from(stan) % 1_000);
-                        client.send(stan, 0, Request::Sale { card, amount_minor: 100, category: 1, flags: 0 }).await.unwrap();
+                        client
+                            .send(stan, 0, Request::Sale { card, amount_minor: 100, category: 1, flags: 0 })
+                            .await
+                            .unwrap();
                         sent += 1;
                         outstanding += 1;
                     }

@@ -12,7 +12,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode};
 use tokio::sync::mpsc;
 
-use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, TxnIds};
+use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource};
+use crate::store::materializer::Logged;
+use crate::store::records::encode_batch;
 use crate::store::{CommitLog, Recovered};
 
 /// Most commands one group commit carries.
@@ -21,6 +23,9 @@ pub const MAX_BATCH: usize = 4_096;
 pub const QUEUE_DEPTH: usize = 65_536;
 /// Time zone of the business day until cutover is configurable (China Standard Time).
 pub const BUSINESS_UTC_OFFSET_MINUTES: i32 = 8 * 60;
+
+/// Typical log bytes of one command (a sale: card, journal entry, transaction, trace).
+const LOG_BYTES_PER_COMMAND: usize = 320;
 
 const _: () = assert!(MAX_BATCH <= QUEUE_DEPTH);
 
@@ -66,15 +71,30 @@ pub struct Partitions {
 }
 
 impl Partitions {
-    pub fn start(recovered: Recovered, log: Arc<dyn CommitLog>, clock: Arc<dyn Clock>) -> Partitions {
+    /// Starts one thread per recovered partition. Each durable group commit is also handed to
+    /// `materializer`, when there is one.
+    pub fn start(
+        recovered: Recovered,
+        log: Arc<dyn CommitLog>,
+        clock: Arc<dyn Clock>,
+        materializer: Option<crossbeam_channel::Sender<Logged>>,
+    ) -> Partitions {
         let count = recovered.partitions.len();
         let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
         for (index, state) in recovered.partitions.into_iter().enumerate() {
-            let ids = TxnIds::new(index, count, recovered.max_txn_id);
+            let ids = IdSource::new(index, count, recovered.max_txn_id);
             let engine = Engine::restore(ids, state.cards, recovered.ranges.clone(), state.txns, state.traces);
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
             let failed = Arc::new(AtomicBool::new(false));
-            let worker = Worker { index, engine, log: log.clone(), clock: clock.clone(), failed: failed.clone() };
+            let worker = Worker {
+                index,
+                engine,
+                batch_ids: IdSource::new(index, count, recovered.max_batch_id),
+                log: log.clone(),
+                clock: clock.clone(),
+                materializer: materializer.clone(),
+                failed: failed.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("partition-{index}"))
                 .spawn(move || worker.run(rx))
@@ -131,8 +151,10 @@ impl Partitions {
 struct Worker {
     index: usize,
     engine: Engine,
+    batch_ids: IdSource,
     log: Arc<dyn CommitLog>,
     clock: Arc<dyn Clock>,
+    materializer: Option<crossbeam_channel::Sender<Logged>>,
     failed: Arc<AtomicBool>,
 }
 
@@ -170,7 +192,10 @@ impl Worker {
                 }
             }
             if !effects.is_empty() {
-                if let Err(error) = self.log.commit(&effects) {
+                let mut encoded = Vec::with_capacity(LOG_BYTES_PER_COMMAND * taken);
+                encode_batch(&effects, &mut encoded);
+                let batch_id = self.batch_ids.take();
+                if let Err(error) = self.log.commit(batch_id, &encoded) {
                     // Fail-stop: memory now holds changes the disk does not; refuse
                     // everything from here on rather than answer from it.
                     tracing::error!(partition = self.index, %error, "storage failure; partition stopped");
@@ -180,6 +205,10 @@ impl Worker {
                             *reply = protocol::CardReply::code_only(ResponseCode::SystemError);
                         }
                     }
+                } else if let Some(materializer) = &self.materializer {
+                    let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
+                    // Blocks only when the materializer is far behind: backpressure, not loss.
+                    let _ = materializer.send(logged);
                 }
                 effects.clear();
             }
@@ -216,7 +245,7 @@ mod tests {
     }
 
     impl CommitLog for FailingLog {
-        fn commit(&self, _: &Effects) -> Result<(), StoreError> {
+        fn commit(&self, _: u64, _: &[u8]) -> Result<(), StoreError> {
             if self.commits.fetch_add(1, Ordering::SeqCst) < self.ok_commits {
                 Ok(())
             } else {
@@ -243,7 +272,7 @@ mod tests {
                 stan: 1,
             }],
             partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
-            max_txn_id: 0,
+            ..Recovered::default()
         }
     }
 
@@ -261,7 +290,7 @@ mod tests {
     #[test]
     fn a_failed_commit_is_never_acknowledged_and_stops_the_partition() {
         let log = Arc::new(FailingLog { ok_commits: 1, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock));
+        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None);
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
@@ -277,7 +306,7 @@ mod tests {
     #[test]
     fn replies_wait_for_the_group_commit() {
         let log = Arc::new(FailingLog { ok_commits: usize::MAX, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock));
+        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None);
         for n in 0..20u32 {
             let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
             assert_eq!(call(&partitions, 10 + n, sell).code, ResponseCode::Approved);

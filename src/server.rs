@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{check_import, validate, CardRange, Command};
 use crate::partition::{reply_frame, Clock, Partitions, SystemClock};
+use crate::store::materializer::Materializer;
 use crate::store::{Store, StoreError};
 
 /// Connections served at once; more are answered `system_busy` and closed.
@@ -76,6 +77,8 @@ pub const MAX_PARTITIONS: usize = 256;
 /// The switch's shared state: the partitions and what the front needs besides them.
 struct Switch {
     partitions: Partitions,
+    /// Stopped after the partitions, so it folds their last group commits.
+    materializer: std::sync::Mutex<Materializer>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     /// Imported ranges; the lock serialises imports, which are rare administrative requests.
@@ -112,11 +115,14 @@ impl Server {
             ranges = ranges.len(),
             cards = recovered.partitions.iter().map(|p| p.cards.len()).sum::<usize>(),
             max_txn_id = recovered.max_txn_id,
+            replayed_log_records = recovered.replayed_records,
             "recovered"
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let materializer = Materializer::start(store.clone(), partitions, recovered.marks.clone());
         let switch = Arc::new(Switch {
-            partitions: Partitions::start(recovered, store.clone(), clock.clone()),
+            partitions: Partitions::start(recovered, store.clone(), clock.clone(), Some(materializer.sender())),
+            materializer: std::sync::Mutex::new(materializer),
             store,
             clock,
             ranges: tokio::sync::Mutex::new(ranges),
@@ -177,7 +183,12 @@ async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize,
     }
     // Every connection has finished (or outlived the grace period), so nothing new reaches
     // the partitions; they finish their queues, commit, and stop.
-    tokio::task::spawn_blocking(move || switch.partitions.stop()).await.unwrap_or(());
+    tokio::task::spawn_blocking(move || {
+        switch.partitions.stop();
+        switch.materializer.lock().unwrap_or_else(|e| e.into_inner()).stop();
+    })
+    .await
+    .unwrap_or(());
 }
 
 async fn refuse_connection(mut stream: TcpStream) {

@@ -63,22 +63,23 @@ impl Effects {
     }
 }
 
-/// Hands out transaction ids that are unique across partitions and above every id already
-/// stored, whatever the partition count was when those were written.
+/// Hands out ids (of transactions, of logged group commits) that are unique across partitions
+/// and above every id already stored, whatever the partition count was when those were
+/// written. Partition `p` of `n` gets `base + p + k·n`, so `id % n == p`.
 #[derive(Clone, Copy, Debug)]
-pub struct TxnIds {
+pub struct IdSource {
     next: u64,
     step: u64,
 }
 
-impl TxnIds {
-    pub fn new(partition: usize, partitions: usize, max_existing: u64) -> TxnIds {
+impl IdSource {
+    pub fn new(partition: usize, partitions: usize, max_existing: u64) -> IdSource {
         let step = partitions as u64;
         let base = (max_existing / step + 1) * step;
-        TxnIds { next: base + partition as u64, step }
+        IdSource { next: base + partition as u64, step }
     }
 
-    fn take(&mut self) -> u64 {
+    pub fn take(&mut self) -> u64 {
         let id = self.next;
         self.next += self.step;
         id
@@ -137,17 +138,17 @@ pub struct Engine {
     ranges: Vec<CardRange>,
     txns: HashMap<u64, Txn>,
     traces: HashMap<TraceKey, Trace>,
-    ids: Option<TxnIds>,
+    ids: Option<IdSource>,
 }
 
 impl Engine {
-    pub fn new(ids: TxnIds) -> Engine {
+    pub fn new(ids: IdSource) -> Engine {
         Engine { ids: Some(ids), ..Engine::default() }
     }
 
     /// Rebuilds an engine from persisted state (recovery).
     pub fn restore(
-        ids: TxnIds,
+        ids: IdSource,
         cards: HashMap<CardNo, Card>,
         ranges: Vec<CardRange>,
         txns: HashMap<u64, Txn>,

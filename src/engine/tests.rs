@@ -20,7 +20,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mut engine = Engine::new(TxnIds::new(0, 1, 0));
+        let mut engine = Engine::new(IdSource::new(0, 1, 0));
         engine.add_range(range(FIRST, CardNo(FIRST.0 + 999), STORE));
         World { engine, ctx: Context { now_ms: 1_795_311_005_000, business_date: DAY }, journal: Vec::new(), stan: 0 }
     }
@@ -412,7 +412,7 @@ fn import_checks_l1() {
 fn txn_ids_are_unique_across_partitions_and_above_stored_ones() {
     let mut ids: Vec<u64> = Vec::new();
     for p in 0..3 {
-        let mut source = TxnIds::new(p, 3, 1_000);
+        let mut source = IdSource::new(p, 3, 1_000);
         ids.extend((0..100).map(|_| source.take()));
     }
     ids.sort_unstable();

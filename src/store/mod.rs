@@ -1,6 +1,7 @@
 //! Durable state in RocksDB. Layout, group commit and recovery are described in
 //! `docs/design.md`; the byte encodings are in [`records`].
 
+pub mod materializer;
 pub mod records;
 
 use std::collections::HashMap;
@@ -8,27 +9,33 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, MemtableFactory, Options, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, MemtableFactory, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
-use crate::engine::{partition_of, Card, CardRange, Effects, Trace, TraceKey, Txn};
+use crate::engine::{partition_of, Card, CardRange, JournalEntry, Trace, TraceKey, Txn};
 use protocol::CardNo;
-use records::{RecordError, MAX_RECORD_BYTES};
+use records::{LogRecord, RecordError, MAX_RECORD_BYTES};
 
 /// Column families, declared in one place with their key encodings.
 pub mod cf {
-    /// card number (u64 BE) → card record
+    /// group-commit id (u64 BE) → every record of that commit (`records::encode_batch`): the
+    /// journal, and the source of truth; append-only, synced before any reply.
+    pub const LOG: &str = "log";
+    /// card number (u64 BE) → card record, as of the materialization marks
     pub const CARDS: &str = "cards";
-    /// txn id (u64 BE) → journal entry; append-only
-    pub const JOURNAL: &str = "journal";
-    /// txn id (u64 BE) → referenceable transaction (status, refunds)
+    /// txn id (u64 BE) → referenceable transaction (status, refunds), as of the marks
     pub const TXNS: &str = "txns";
-    /// terminal id (u32 BE) ‖ stan (u32 BE) → trace record (T7, T8)
+    /// terminal id (u32 BE) ‖ stan (u32 BE) → trace record (T7, T8), as of the marks
     pub const TRACES: &str = "traces";
     /// first card number (u64 BE) → range record (L1)
     pub const RANGES: &str = "ranges";
-    pub const ALL: [&str; 5] = [CARDS, JOURNAL, TXNS, TRACES, RANGES];
+    /// `marks` → how far the log is materialized into cards, txns and traces
+    pub const META: &str = "meta";
+    pub const ALL: [&str; 6] = [LOG, CARDS, TXNS, TRACES, RANGES, META];
 }
+
+const MARKS_KEY: &[u8] = b"marks";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,8 +50,74 @@ pub enum StoreError {
 /// Where a partition's group commits go: RocksDB in the switch, something faulty in tests.
 /// Once a commit fails the caller stops using it (fail-stop).
 pub trait CommitLog: Send + Sync + 'static {
-    /// Writes all of `effects` atomically and durably; `Ok` means they survive a crash.
-    fn commit(&self, effects: &Effects) -> Result<(), StoreError>;
+    /// Appends one encoded group commit durably; `Ok` means it survives a crash.
+    fn commit(&self, batch_id: u64, batch: &[u8]) -> Result<(), StoreError>;
+}
+
+/// How far the log has been materialized: for the partitioning that wrote it (`marks.len()`
+/// partitions), the last group commit of each partition whose records are in the state
+/// column families, and the largest txn id among them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub max_txn_id: u64,
+    pub marks: Vec<u64>,
+}
+
+impl Marks {
+    /// True when the log record `batch_id` is already in the state column families.
+    fn covers(&self, batch_id: u64) -> bool {
+        !self.marks.is_empty() && batch_id <= self.marks[(batch_id % self.marks.len() as u64) as usize]
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&(self.marks.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.max_txn_id.to_be_bytes());
+        self.marks.iter().for_each(|m| out.extend_from_slice(&m.to_be_bytes()));
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Marks, RecordError> {
+        let short = RecordError::Short(bytes.len());
+        let (&version, rest) = bytes.split_first().ok_or(short.clone())?;
+        if version != 1 {
+            return Err(RecordError::Version(version));
+        }
+        let n = u16::from_be_bytes(rest.get(..2).ok_or(short.clone())?.try_into().expect("2 bytes")) as usize;
+        let body = &rest[2..];
+        if body.len() != 8 * (n + 1) {
+            return Err(short);
+        }
+        let word = |i: usize| u64::from_be_bytes(body[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        Ok(Marks { max_txn_id: word(0), marks: (1..=n).map(word).collect() })
+    }
+}
+
+/// State not yet written to the state column families: the latest version of each key.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub cards: HashMap<CardNo, Option<Card>>,
+    pub txns: HashMap<u64, Txn>,
+    pub traces: HashMap<TraceKey, Trace>,
+    pub records: usize,
+}
+
+impl Pending {
+    pub fn apply(&mut self, record: LogRecord, marks: &mut Marks) {
+        self.records += 1;
+        match record {
+            LogRecord::Card(card_no, card) => {
+                self.cards.insert(card_no, card);
+            }
+            LogRecord::Journal(entry) => marks.max_txn_id = marks.max_txn_id.max(entry.txn_id),
+            LogRecord::Txn(txn_id, txn) => {
+                self.txns.insert(txn_id, txn);
+            }
+            LogRecord::Trace(key, trace) => {
+                self.traces.insert(key, trace);
+            }
+        }
+    }
 }
 
 /// Everything recovered at start-up, split by partition.
@@ -53,6 +126,11 @@ pub struct Recovered {
     pub ranges: Vec<CardRange>,
     pub partitions: Vec<PartitionState>,
     pub max_txn_id: u64,
+    pub max_batch_id: u64,
+    /// Log records replayed on top of the materialized state.
+    pub replayed_records: usize,
+    /// How far the log is materialized once recovery is done (all of it).
+    pub marks: Marks,
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +189,47 @@ impl Store {
         Ok(())
     }
 
-    /// Reads everything back, routing each card's records to the partition that owns it.
+    fn marks(&self) -> Result<Marks, StoreError> {
+        match self.db.get_cf(self.handle(cf::META), MARKS_KEY)? {
+            Some(bytes) => Marks::decode(&bytes).map_err(|problem| StoreError::Corrupt { cf: cf::META, problem }),
+            None => Ok(Marks::default()),
+        }
+    }
+
+    /// Writes pending state and the marks that say it is written, atomically. Not synced: if
+    /// it is lost, the log it came from is still there and is replayed.
+    pub fn materialize(&self, pending: &Pending, marks: &Marks) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut buf = [0u8; MAX_RECORD_BYTES];
+        let cards = self.handle(cf::CARDS);
+        for (card_no, card) in &pending.cards {
+            match card {
+                Some(card) => {
+                    let n = records::encode_card(card, &mut buf);
+                    batch.put_cf(cards, card_no.0.to_be_bytes(), &buf[..n]);
+                }
+                None => batch.delete_cf(cards, card_no.0.to_be_bytes()),
+            }
+        }
+        let txns = self.handle(cf::TXNS);
+        for (txn_id, txn) in &pending.txns {
+            let n = records::encode_txn(txn, &mut buf);
+            batch.put_cf(txns, txn_id.to_be_bytes(), &buf[..n]);
+        }
+        let traces = self.handle(cf::TRACES);
+        for (key, trace) in &pending.traces {
+            let n = records::encode_trace(trace, &mut buf);
+            batch.put_cf(traces, records::trace_key(key), &buf[..n]);
+        }
+        batch.put_cf(self.handle(cf::META), MARKS_KEY, marks.encode());
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Reads the state back: the materialized column families, then the log records they do
+    /// not cover yet, each routed to the partition that owns its card. The replayed records
+    /// are materialized (and the marks set for `partitions`) before this returns, so the
+    /// partitions start from a log that is fully covered.
     pub fn recover(&self, partitions: usize) -> Result<Recovered, StoreError> {
         let mut out = Recovered {
             partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
@@ -137,53 +255,154 @@ impl Store {
             let (trace_key, trace) = records::decode_trace(&key, &value).map_err(corrupt(cf::TRACES))?;
             out.partitions[partition_of(trace.card(), partitions)].traces.insert(trace_key, trace);
         }
-        if let Some(item) = self.db.iterator_cf(self.handle(cf::JOURNAL), IteratorMode::End).next() {
-            let (key, _) = item?;
-            out.max_txn_id = records::decode_u64_key(&key).map_err(corrupt(cf::JOURNAL))?;
+        let mut marks = self.marks()?;
+        let first_uncovered = marks.marks.iter().min().map_or(0, |m| m + 1);
+        let mut pending = Pending::default();
+        let from = IteratorMode::From(&first_uncovered.to_be_bytes(), rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.handle(cf::LOG), from) {
+            let (key, value) = item?;
+            let batch_id = records::decode_u64_key(&key).map_err(corrupt(cf::LOG))?;
+            out.max_batch_id = out.max_batch_id.max(batch_id);
+            if marks.covers(batch_id) {
+                continue;
+            }
+            for record in records::decode_batch(&value) {
+                let record = record.map_err(corrupt(cf::LOG))?;
+                let state = |card: CardNo| partition_of(card, partitions);
+                match record {
+                    LogRecord::Card(card_no, Some(card)) => {
+                        out.partitions[state(card_no)].cards.insert(card_no, card);
+                    }
+                    LogRecord::Card(card_no, None) => {
+                        out.partitions[state(card_no)].cards.remove(&card_no);
+                    }
+                    LogRecord::Journal(_) => {}
+                    LogRecord::Txn(txn_id, txn) => {
+                        out.partitions[state(txn.card)].txns.insert(txn_id, txn);
+                    }
+                    LogRecord::Trace(key, trace) => {
+                        out.partitions[state(trace.card())].traces.insert(key, trace);
+                    }
+                }
+                pending.apply(record, &mut marks);
+            }
         }
+        if let Some(item) = self.db.iterator_cf(self.handle(cf::LOG), IteratorMode::End).next() {
+            let (key, _) = item?;
+            out.max_batch_id = out.max_batch_id.max(records::decode_u64_key(&key).map_err(corrupt(cf::LOG))?);
+        }
+        out.replayed_records = pending.records;
+        out.max_txn_id = marks.max_txn_id;
+        let covered = Marks { max_txn_id: marks.max_txn_id, marks: vec![out.max_batch_id; partitions] };
+        if pending.records > 0 || marks.marks.len() != partitions {
+            self.materialize(&pending, &covered)?;
+        }
+        out.marks = covered;
         Ok(out)
     }
 
-    /// Every journal entry in txn-id order (for verification tools and tests).
-    pub fn journal(&self) -> impl Iterator<Item = Result<crate::engine::JournalEntry, StoreError>> + '_ {
-        self.db.iterator_cf(self.handle(cf::JOURNAL), IteratorMode::Start).map(|item| {
-            let (key, value) = item?;
-            records::decode_journal(&key, &value).map_err(|problem| StoreError::Corrupt { cf: cf::JOURNAL, problem })
+    /// Every journal entry, in the order of the group commits that wrote them.
+    pub fn journal(&self) -> impl Iterator<Item = Result<JournalEntry, StoreError>> + '_ {
+        let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
+        self.db.iterator_cf(self.handle(cf::LOG), IteratorMode::Start).flat_map(move |item| {
+            let entries: Vec<Result<JournalEntry, StoreError>> = match item {
+                Err(error) => vec![Err(error.into())],
+                Ok((_, value)) => records::decode_batch(&value)
+                    .filter_map(|record| match record {
+                        Ok(LogRecord::Journal(entry)) => Some(Ok(entry)),
+                        Ok(_) => None,
+                        Err(problem) => Some(Err(corrupt(problem))),
+                    })
+                    .collect(),
+            };
+            entries
         })
     }
 }
 
 impl CommitLog for Store {
-    fn commit(&self, fx: &Effects) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        let mut buf = [0u8; MAX_RECORD_BYTES];
-        let cards = self.handle(cf::CARDS);
-        for (card_no, card) in &fx.cards {
-            match card {
-                Some(card) => {
-                    let n = records::encode_card(card, &mut buf);
-                    batch.put_cf(cards, card_no.0.to_be_bytes(), &buf[..n]);
-                }
-                None => batch.delete_cf(cards, card_no.0.to_be_bytes()),
-            }
-        }
-        let journal = self.handle(cf::JOURNAL);
-        for entry in &fx.journal {
-            let n = records::encode_journal(entry, &mut buf);
-            batch.put_cf(journal, entry.txn_id.to_be_bytes(), &buf[..n]);
-        }
-        let txns = self.handle(cf::TXNS);
-        for (txn_id, txn) in &fx.txns {
-            let n = records::encode_txn(txn, &mut buf);
-            batch.put_cf(txns, txn_id.to_be_bytes(), &buf[..n]);
-        }
-        let traces = self.handle(cf::TRACES);
-        for (key, trace) in &fx.traces {
-            let n = records::encode_trace(trace, &mut buf);
-            batch.put_cf(traces, records::trace_key(key), &buf[..n]);
-        }
-        // One atomic batch, synced to the WAL before this returns: the group commit.
-        self.db.write_opt(batch, &self.sync_write)?;
+    fn commit(&self, batch_id: u64, batch: &[u8]) -> Result<(), StoreError> {
+        let mut write = WriteBatch::default();
+        write.put_cf(self.handle(cf::LOG), batch_id.to_be_bytes(), batch);
+        // One key, synced to the WAL before this returns: the group commit.
+        self.db.write_opt(write, &self.sync_write)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{Header, LocalTime, PaymentMethod, Request};
+
+    use super::records::{decode_batch, encode_batch};
+    use super::*;
+    use crate::engine::{Command, Context, Effects, Engine, IdSource};
+
+    const FIRST: u64 = 6200880000000000;
+
+    fn apply(engine: &mut Engine, stan: u32, request: Request) -> Vec<u8> {
+        let ctx = Context { now_ms: 0, business_date: 20261122 };
+        let header = Header { flags: 0, terminal_id: 5, stan, local_time: LocalTime(20261122093005) };
+        let mut fx = Effects::default();
+        engine.apply(ctx, &Command { header, store_id: 21, request }, &mut fx);
+        let mut encoded = Vec::new();
+        encode_batch(&fx, &mut encoded);
+        encoded
+    }
+
+    /// Recovery = materialized state + the log records the marks do not cover, whatever the
+    /// partition count was.
+    #[test]
+    fn recovery_replays_exactly_what_the_marks_do_not_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let range = CardRange {
+            first: CardNo(FIRST),
+            last: CardNo(FIRST + 9),
+            product: 1,
+            store_id: 21,
+            terminal_id: 5,
+            stan: 1,
+        };
+        store.put_range(&range).unwrap();
+        let mut engine = Engine::new(IdSource::new(0, 2, 0));
+        engine.add_range(range);
+        let card = CardNo(FIRST + 3);
+        let sell =
+            apply(&mut engine, 2, Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 });
+        let sale = |amount_minor| Request::Sale { card, amount_minor, category: 1, flags: 0 };
+        let sale1 = apply(&mut engine, 3, sale(1_000));
+        let sale2 = apply(&mut engine, 4, sale(2_000));
+        // Partition 0 of 2 logs ids 2, 4, 6.
+        for (id, batch) in [(2, &sell), (4, &sale1), (6, &sale2)] {
+            store.commit(id, batch).unwrap();
+        }
+        // Materialized through id 4 only; the sale in id 6 must come from the log.
+        let mut pending = Pending::default();
+        let mut marks = Marks { max_txn_id: 0, marks: vec![4, 1] };
+        for batch in [&sell, &sale1] {
+            decode_batch(batch).for_each(|r| pending.apply(r.unwrap(), &mut marks));
+        }
+        store.materialize(&pending, &marks).unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let recovered = store.recover(3).unwrap();
+        let owner = partition_of(card, 3);
+        assert_eq!(recovered.partitions[owner].cards[&card].cash_minor, 7_000);
+        assert_eq!(recovered.replayed_records, decode_batch(&sale2).count());
+        assert_eq!(recovered.max_batch_id, 6);
+        // Txn ids of partition 0 of 2: 2 (card sale), 4, 6 (the sales).
+        assert_eq!(recovered.max_txn_id, 6);
+        assert_eq!(recovered.marks.marks, vec![6, 6, 6]);
+        let sales = store.journal().map(Result::unwrap).filter(|e| e.kind == crate::engine::TxnKind::Sale).count();
+        assert_eq!(sales, 2);
+        drop(store);
+
+        // Nothing left to replay the second time.
+        let store = Store::open(dir.path()).unwrap();
+        let again = store.recover(3).unwrap();
+        assert_eq!(again.replayed_records, 0);
+        assert_eq!(again.partitions[owner].cards[&card].cash_minor, 7_000);
     }
 }

@@ -3,7 +3,7 @@
 
 use protocol::{CardNo, CardReply, CardState, MsgType, ResponseCode};
 
-use crate::engine::{Card, CardRange, JournalEntry, Trace, TraceKey, Txn, TxnKind, TxnStatus};
+use crate::engine::{Card, CardRange, Effects, JournalEntry, Trace, TraceKey, Txn, TxnKind, TxnStatus};
 
 /// The largest encoded record (a journal entry is 100 bytes).
 pub const MAX_RECORD_BYTES: usize = 128;
@@ -327,6 +327,105 @@ pub fn decode_range(key: &[u8], value: &[u8]) -> Result<CardRange, RecordError> 
         stan: r.u32()?,
     };
     r.finish(range)
+}
+
+/// One record of a logged group commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogRecord {
+    /// The new state of a card; `None` when the card went back to stock.
+    Card(CardNo, Option<Card>),
+    Journal(JournalEntry),
+    Txn(u64, Txn),
+    Trace(TraceKey, Trace),
+}
+
+const TAG_CARD: u8 = 1;
+const TAG_JOURNAL: u8 = 2;
+const TAG_TXN: u8 = 3;
+const TAG_TRACE: u8 = 4;
+
+/// Encodes all of a group commit's effects as one log value:
+/// `version, { tag u8, key [8], length u8, value [length] }*`, each value in its column
+/// family's encoding (length 0: a deleted card).
+pub fn encode_batch(fx: &Effects, out: &mut Vec<u8>) {
+    let mut buf = [0u8; MAX_RECORD_BYTES];
+    let put = |out: &mut Vec<u8>, tag: u8, key: [u8; 8], value: &[u8]| {
+        out.push(tag);
+        out.extend_from_slice(&key);
+        out.push(value.len() as u8);
+        out.extend_from_slice(value);
+    };
+    out.push(FORMAT_V1);
+    for (card_no, card) in &fx.cards {
+        let n = card.as_ref().map_or(0, |card| encode_card(card, &mut buf));
+        put(out, TAG_CARD, card_no.0.to_be_bytes(), &buf[..n]);
+    }
+    for entry in &fx.journal {
+        let n = encode_journal(entry, &mut buf);
+        put(out, TAG_JOURNAL, entry.txn_id.to_be_bytes(), &buf[..n]);
+    }
+    for (txn_id, txn) in &fx.txns {
+        let n = encode_txn(txn, &mut buf);
+        put(out, TAG_TXN, txn_id.to_be_bytes(), &buf[..n]);
+    }
+    for (key, trace) in &fx.traces {
+        let n = encode_trace(trace, &mut buf);
+        put(out, TAG_TRACE, trace_key(key), &buf[..n]);
+    }
+}
+
+/// The records of a log value, in the order they were encoded.
+pub fn decode_batch(bytes: &[u8]) -> impl Iterator<Item = Result<LogRecord, RecordError>> + '_ {
+    let mut rest: &[u8] = &[];
+    let mut failed = false;
+    let start = match bytes.split_first() {
+        Some((&FORMAT_V1, tail)) => {
+            rest = tail;
+            None
+        }
+        Some((&v, _)) => Some(RecordError::Version(v)),
+        None => Some(RecordError::Short(0)),
+    };
+    let mut first_error = start;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        if let Some(error) = first_error.take() {
+            failed = true;
+            return Some(Err(error));
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let record = (|| {
+            if rest.len() < 10 {
+                return Err(RecordError::Short(rest.len()));
+            }
+            let (tag, key, len) = (rest[0], &rest[1..9], rest[9] as usize);
+            let value = rest.get(10..10 + len).ok_or(RecordError::Short(rest.len()))?;
+            rest = &rest[10 + len..];
+            Ok(match tag {
+                TAG_CARD if len == 0 => LogRecord::Card(CardNo(decode_u64_key(key)?), None),
+                TAG_CARD => {
+                    let (card_no, card) = decode_card(key, value)?;
+                    LogRecord::Card(card_no, Some(card))
+                }
+                TAG_JOURNAL => LogRecord::Journal(decode_journal(key, value)?),
+                TAG_TXN => {
+                    let (txn_id, txn) = decode_txn(key, value)?;
+                    LogRecord::Txn(txn_id, txn)
+                }
+                TAG_TRACE => {
+                    let (trace_key, trace) = decode_trace(key, value)?;
+                    LogRecord::Trace(trace_key, trace)
+                }
+                other => return Err(RecordError::Field { field: "log tag", value: other.into() }),
+            })
+        })();
+        failed = record.is_err();
+        Some(record)
+    })
 }
 
 #[cfg(test)]

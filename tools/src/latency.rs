@@ -393,7 +393,8 @@ mod tests {
             h.record((200.0 / (1.0 - u).powf(0.7)) as u64).unwrap();
         }
         let ours = percentile_rows(&h, 5);
-        let theirs: Vec<(u64, f64)> = h.iter_quantiles(5).map(|v| (v.value_iterated_to(), v.quantile_iterated_to())).collect();
+        let theirs: Vec<(u64, f64)> =
+            h.iter_quantiles(5).map(|v| (v.value_iterated_to(), v.quantile_iterated_to())).collect();
         assert_eq!(ours.len(), theirs.len());
         let mut running = 0;
         for (row, (value, quantile)) in ours.iter().zip(&theirs) {
@@ -409,8 +410,12 @@ mod tests {
         // 1/(1-p) column grows.
         let text = percentile_distribution(&h, 5, 1.0);
         assert_eq!(text.lines().count(), 2 + ours.len() + 3);
-        let inverse: Vec<f64> =
-            text.lines().skip(2).take(ours.len() - 1).map(|l| l.split_whitespace().nth(3).unwrap().parse().unwrap()).collect();
+        let inverse: Vec<f64> = text
+            .lines()
+            .skip(2)
+            .take(ours.len() - 1)
+            .map(|l| l.split_whitespace().nth(3).unwrap().parse().unwrap())
+            .collect();
         assert!(inverse.windows(2).all(|w| w[0] <= w[1]));
         assert!(inverse.last().unwrap() > &10_000.0);
     }
@@ -545,7 +550,9 @@ mod tests {
         let subtitles = vec!["4 terminals, window 8 & <rate> 1000/s".to_string(), "seed 1".to_string()];
         let svg = latency_svg(&h, "loadgen \"latency\"", &subtitles);
         check_well_formed(&svg).unwrap();
-        assert!(svg.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(
+            svg.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"")
+        );
         for label in [">0%<", ">90%<", ">99%<", ">99.9%<", ">99.99%<", ">99.999%<"] {
             assert!(svg.contains(label), "{label}");
         }

@@ -87,8 +87,7 @@ mod tests {
         assert_eq!(schedule.due_before(Duration::from_secs(1) + Duration::from_nanos(1)), 2_001);
         // Over 10 s all terminals together send the total rate, whatever their phases.
         let ten_s = Duration::from_secs(10);
-        let total: u64 =
-            (0..50).map(|i| Schedule::new(50, 100_000.0, f64::from(i) / 50.0).due_before(ten_s)).sum();
+        let total: u64 = (0..50).map(|i| Schedule::new(50, 100_000.0, f64::from(i) / 50.0).due_before(ten_s)).sum();
         assert_eq!(total, 1_000_000);
     }
 

@@ -70,8 +70,7 @@ impl Zipf {
         if !(exponent.is_finite() && exponent > 0.0 && exponent <= MAX_EXPONENT) {
             return Err(format!("Zipf exponent {exponent} is out of range (0, {MAX_EXPONENT}]"));
         }
-        let mut zipf =
-            Zipf { n, n_f64: n as f64, exponent, h_integral_x1: 0.0, h_integral_n: 0.0, squeeze: 0.0 };
+        let mut zipf = Zipf { n, n_f64: n as f64, exponent, h_integral_x1: 0.0, h_integral_n: 0.0, squeeze: 0.0 };
         zipf.h_integral_x1 = zipf.h_integral(1.5) - 1.0;
         zipf.h_integral_n = zipf.h_integral(zipf.n_f64 + 0.5);
         zipf.squeeze = 2.0 - zipf.h_integral_inverse(zipf.h_integral(2.5) - zipf.h(2.0));
@@ -155,7 +154,8 @@ mod tests {
         assert_eq!(parse_skew("zipf:1"), Ok(Skew::Zipf(1.0)));
         assert_eq!(parse_skew("uniform"), Ok(Skew::Uniform));
         assert_eq!(Skew::Zipf(1.1).to_string(), "zipf:1.1");
-        for bad in ["zipf:0", "zipf:-1", "zipf:abc", "zipf:", "zipf:inf", "zipf:NaN", "zipf:101", "pareto:1", "1.1", ""] {
+        for bad in ["zipf:0", "zipf:-1", "zipf:abc", "zipf:", "zipf:inf", "zipf:NaN", "zipf:101", "pareto:1", "1.1", ""]
+        {
             let error = parse_skew(bad).unwrap_err();
             assert!(error.contains("zipf:1.1"), "{bad:?}: {error}");
         }

@@ -1,20 +1,31 @@
 //! `loadgen`: a load generator for the switch. Optionally sets up a range of funded cards, then
-//! drives N concurrent terminal connections, each keeping up to W sales outstanding, for a fixed
-//! time; measures throughput and latency and checks through the protocol that every approved
-//! sale, and nothing else, was taken from the cards.
+//! drives N concurrent terminal connections for a fixed time, each keeping up to W requests
+//! outstanding: closed loop (the next request as soon as the window allows) or open loop at a
+//! fixed total rate (`--rate`, latency counted from each request's intended send time). The
+//! requests are a mix (`--mix`) of sales, loads, holds, captures of the terminal's own holds
+//! and balance inquiries, on cards chosen uniformly or by a Zipf law (`--skew`). It measures
+//! throughput and latency (optionally written as `.hgrm` text and an SVG plot) and checks
+//! through the protocol that every card's value and holds moved by exactly the approved
+//! postings.
 //!
 //! Progress and the readable summary go to stderr; stdout gets one JSON line at the end.
 //! Exit status: 0 all good, 1 errors or a failed verification (or setup), 2 usage or the switch
 //! cannot be reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cardswitch_tools::latency::{group_digits, latency_svg, percentile_distribution, TICKS_PER_HALF_DISTANCE};
+use cardswitch_tools::mix::{parse_mix, Kind, Mix};
+use cardswitch_tools::rng::XorShift;
+use cardswitch_tools::schedule::{parse_rate, Schedule};
+use cardswitch_tools::zipf::{parse_skew, Skew, Zipf};
 use cardswitch_tools::{
     describe_io_error, next_stan, parse_card, run_stan_offset, sign_on_stan_from_clock, unix_ms_now,
 };
@@ -34,6 +45,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 2;
+const EXIT_USAGE: u8 = 2;
 
 /// Opening value of every card the setup sells: 10,000.00 yuan.
 const OPENING_MINOR: i64 = 1_000_000;
@@ -67,13 +79,28 @@ const LATENCY_BUFFER: usize = 1024;
 /// Largest latency the histogram tells apart (one hour, in microseconds).
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
-/// Drives the switch with concurrent terminals selling on random cards; prints throughput,
-/// latency percentiles and whether the card balances match the approved sales.
+/// Smallest and largest sale amount, fen.
+const SALE_MIN_MINOR: u64 = 1;
+const SALE_MAX_MINOR: u64 = 100;
+/// Smallest and largest load, whole yuan (the protocol takes loads in whole yuan only).
+const LOAD_MIN_YUAN: u64 = 1;
+const LOAD_MAX_YUAN: u64 = 100;
+/// Smallest and largest hold, fen.
+const HOLD_MIN_MINOR: u64 = 1;
+const HOLD_MAX_MINOR: u64 = 500;
+/// Approved holds each terminal remembers for captures; older ones stay open.
+const OPEN_HOLDS_PER_TERMINAL: usize = 32;
+
+/// Drives the switch with concurrent terminals sending a mix of card requests; prints
+/// throughput, latency percentiles and whether the card balances match the approved postings.
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
     version,
-    after_help = "Terminal ids are 10000+i (load) and 9000+j (setup and verification). Every \
+    after_help = "Request types of --mix: sale (1-100 fen, retail), load (1-100 yuan, cash), hold \
+                  (1-500 fen, room), capture (of one of the terminal's own open holds, for its \
+                  amount or up to a tenth less; a sale when it has none) and balance.\n\n\
+                  Terminal ids are 10000+i (load) and 9000+j (setup and verification). Every \
                   terminal counts its trace numbers up from 1000 + a per-run offset taken from \
                   the time of day, printed at the start.\n\nExit status: 0 no errors and \
                   verified, 1 errors, failed verification or failed setup, 2 usage error or \
@@ -86,19 +113,36 @@ struct Cli {
     /// Concurrent terminal connections.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     terminals: u32,
-    /// Sales each terminal keeps outstanding (1: send, wait, send, as a real POS).
+    /// Requests each terminal keeps outstanding (1: send, wait, send, as a real POS).
     #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..=1024))]
     window: u32,
     /// Seconds of load (after the setup).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     duration_s: u64,
-    /// Cards sold on: first-card .. first-card + C - 1.
+    /// Cards used: first-card .. first-card + C - 1.
     #[arg(long, value_name = "C", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     cards: u64,
     /// First import the range and sell every card with 10,000.00 (cash) through the protocol.
     #[arg(long)]
     setup: bool,
-    /// Seed of the card and amount choice.
+    /// Open loop: R requests per second in total, spread evenly over the terminals, latency
+    /// counted from each request's intended send time. Without it: closed loop.
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Weights of the request types, e.g. sale=70,load=10,hold=10,capture=5,balance=5.
+    #[arg(long, value_name = "TYPE=WEIGHT,...", default_value = "sale=100", value_parser = parse_mix)]
+    mix: Mix,
+    /// How cards are chosen: uniform, or zipf:S (Zipf law with exponent S over the cards, the
+    /// first card most popular).
+    #[arg(long, value_name = "zipf:S", default_value = "uniform", value_parser = parse_skew)]
+    skew: Skew,
+    /// Write the latency percentile distribution here (HdrHistogram text, microseconds).
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<PathBuf>,
+    /// Draw latency by percentile here, as an SVG image.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Seed of the card, type, amount and phase choices.
     #[arg(long, value_name = "S", default_value_t = 1)]
     seed: u64,
     /// First card number of the range.
@@ -127,12 +171,23 @@ impl Cli {
     fn card(&self, index: u64) -> CardNo {
         CardNo(self.first_card.0 + index)
     }
+
+    /// The pacing in words: `open loop at 1,000/s` or `closed loop`.
+    fn pacing(&self) -> String {
+        match self.rate {
+            Some(rate) if rate.fract() == 0.0 => format!("open loop at {}/s", group_digits(rate as u64)),
+            Some(rate) => format!("open loop at {rate}/s"),
+            None => "closed loop".to_string(),
+        }
+    }
 }
 
 /// Why the run stopped early.
 enum Failure {
     /// The switch cannot be reached (exit 2).
     Unreachable(String),
+    /// An option that cannot be used, found after parsing (exit 2).
+    Usage(String),
     /// Anything else (exit 1).
     Failed(String),
 }
@@ -140,53 +195,136 @@ enum Failure {
 // ---------------------------------------------------------------------------------------------
 // Small pure parts
 
-/// xorshift64* pseudo-random numbers: deterministic for a seed, one stream per terminal.
+/// What a load terminal remembers about one request until its response: its type, the card
+/// (index in the range) and the amount; for a capture also the amount of the hold it closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LoadTag {
+    kind: Kind,
+    /// A capture sent as a sale because the terminal had no open hold.
+    instead_of_capture: bool,
+    card: u32,
+    amount: u32,
+    hold_amount: u32,
+}
+
+/// One of a terminal's approved holds not yet captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpenHold {
+    card: u32,
+    txn_id: u64,
+    amount: u32,
+}
+
+/// A terminal's open holds, oldest first, shared by its writer (captures) and reader (holds).
+type OpenHolds = Arc<Mutex<VecDeque<OpenHold>>>;
+
+/// Remembers an approved hold for a later capture; the oldest is forgotten (it stays open)
+/// when the queue is full.
+fn remember_hold(holds: &mut VecDeque<OpenHold>, hold: OpenHold) {
+    if holds.len() >= OPEN_HOLDS_PER_TERMINAL {
+        holds.pop_front();
+    }
+    holds.push_back(hold);
+}
+
+/// How a terminal picks cards.
 #[derive(Clone, Debug)]
-struct XorShift(u64);
+enum CardChoice {
+    Uniform(u64),
+    Zipf(Zipf),
+}
 
-impl XorShift {
-    /// The generator of stream `stream` (a terminal's index) for `seed`; never the all-zero state.
-    fn new(seed: u64, stream: u64) -> XorShift {
-        // splitmix64 of the pair, so neighbouring seeds and streams start far apart.
-        let mut z = seed ^ stream.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        XorShift(if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z })
+impl CardChoice {
+    fn new(cards: u64, skew: Skew) -> Result<CardChoice, String> {
+        match skew {
+            Skew::Uniform => Ok(CardChoice::Uniform(cards)),
+            Skew::Zipf(exponent) => Zipf::new(cards, exponent).map(CardChoice::Zipf),
+        }
     }
 
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n` (`n > 0`), by multiply-high (bias below 2^-40 for the sizes used here).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// A number in `low..=high`.
-    fn in_range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
+    /// A card index in `0..cards`.
+    #[inline]
+    fn pick(&self, rng: &mut XorShift) -> u64 {
+        match self {
+            CardChoice::Uniform(cards) => rng.below(*cards),
+            CardChoice::Zipf(zipf) => zipf.sample(rng) - 1,
+        }
     }
 }
 
-/// Smallest and largest sale amount, fen.
-const SALE_MIN_MINOR: u64 = 1;
-const SALE_MAX_MINOR: u64 = 100;
-
-/// A sale's bookkeeping in one `u64`: card index above, amount (at most 255 fen) in the low byte.
-fn sale_tag(card_index: u64, amount_minor: u64) -> u64 {
-    debug_assert!(amount_minor <= 0xFF);
-    card_index << 8 | amount_minor
+/// The request stream of one load terminal.
+struct LoadGenerator {
+    rng: XorShift,
+    mix: Mix,
+    cards: CardChoice,
+    first_card: u64,
+    /// The terminal's open holds, when the mix has captures.
+    holds: Option<OpenHolds>,
 }
 
-fn split_sale_tag(tag: u64) -> (u64, u64) {
-    (tag >> 8, tag & 0xFF)
+impl LoadGenerator {
+    #[inline]
+    fn next_request(&mut self) -> (Request, LoadTag) {
+        let kind = self.mix.pick(self.rng.below(self.mix.total()));
+        let card = self.cards.pick(&mut self.rng);
+        let card_no = CardNo(self.first_card + card);
+        let tag = |kind, amount: u64| LoadTag {
+            kind,
+            instead_of_capture: false,
+            card: card as u32,
+            amount: amount as u32,
+            hold_amount: 0,
+        };
+        match kind {
+            Kind::Sale => self.sale(card, false),
+            Kind::Load => {
+                let amount = self.rng.in_range(LOAD_MIN_YUAN, LOAD_MAX_YUAN) * 100;
+                let request =
+                    Request::Load { card: card_no, amount_minor: amount as i64, method: PaymentMethod::Cash as u8 };
+                (request, tag(Kind::Load, amount))
+            }
+            Kind::Hold => {
+                let amount = self.rng.in_range(HOLD_MIN_MINOR, HOLD_MAX_MINOR);
+                let request =
+                    Request::Hold { card: card_no, amount_minor: amount as i64, category: Category::Room as u8 };
+                (request, tag(Kind::Hold, amount))
+            }
+            Kind::Capture => {
+                let open = self.holds.as_ref().and_then(|holds| holds.lock().expect("not poisoned").pop_front());
+                let Some(hold) = open else { return self.sale(card, true) };
+                // The held amount or up to a tenth less (never below 1 fen).
+                let amount = u64::from(hold.amount) - self.rng.below(u64::from(hold.amount) / 10 + 1);
+                let request = Request::Capture {
+                    card: CardNo(self.first_card + u64::from(hold.card)),
+                    hold_txn_id: hold.txn_id,
+                    amount_minor: amount as i64,
+                };
+                let tag = LoadTag {
+                    kind: Kind::Capture,
+                    instead_of_capture: false,
+                    card: hold.card,
+                    amount: amount as u32,
+                    hold_amount: hold.amount,
+                };
+                (request, tag)
+            }
+            Kind::Balance => (Request::Balance { card: card_no }, tag(Kind::Balance, 0)),
+        }
+    }
+
+    fn sale(&mut self, card: u64, instead_of_capture: bool) -> (Request, LoadTag) {
+        let amount = self.rng.in_range(SALE_MIN_MINOR, SALE_MAX_MINOR);
+        let request = Request::Sale {
+            card: CardNo(self.first_card + card),
+            amount_minor: amount as i64,
+            category: Category::Retail as u8,
+            flags: 0,
+        };
+        (
+            request,
+            LoadTag { kind: Kind::Sale, instead_of_capture, card: card as u32, amount: amount as u32, hold_amount: 0 },
+        )
+    }
 }
 
 /// The cards whose balances are checked: all of them when there are at most `max`, else `max`
@@ -207,12 +345,16 @@ impl Sample {
     }
 
     /// The slot of card index `index` when that card is in the sample.
+    #[inline]
     fn slot_of(&self, index: u64) -> Option<u64> {
         if self.size == self.cards {
             return (index < self.cards).then_some(index);
         }
         // The smallest slot whose card index is >= index; the sample is strictly increasing.
-        let slot = (u128::from(index) * u128::from(self.size)).div_ceil(u128::from(self.cards)) as u64;
+        let slot = match index.checked_mul(self.size) {
+            Some(product) => product.div_ceil(self.cards),
+            None => (u128::from(index) * u128::from(self.size)).div_ceil(u128::from(self.cards)) as u64,
+        };
         (slot < self.size && self.card_index(slot) == index).then_some(slot)
     }
 }
@@ -257,6 +399,15 @@ fn rate(count: u64, seconds: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Responses of one request type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct KindStats {
+    approved: u64,
+    declined: u64,
+    /// Sent and never answered.
+    lost: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,8 +489,9 @@ async fn call(conn: &mut Conn, stan: u32, request: Request, wait: Duration) -> R
 }
 
 // ---------------------------------------------------------------------------------------------
-// The pipelined engine: a writer task that keeps up to W requests outstanding and a reader that
-// matches responses by stan.
+// The pipelined engine: a writer task that keeps up to W requests outstanding (sending each as
+// soon as the window allows, or at its scheduled time) and a reader that matches responses by
+// stan.
 
 /// Hashes a stan by Fibonacci multiplication (cheap, and spreads consecutive numbers).
 #[derive(Default)]
@@ -363,30 +515,53 @@ impl Hasher for StanHasher {
 
 type StanMap<V> = HashMap<u32, V, BuildHasherDefault<StanHasher>>;
 
-struct Pending {
+struct Pending<T> {
+    /// When the request was meant to be sent: its send time in closed loop, its scheduled time
+    /// in open loop. Latency counts from here.
+    intended: Instant,
+    /// When it was written.
     sent: Instant,
-    tag: u64,
+    tag: T,
 }
 
-struct Shared {
-    inflight: Mutex<StanMap<Pending>>,
+struct Shared<T> {
+    inflight: Mutex<StanMap<Pending<T>>>,
     window: Semaphore,
     writer_done: AtomicBool,
     done: Notify,
     /// Trace numbers the writer used (requests recorded as outstanding).
     issued: AtomicU64,
+    /// Open loop: requests due before the deadline that were never sent (the terminal was
+    /// behind its schedule at the end).
+    unsent: AtomicU64,
 }
 
-/// What a pipeline does with each matched response.
-trait Replies: Send + 'static {
-    fn reply(&mut self, tag: u64, latency: Duration, response: &Response);
+/// How a pipeline paces its requests.
+#[derive(Clone, Copy)]
+struct Pacing {
+    window: u32,
+    first_stan: u32,
+    /// No request is sent from then on.
+    deadline: Option<Instant>,
+    /// How long to wait for the outstanding responses after the last request.
+    drain: Duration,
+    /// Open loop: the schedule's start and the schedule. Closed loop: `None`.
+    schedule: Option<(Instant, Schedule)>,
+}
+
+/// What a pipeline does with each matched response: `latency` counts from the intended send
+/// time, `service` from the actual one.
+trait Replies<T>: Send + 'static {
+    fn reply(&mut self, tag: T, latency: Duration, service: Duration, response: &Response);
 }
 
 /// How one pipelined connection ended.
-struct Outcome<R> {
+struct Outcome<R, T> {
     replies: R,
     /// Trace numbers used, i.e. the next stan is `first + issued`.
     issued: u64,
+    /// Open loop: requests due before the deadline that were never sent.
+    unsent: u64,
     /// Responses whose stan was not outstanding (answered twice, or never asked) or whose
     /// terminal id was not ours.
     unmatched: u64,
@@ -394,44 +569,38 @@ struct Outcome<R> {
     error_frames: u64,
     first_error_frame: Option<String>,
     /// Tags of the requests that got no response.
-    lost: Vec<u64>,
+    lost: Vec<T>,
     /// Why the connection ended early, if it did.
     failure: Option<String>,
     last_reply: Option<Instant>,
 }
 
-/// Sends what `generate` yields (request and tag) until it yields `None` or `deadline` passes,
-/// with at most `window` outstanding, and hands every response to `replies`; then waits up to
-/// `drain` for the outstanding ones.
-async fn pipeline<G, R>(
-    conn: Conn,
-    window: u32,
-    first_stan: u32,
-    deadline: Option<Instant>,
-    drain: Duration,
-    generate: G,
-    replies: R,
-) -> Outcome<R>
+/// Sends what `generate` yields (request and tag) until it yields `None` or the deadline
+/// passes, with at most `window` outstanding, and hands every response to `replies`; then
+/// waits up to `drain` for the outstanding ones.
+async fn pipeline<G, R, T>(conn: Conn, pacing: Pacing, generate: G, replies: R) -> Outcome<R, T>
 where
-    G: FnMut() -> Option<(Request, u64)> + Send + 'static,
-    R: Replies,
+    G: FnMut() -> Option<(Request, T)> + Send + 'static,
+    R: Replies<T>,
+    T: Copy + Send + 'static,
 {
     let Conn { terminal_id, mut reader, writer } = conn;
     let mut inflight = StanMap::default();
-    inflight.reserve(window as usize);
+    inflight.reserve(pacing.window as usize);
     let shared = Arc::new(Shared {
         inflight: Mutex::new(inflight),
-        window: Semaphore::new(window as usize),
+        window: Semaphore::new(pacing.window as usize),
         writer_done: AtomicBool::new(false),
         done: Notify::new(),
         issued: AtomicU64::new(0),
+        unsent: AtomicU64::new(0),
     });
-    let mut writer_task =
-        tokio::spawn(write_loop(writer, terminal_id, first_stan, deadline, Arc::clone(&shared), generate));
+    let mut writer_task = tokio::spawn(write_loop(writer, terminal_id, pacing, Arc::clone(&shared), generate));
 
     let mut outcome = Outcome {
         replies,
         issued: 0,
+        unsent: 0,
         unmatched: 0,
         error_frames: 0,
         first_error_frame: None,
@@ -452,7 +621,7 @@ where
                 biased;
                 item = reader.next() => item,
                 _ = &mut writer_finished => {
-                    drain_until = Some(Instant::now() + drain);
+                    drain_until = Some(Instant::now() + pacing.drain);
                     continue;
                 }
             },
@@ -503,10 +672,16 @@ where
         };
         shared.window.add_permits(1);
         outcome.last_reply = Some(now);
-        outcome.replies.reply(pending.tag, now.saturating_duration_since(pending.sent), &response);
+        outcome.replies.reply(
+            pending.tag,
+            now.saturating_duration_since(pending.intended),
+            now.saturating_duration_since(pending.sent),
+            &response,
+        );
     }
 
-    // Stop the writer (it may wait for a window slot, or be stuck writing to a dead peer).
+    // Stop the writer (it may wait for a window slot or its next send time, or be stuck
+    // writing to a dead peer).
     shared.window.close();
     // The write half is handed back and dropped (which shuts it down) only now, so the switch
     // never sees the end of the stream while responses are still coming.
@@ -523,32 +698,62 @@ where
         outcome.failure = writer_error;
     }
     outcome.issued = shared.issued.load(Ordering::Acquire);
+    outcome.unsent = shared.unsent.load(Ordering::Acquire);
     outcome.lost = shared.inflight.lock().expect("not poisoned").drain().map(|(_, p)| p.tag).collect();
     outcome
 }
 
 /// The writer half of [`pipeline`]; returns the write half and the write error, if any.
-async fn write_loop<G>(
+///
+/// Closed loop: sends whenever the window has room, as many as it has room for (up to
+/// [`BATCH_MAX`]) in one write. Open loop: request `k` is due at `start + schedule.due(k)`;
+/// the writer sleeps until the next one is due, then sends every request already due that
+/// the window has room for in one write. A request that finds the window full waits for room
+/// and keeps its due time as its intended send time, so the wait counts in its latency.
+async fn write_loop<G, T>(
     mut writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
     terminal_id: u32,
-    mut stan: u32,
-    deadline: Option<Instant>,
-    shared: Arc<Shared>,
+    pacing: Pacing,
+    shared: Arc<Shared<T>>,
     mut generate: G,
 ) -> (FramedWrite<OwnedWriteHalf, FrameCodec>, Option<String>)
 where
-    G: FnMut() -> Option<(Request, u64)>,
+    G: FnMut() -> Option<(Request, T)>,
 {
+    let Pacing { deadline, schedule, .. } = pacing;
+    let mut stan = pacing.first_stan;
     let mut batch: Vec<(u32, Request)> = Vec::with_capacity(BATCH_MAX);
+    // Open loop: the index of the next scheduled request.
+    let mut next = 0u64;
+    let due = |k: u64| schedule.map(|(start, schedule)| start + schedule.due(k));
+    let sleep = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(sleep);
     let error = 'run: loop {
+        if let Some(due) = due(next) {
+            if deadline.is_some_and(|until| due >= until) {
+                break None;
+            }
+            if Instant::now() < due {
+                sleep.as_mut().reset(due);
+                sleep.as_mut().await;
+            }
+        }
         let permit = match deadline {
             Some(until) => timeout_at(until, shared.window.acquire()).await.ok().and_then(Result::ok),
             None => shared.window.acquire().await.ok(),
         };
         let Some(permit) = permit else { break None };
         permit.forget();
+        let now = Instant::now();
+        if deadline.is_some_and(|until| now >= until) {
+            break None;
+        }
         let mut slots = 1;
         while slots < BATCH_MAX {
+            // Open loop: only requests already due go along.
+            if due(next + slots as u64).is_some_and(|due| due > now) {
+                break;
+            }
             match shared.window.try_acquire() {
                 Ok(permit) => {
                     permit.forget();
@@ -556,10 +761,6 @@ where
                 }
                 Err(_) => break,
             }
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|until| now >= until) {
-            break None;
         }
         let mut exhausted = false;
         {
@@ -569,8 +770,10 @@ where
                     exhausted = true;
                     break;
                 };
+                let intended = due(next).unwrap_or(now);
+                next += 1;
                 // Recorded before it is written: the response may be read before feed returns.
-                inflight.insert(stan, Pending { sent: now, tag });
+                inflight.insert(stan, Pending { intended, sent: now, tag });
                 batch.push((stan, request));
                 stan = next_stan(stan);
             }
@@ -596,6 +799,10 @@ where
             break None;
         }
     };
+    if let (Some((start, schedule)), Some(until)) = (schedule, deadline) {
+        let due_in_run = schedule.due_before(until.saturating_duration_since(start));
+        shared.unsent.store(due_in_run.saturating_sub(next), Ordering::Release);
+    }
     shared.writer_done.store(true, Ordering::Release);
     shared.done.notify_one();
     (writer, error)
@@ -604,11 +811,18 @@ where
 // ---------------------------------------------------------------------------------------------
 // Setup and verification: card requests over a few pipelined connections.
 
-/// The answer to one card request: its code and the card's cash + bonus after it.
+/// What a balance shows: value (`cash + bonus`) and the value reserved by open holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Balance {
+    value_minor: i64,
+    held_minor: i64,
+}
+
+/// The answer to one card request: its code and the card's balances after it.
 #[derive(Clone, Copy, Debug)]
 struct CardAnswer {
     code: ResponseCode,
-    value_minor: i64,
+    balance: Balance,
 }
 
 struct CardReplies {
@@ -617,12 +831,19 @@ struct CardReplies {
     wrong_type: u64,
 }
 
-impl Replies for CardReplies {
-    fn reply(&mut self, tag: u64, _latency: Duration, response: &Response) {
+impl Replies<u64> for CardReplies {
+    fn reply(&mut self, tag: u64, _latency: Duration, _service: Duration, response: &Response) {
         match response {
-            Response::Card { request, reply } if *request == self.request => self
-                .answers
-                .push((tag, CardAnswer { code: reply.code, value_minor: reply.cash_minor + reply.bonus_minor })),
+            Response::Card { request, reply } if *request == self.request => self.answers.push((
+                tag,
+                CardAnswer {
+                    code: reply.code,
+                    balance: Balance {
+                        value_minor: reply.cash_minor + reply.bonus_minor,
+                        held_minor: reply.held_minor,
+                    },
+                },
+            )),
             _ => self.wrong_type += 1,
         }
     }
@@ -685,7 +906,19 @@ impl Admin {
                     };
                     let replies = CardReplies { request: request_type, answers: Vec::new(), wrong_type: 0 };
                     Ok::<_, OpenError>(
-                        pipeline(conn, SETUP_WINDOW, first_stan, None, SETUP_DRAIN, generate, replies).await,
+                        pipeline(
+                            conn,
+                            Pacing {
+                                window: SETUP_WINDOW,
+                                first_stan,
+                                deadline: None,
+                                drain: SETUP_DRAIN,
+                                schedule: None,
+                            },
+                            generate,
+                            replies,
+                        )
+                        .await,
                     )
                 }));
             }
@@ -826,15 +1059,15 @@ async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
     Ok(already_sold == 0)
 }
 
-/// Reads cash + bonus of the sampled cards; `None` where the balance was declined (its code).
+/// Reads the balances of the sampled cards; the response code where a balance was declined.
 async fn read_balances(
     cli: &Cli,
     admin: &mut Admin,
     sample: Sample,
-) -> Result<Vec<Result<i64, ResponseCode>>, Failure> {
+) -> Result<Vec<Result<Balance, ResponseCode>>, Failure> {
     let cards: Vec<CardNo> = (0..sample.size).map(|slot| cli.card(sample.card_index(slot))).collect();
     let answers = admin.card_requests("balance", &cards, balance_request).await?;
-    Ok(answers.into_iter().map(|a| if a.code.is_approved() { Ok(a.value_minor) } else { Err(a.code) }).collect())
+    Ok(answers.into_iter().map(|a| if a.code.is_approved() { Ok(a.balance) } else { Err(a.code) }).collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -849,56 +1082,153 @@ struct Live {
     errors: AtomicU64,
 }
 
-/// Approved sale amounts per sampled card (a card's spending is bounded by its balance, so
-/// `u32` fen is plenty).
-struct Spent {
+/// What the approved postings did to each sampled card.
+struct Ledger {
     sample: Sample,
-    spent: Vec<AtomicU32>,
+    /// Loads - sales - captures (final amounts), fen: the change of `cash + bonus`.
+    value: Vec<AtomicI64>,
+    /// Holds - the amounts of the holds captures closed, fen: the change of `held`.
+    held: Vec<AtomicI64>,
+    /// Approved postings.
+    postings: Vec<AtomicU32>,
+}
+
+impl Ledger {
+    fn new(sample: Sample) -> Ledger {
+        let size = sample.size as usize;
+        Ledger {
+            sample,
+            value: (0..size).map(|_| AtomicI64::new(0)).collect(),
+            held: (0..size).map(|_| AtomicI64::new(0)).collect(),
+            postings: (0..size).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Books an approved posting on card index `card` (if it is in the sample).
+    #[inline]
+    fn post(&self, card: u64, value: i64, held: i64) {
+        if let Some(slot) = self.sample.slot_of(card) {
+            let slot = slot as usize;
+            if value != 0 {
+                self.value[slot].fetch_add(value, Ordering::Relaxed);
+            }
+            if held != 0 {
+                self.held[slot].fetch_add(held, Ordering::Relaxed);
+            }
+            self.postings[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How far a card's balances may be from the expected ones because of requests that were
+/// sent and never answered (each may or may not have been posted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Unknown {
+    value_down: i64,
+    value_up: i64,
+    held_down: i64,
+    held_up: i64,
+}
+
+impl Unknown {
+    fn add(&mut self, tag: &LoadTag) {
+        let amount = i64::from(tag.amount);
+        match tag.kind {
+            Kind::Sale => self.value_down += amount,
+            Kind::Load => self.value_up += amount,
+            Kind::Hold => self.held_up += amount,
+            Kind::Capture => {
+                self.value_down += amount;
+                self.held_down += i64::from(tag.hold_amount);
+            }
+            Kind::Balance => {}
+        }
+    }
 }
 
 struct LoadReplies {
     live: Arc<Live>,
-    spent: Arc<Spent>,
+    ledger: Arc<Ledger>,
+    /// The terminal's open holds, when the mix has captures.
+    holds: Option<OpenHolds>,
     histogram: Arc<Mutex<Histogram<u64>>>,
+    /// Open loop: service times (from the actual send), next to the latencies.
+    service_histogram: Option<Arc<Mutex<Histogram<u64>>>>,
     latencies: Vec<u64>,
+    services: Vec<u64>,
     declines: Box<[u64; 256]>,
+    kinds: [KindStats; 5],
+    captures_as_sales: u64,
     wrong_type: u64,
     wrong_amount: u64,
 }
 
 impl LoadReplies {
     fn flush_latencies(&mut self) {
-        let mut histogram = self.histogram.lock().expect("not poisoned");
-        for &us in &self.latencies {
-            histogram.saturating_record(us);
+        {
+            let mut histogram = self.histogram.lock().expect("not poisoned");
+            for &us in &self.latencies {
+                histogram.saturating_record(us);
+            }
         }
         self.latencies.clear();
+        if let Some(service) = &self.service_histogram {
+            let mut histogram = service.lock().expect("not poisoned");
+            for &us in &self.services {
+                histogram.saturating_record(us);
+            }
+        }
+        self.services.clear();
     }
 }
 
-impl Replies for LoadReplies {
-    fn reply(&mut self, tag: u64, latency: Duration, response: &Response) {
-        let Response::Card { request: MsgType::Sale, reply } = response else {
-            self.wrong_type += 1;
-            self.live.errors.fetch_add(1, Ordering::Relaxed);
-            return;
+impl Replies<LoadTag> for LoadReplies {
+    fn reply(&mut self, tag: LoadTag, latency: Duration, service: Duration, response: &Response) {
+        let reply = match response {
+            Response::Card { request, reply } if *request == tag.kind.msg_type() => reply,
+            _ => {
+                self.wrong_type += 1;
+                self.live.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         self.latencies.push(latency.as_micros() as u64);
+        if self.service_histogram.is_some() {
+            self.services.push(service.as_micros() as u64);
+        }
         if self.latencies.len() >= LATENCY_BUFFER {
             self.flush_latencies();
         }
-        if reply.code.is_approved() {
-            self.live.approved.fetch_add(1, Ordering::Relaxed);
-            let (index, amount) = split_sale_tag(tag);
-            if reply.amount_minor != amount as i64 {
-                self.wrong_amount += 1;
-            }
-            if let Some(slot) = self.spent.sample.slot_of(index) {
-                self.spent.spent[slot as usize].fetch_add(amount as u32, Ordering::Relaxed);
-            }
-        } else {
+        if tag.instead_of_capture {
+            self.captures_as_sales += 1;
+        }
+        let stats = &mut self.kinds[tag.kind as usize];
+        if !reply.code.is_approved() {
+            stats.declined += 1;
             self.live.declined.fetch_add(1, Ordering::Relaxed);
             self.declines[reply.code as usize] += 1;
+            return;
+        }
+        stats.approved += 1;
+        self.live.approved.fetch_add(1, Ordering::Relaxed);
+        let card = u64::from(tag.card);
+        let amount = i64::from(tag.amount);
+        // Every posting reports the amount it moved; a balance inquiry moves nothing.
+        if reply.amount_minor != amount {
+            self.wrong_amount += 1;
+        }
+        match tag.kind {
+            Kind::Sale => self.ledger.post(card, -amount, 0),
+            Kind::Load => self.ledger.post(card, amount, 0),
+            Kind::Hold => {
+                self.ledger.post(card, 0, amount);
+                if let Some(holds) = &self.holds {
+                    let hold = OpenHold { card: tag.card, txn_id: reply.txn_id, amount: tag.amount };
+                    remember_hold(&mut holds.lock().expect("not poisoned"), hold);
+                }
+            }
+            Kind::Capture => self.ledger.post(card, -amount, -i64::from(tag.hold_amount)),
+            Kind::Balance => {}
         }
     }
 }
@@ -909,15 +1239,38 @@ struct RunResult {
     declined: u64,
     errors: u64,
     declines: Box<[u64; 256]>,
+    kinds: [KindStats; 5],
+    captures_as_sales: u64,
     unmatched: u64,
     wrong_amount: u64,
-    /// Amount of sales with unknown outcome per sampled card.
-    uncertain: Vec<u32>,
+    /// Per sampled card, the postings with unknown outcome.
+    unknown: Vec<Unknown>,
+    /// Open loop: requests due in the run that were never sent.
+    unsent: u64,
     measured_s: f64,
     histogram: Histogram<u64>,
+    /// Open loop: latency from the actual send.
+    service_histogram: Option<Histogram<u64>>,
 }
 
-async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent>) -> Result<RunResult, Failure> {
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// The histogram behind `shared` once every terminal let go of it.
+fn take_histogram(shared: Arc<Mutex<Histogram<u64>>>) -> Histogram<u64> {
+    Arc::try_unwrap(shared)
+        .map(|m| m.into_inner().expect("not poisoned"))
+        .unwrap_or_else(|shared| shared.lock().expect("not poisoned").clone())
+}
+
+async fn run_load(
+    cli: &Cli,
+    addr: SocketAddr,
+    first_stan: u32,
+    cards: CardChoice,
+    ledger: Arc<Ledger>,
+) -> Result<RunResult, Failure> {
     // Connect and sign on every terminal first, so they all start together.
     let mut opening = Vec::with_capacity(cli.terminals as usize);
     for i in 0..cli.terminals {
@@ -949,8 +1302,9 @@ async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent
         eprintln!("loadgen: {} terminals could not start, e.g. {}", open_errors.len(), open_errors[0]);
     }
 
-    let histogram =
-        Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")));
+    let histogram = Arc::new(Mutex::new(new_histogram()));
+    let service_histogram = cli.rate.map(|_| Arc::new(Mutex::new(new_histogram())));
+    let track_holds = cli.mix.weight(Kind::Capture) > 0;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(cli.duration_s);
     let mut lives = Vec::with_capacity(conns.len());
@@ -959,29 +1313,33 @@ async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent
         let live = Arc::new(Live::default());
         lives.push(Arc::clone(&live));
         let mut rng = XorShift::new(cli.seed, i);
-        let cards = cli.cards;
-        let first_card = cli.first_card.0;
-        let generate = move || {
-            let index = rng.below(cards);
-            let amount = rng.in_range(SALE_MIN_MINOR, SALE_MAX_MINOR);
-            let request = Request::Sale {
-                card: CardNo(first_card + index),
-                amount_minor: amount as i64,
-                category: Category::Retail as u8,
-                flags: 0,
-            };
-            Some((request, sale_tag(index, amount)))
+        // Each terminal starts at a random point of its first interval, so they interleave.
+        let schedule = cli.rate.map(|rate| (start, Schedule::new(cli.terminals, rate, rng.next_f64())));
+        let holds: Option<OpenHolds> = track_holds.then(|| Arc::new(Mutex::new(VecDeque::new())));
+        let mut generator = LoadGenerator {
+            rng,
+            mix: cli.mix,
+            cards: cards.clone(),
+            first_card: cli.first_card.0,
+            holds: holds.clone(),
         };
+        let generate = move || Some(generator.next_request());
         let replies = LoadReplies {
             live,
-            spent: Arc::clone(&spent),
+            ledger: Arc::clone(&ledger),
+            holds,
             histogram: Arc::clone(&histogram),
+            service_histogram: service_histogram.clone(),
             latencies: Vec::with_capacity(LATENCY_BUFFER),
+            services: Vec::with_capacity(if cli.rate.is_some() { LATENCY_BUFFER } else { 0 }),
             declines: Box::new([0; 256]),
+            kinds: [KindStats::default(); 5],
+            captures_as_sales: 0,
             wrong_type: 0,
             wrong_amount: 0,
         };
-        tasks.push(tokio::spawn(pipeline(conn, cli.window, first_stan, Some(deadline), DRAIN, generate, replies)));
+        let pacing = Pacing { window: cli.window, first_stan, deadline: Some(deadline), drain: DRAIN, schedule };
+        tasks.push(tokio::spawn(pipeline(conn, pacing, generate, replies)));
     }
 
     let progress = tokio::spawn(print_progress(start, lives.clone()));
@@ -991,11 +1349,15 @@ async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent
         declined: 0,
         errors: open_errors.len() as u64,
         declines: Box::new([0; 256]),
+        kinds: [KindStats::default(); 5],
+        captures_as_sales: 0,
         unmatched: 0,
         wrong_amount: 0,
-        uncertain: vec![0; spent.spent.len()],
+        unknown: vec![Unknown::default(); ledger.sample.size as usize],
+        unsent: 0,
         measured_s: 0.0,
-        histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+        histogram: new_histogram(),
+        service_histogram: None,
     };
     let mut last_reply: Option<Instant> = None;
     let mut failures = Vec::new();
@@ -1019,12 +1381,18 @@ async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent
         for (total, n) in result.declines.iter_mut().zip(outcome.replies.declines.iter()) {
             *total += n;
         }
+        for (total, stats) in result.kinds.iter_mut().zip(&outcome.replies.kinds) {
+            total.approved += stats.approved;
+            total.declined += stats.declined;
+        }
+        result.captures_as_sales += outcome.replies.captures_as_sales;
         result.unmatched += outcome.unmatched;
         result.wrong_amount += outcome.replies.wrong_amount;
-        for &tag in &outcome.lost {
-            let (index, amount) = split_sale_tag(tag);
-            if let Some(slot) = spent.sample.slot_of(index) {
-                result.uncertain[slot as usize] += amount as u32;
+        result.unsent += outcome.unsent;
+        for tag in &outcome.lost {
+            result.kinds[tag.kind as usize].lost += 1;
+            if let Some(slot) = ledger.sample.slot_of(u64::from(tag.card)) {
+                result.unknown[slot as usize].add(tag);
             }
         }
         if let Some(failure) = outcome.failure {
@@ -1055,9 +1423,8 @@ async fn run_load(cli: &Cli, addr: SocketAddr, first_stan: u32, spent: Arc<Spent
     // The run lasts its duration, or longer when responses kept coming after it.
     let last_reply_s = last_reply.map_or(0.0, |at| at.saturating_duration_since(start).as_secs_f64());
     result.measured_s = last_reply_s.max(cli.duration_s as f64);
-    result.histogram = Arc::try_unwrap(histogram)
-        .map(|m| m.into_inner().expect("not poisoned"))
-        .unwrap_or_else(|shared| shared.lock().expect("not poisoned").clone());
+    result.histogram = take_histogram(histogram);
+    result.service_histogram = service_histogram.map(take_histogram);
     Ok(result)
 }
 
@@ -1087,30 +1454,48 @@ async fn print_progress(start: Instant, lives: Vec<Arc<Live>>) {
 
 // ---------------------------------------------------------------------------------------------
 
-/// Compares the balances after the run with the balances before minus the approved sales.
-/// Returns the number of cards that do not match.
+/// Compares the balances after the run with the balances before plus the approved postings:
+/// `cash + bonus` moved by loads - sales - captures, `held` by holds - the holds captures
+/// closed; requests without an answer widen the window by their amounts. Returns the number
+/// of cards that do not match.
 fn check_balances(
     cli: &Cli,
-    sample: Sample,
-    start: &[Result<i64, ResponseCode>],
-    end: &[Result<i64, ResponseCode>],
-    spent: &Spent,
-    uncertain: &[u32],
+    ledger: &Ledger,
+    start: &[Result<Balance, ResponseCode>],
+    end: &[Result<Balance, ResponseCode>],
+    unknown: &[Unknown],
 ) -> u64 {
+    let sample = ledger.sample;
     let mut mismatches = 0u64;
     for slot in 0..sample.size as usize {
-        let spent_minor = i64::from(spent.spent[slot].load(Ordering::Relaxed));
-        let slack = i64::from(uncertain[slot]);
+        let value = ledger.value[slot].load(Ordering::Relaxed);
+        let held = ledger.held[slot].load(Ordering::Relaxed);
+        let postings = ledger.postings[slot].load(Ordering::Relaxed);
+        let slack = unknown[slot];
         let card = cli.card(sample.card_index(slot as u64));
         let problem = match (start[slot], end[slot]) {
             (Ok(before), Ok(after)) => {
-                let expected = before - spent_minor;
-                (after > expected || after < expected - slack).then(|| {
-                    format!("balance {after}, expected {expected} ({before} - {spent_minor} approved, {slack} unknown)")
-                })
+                let mut problems = Vec::new();
+                let expected = before.value_minor + value;
+                if after.value_minor > expected + slack.value_up || after.value_minor < expected - slack.value_down {
+                    problems.push(format!(
+                        "cash + bonus {}, expected {expected} ({} {value:+} approved, -{}/+{} unknown)",
+                        after.value_minor, before.value_minor, slack.value_down, slack.value_up
+                    ));
+                }
+                let expected = before.held_minor + held;
+                if after.held_minor > expected + slack.held_up || after.held_minor < expected - slack.held_down {
+                    problems.push(format!(
+                        "held {}, expected {expected} ({} {held:+} by approved holds and captures, -{}/+{} unknown)",
+                        after.held_minor, before.held_minor, slack.held_down, slack.held_up
+                    ));
+                }
+                (!problems.is_empty()).then(|| problems.join("; "))
             }
-            (Err(before), Err(after)) if before == after && spent_minor == 0 => None,
-            (before, after) => Some(format!("balance before {before:?}, after {after:?}, {spent_minor} approved")),
+            (Err(before), Err(after)) if before == after && postings == 0 => None,
+            (before, after) => {
+                Some(format!("balance before {before:?}, after {after:?}, {postings} approved postings"))
+            }
         };
         if let Some(problem) = problem {
             mismatches += 1;
@@ -1130,7 +1515,112 @@ fn percentile(histogram: &Histogram<u64>, quantile: f64) -> u64 {
     }
 }
 
+/// p50, p99, p99.9 and max.
+fn headline(histogram: &Histogram<u64>) -> (u64, u64, u64, u64) {
+    (
+        percentile(histogram, 0.5),
+        percentile(histogram, 0.99),
+        percentile(histogram, 0.999),
+        if histogram.is_empty() { 0 } else { histogram.max() },
+    )
+}
+
+/// The report files, created before the run so a bad path fails at once.
+struct Outputs {
+    hgrm: Option<(PathBuf, std::fs::File)>,
+    plot: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    fn create(cli: &Cli) -> Result<Outputs, Failure> {
+        let create = |path: &Option<PathBuf>| -> Result<Option<(PathBuf, std::fs::File)>, Failure> {
+            match path {
+                None => Ok(None),
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(file) => Ok(Some((path.clone(), file))),
+                    Err(e) => {
+                        Err(Failure::Usage(format!("cannot write {}: {}", path.display(), describe_io_error(&e))))
+                    }
+                },
+            }
+        };
+        Ok(Outputs { hgrm: create(&cli.hgrm)?, plot: create(&cli.plot)? })
+    }
+
+    /// Writes the reports; false when one could not be written (said on stderr).
+    fn write(self, cli: &Cli, result: &RunResult, tps: f64) -> bool {
+        use std::io::Write as _;
+        let mut ok = true;
+        let mut write = |target: Option<(PathBuf, std::fs::File)>, what: &str, text: &dyn Fn() -> String| {
+            if let Some((path, mut file)) = target {
+                match file.write_all(text().as_bytes()).and_then(|()| file.sync_all()) {
+                    Ok(()) => eprintln!("loadgen: {what} written to {}", path.display()),
+                    Err(e) => {
+                        eprintln!("loadgen: cannot write {}: {}", path.display(), describe_io_error(&e));
+                        ok = false;
+                    }
+                }
+            }
+        };
+        let histogram = &result.histogram;
+        write(self.hgrm, "latency distribution", &|| percentile_distribution(histogram, TICKS_PER_HALF_DISTANCE, 1.0));
+        write(self.plot, "latency plot", &|| {
+            let (title, subtitles) = plot_titles(cli, result, tps);
+            latency_svg(histogram, &title, &subtitles)
+        });
+        ok
+    }
+}
+
+/// The plot's title (the run's shape) and the lines under it (its other parameters and
+/// results).
+fn plot_titles(cli: &Cli, result: &RunResult, tps: f64) -> (String, Vec<String>) {
+    let title = format!(
+        "loadgen latency: {} terminals × window {}, {}, {} s",
+        group_digits(u64::from(cli.terminals)),
+        cli.window,
+        cli.pacing(),
+        cli.duration_s
+    );
+    let parameters = format!(
+        "{} cards ({}), mix {}, seed {}, switch {}",
+        group_digits(cli.cards),
+        cli.skew,
+        cli.mix,
+        cli.seed,
+        cli.addr
+    );
+    let measured = format!(
+        "{} responses, {} tps; latency measured from the {} send time",
+        group_digits(result.approved + result.declined),
+        group_digits(tps.round() as u64),
+        if cli.rate.is_some() { "intended" } else { "actual" }
+    );
+    (title, vec![parameters, measured])
+}
+
+/// What a run found: the summary line and the details behind it (which the tests read).
+#[derive(Clone, Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
+struct Report {
+    summary: Summary,
+    kinds: [KindStats; 5],
+    captures_as_sales: u64,
+    /// Open loop: p50, p99, p99.9 and max of the time from the actual send.
+    service: Option<(u64, u64, u64, u64)>,
+    unsent: u64,
+    /// A report file could not be written.
+    output_failed: bool,
+}
+
+#[cfg(test)]
 async fn run(cli: &Cli) -> Result<Summary, Failure> {
+    run_detailed(cli).await.map(|report| report.summary)
+}
+
+async fn run_detailed(cli: &Cli) -> Result<Report, Failure> {
+    let cards = CardChoice::new(cli.cards, cli.skew).map_err(Failure::Usage)?;
+    let outputs = Outputs::create(cli)?;
     let addr = match tokio::net::lookup_host(cli.addr.as_str()).await {
         Ok(mut addrs) => addrs
             .next()
@@ -1142,16 +1632,28 @@ async fn run(cli: &Cli) -> Result<Summary, Failure> {
     let offset = run_stan_offset(unix_ms_now(), DEFAULT_UTC_OFFSET_MINUTES);
     let first_stan = FIRST_STAN + offset;
     eprintln!(
-        "loadgen: {} terminals, window {}, {} s, {} cards from {} at store {}, seed {}; stan offset {offset} \
-         (first stan {first_stan})",
-        cli.terminals, cli.window, cli.duration_s, cli.cards, cli.first_card, cli.store, cli.seed
+        "loadgen: {} terminals, window {}, {}, {} s, {} cards from {} at store {} ({}), mix {}, seed {}; \
+         stan offset {offset} (first stan {first_stan})",
+        cli.terminals,
+        cli.window,
+        cli.pacing(),
+        cli.duration_s,
+        cli.cards,
+        cli.first_card,
+        cli.store,
+        cli.skew,
+        cli.mix,
+        cli.seed
     );
+    if cli.mix.weight(Kind::Capture) > 0 && cli.mix.weight(Kind::Hold) == 0 {
+        eprintln!("loadgen: the mix has captures but no holds: every capture is sent as a sale");
+    }
 
     let mut admin = Admin::new(addr, &cli.addr, cli.store, first_stan);
     let fresh = if cli.setup { setup(cli, &mut admin).await? } else { false };
     let sample = Sample::new(cli.cards, VERIFY_SAMPLE);
     let start_balances = if fresh {
-        vec![Ok(OPENING_MINOR); sample.size as usize]
+        vec![Ok(Balance { value_minor: OPENING_MINOR, held_minor: 0 }); sample.size as usize]
     } else {
         let reading = Instant::now();
         let balances = read_balances(cli, &mut admin, sample).await?;
@@ -1163,8 +1665,8 @@ async fn run(cli: &Cli) -> Result<Summary, Failure> {
         balances
     };
 
-    let spent = Arc::new(Spent { sample, spent: (0..sample.size).map(|_| AtomicU32::new(0)).collect() });
-    let result = run_load(cli, addr, first_stan, Arc::clone(&spent)).await?;
+    let ledger = Arc::new(Ledger::new(sample));
+    let result = run_load(cli, addr, first_stan, cards, Arc::clone(&ledger)).await?;
 
     let responses = result.approved + result.declined;
     let tps = rate(responses, result.measured_s);
@@ -1172,6 +1674,22 @@ async fn run(cli: &Cli) -> Result<Summary, Failure> {
         "loadgen: run: {responses} responses in {:.2} s: {tps:.0} tps; approved {}, declined {}, errors {}",
         result.measured_s, result.approved, result.declined, result.errors
     );
+    let mut by_kind = Vec::new();
+    for kind in Kind::ALL {
+        let stats = result.kinds[kind as usize];
+        if stats == KindStats::default() && cli.mix.weight(kind) == 0 {
+            continue;
+        }
+        let mut text = format!("{} {} approved, {} declined", kind.name(), stats.approved, stats.declined);
+        if stats.lost > 0 {
+            text.push_str(&format!(", {} unanswered", stats.lost));
+        }
+        by_kind.push(text);
+    }
+    eprintln!("loadgen: by type: {}", by_kind.join("; "));
+    if result.captures_as_sales > 0 {
+        eprintln!("loadgen: {} captures were sent as sales (the terminal had no open hold)", result.captures_as_sales);
+    }
     if result.declined > 0 {
         let mut by_code: Vec<String> = Vec::new();
         for (code, &n) in result.declines.iter().enumerate() {
@@ -1182,22 +1700,35 @@ async fn run(cli: &Cli) -> Result<Summary, Failure> {
         }
         eprintln!("loadgen: declined by code: {}", by_code.join(", "));
     }
-    let h = &result.histogram;
-    let summary_latency =
-        (percentile(h, 0.5), percentile(h, 0.99), percentile(h, 0.999), if h.is_empty() { 0 } else { h.max() });
+    let summary_latency = headline(&result.histogram);
     eprintln!(
-        "loadgen: latency us: p50 {} p99 {} p99.9 {} max {}",
-        summary_latency.0, summary_latency.1, summary_latency.2, summary_latency.3
+        "loadgen: latency us{}: p50 {} p99 {} p99.9 {} max {}",
+        if cli.rate.is_some() { " (from the intended send time)" } else { "" },
+        summary_latency.0,
+        summary_latency.1,
+        summary_latency.2,
+        summary_latency.3
     );
+    let service = result.service_histogram.as_ref().map(headline);
+    if let Some((p50, p99, p999, max)) = service {
+        eprintln!("loadgen: service time us (from the actual send): p50 {p50} p99 {p99} p99.9 {p999} max {max}");
+    }
+    if result.unsent > 0 {
+        eprintln!(
+            "loadgen: {} requests due before the end were never sent (the terminals fell behind the schedule)",
+            result.unsent
+        );
+    }
+    let output_failed = !outputs.write(cli, &result, tps);
 
     let verifying = Instant::now();
     let end_balances = read_balances(cli, &mut admin, sample).await?;
-    let mismatches = check_balances(cli, sample, &start_balances, &end_balances, &spent, &result.uncertain);
+    let mismatches = check_balances(cli, &ledger, &start_balances, &end_balances, &result.unknown);
     if result.unmatched > 0 {
         eprintln!("loadgen: verify: {} responses for stans not outstanding (answered twice?)", result.unmatched);
     }
     if result.wrong_amount > 0 {
-        eprintln!("loadgen: verify: {} approved sales reported another amount", result.wrong_amount);
+        eprintln!("loadgen: verify: {} approved requests reported another amount", result.wrong_amount);
     }
     let verified = mismatches == 0 && result.unmatched == 0 && result.wrong_amount == 0;
     eprintln!(
@@ -1208,16 +1739,23 @@ async fn run(cli: &Cli) -> Result<Summary, Failure> {
         if verified { "verified" } else { "NOT verified" }
     );
 
-    Ok(Summary {
-        tps,
-        approved: result.approved,
-        declined: result.declined,
-        errors: result.errors,
-        p50_us: summary_latency.0,
-        p99_us: summary_latency.1,
-        p999_us: summary_latency.2,
-        max_us: summary_latency.3,
-        verified,
+    Ok(Report {
+        summary: Summary {
+            tps,
+            approved: result.approved,
+            declined: result.declined,
+            errors: result.errors,
+            p50_us: summary_latency.0,
+            p99_us: summary_latency.1,
+            p999_us: summary_latency.2,
+            max_us: summary_latency.3,
+            verified,
+        },
+        kinds: result.kinds,
+        captures_as_sales: result.captures_as_sales,
+        service,
+        unsent: result.unsent,
+        output_failed,
     })
 }
 
@@ -1225,7 +1763,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(text) = cli.check() {
         eprintln!("loadgen: {text}");
-        return ExitCode::from(EXIT_UNREACHABLE);
+        return ExitCode::from(EXIT_USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -1234,13 +1772,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let outcome = runtime.block_on(run(&cli));
+    let outcome = runtime.block_on(run_detailed(&cli));
     // Tasks stuck on a dead connection must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match outcome {
-        Ok(summary) => {
-            println!("{}", summary.json());
-            if summary.errors > 0 || !summary.verified {
+        Ok(report) => {
+            println!("{}", report.summary.json());
+            if report.summary.errors > 0 || !report.summary.verified || report.output_failed {
                 ExitCode::from(EXIT_FAILED)
             } else {
                 ExitCode::SUCCESS
@@ -1249,6 +1787,10 @@ fn main() -> ExitCode {
         Err(Failure::Unreachable(text)) => {
             eprintln!("loadgen: {text}");
             ExitCode::from(EXIT_UNREACHABLE)
+        }
+        Err(Failure::Usage(text)) => {
+            eprintln!("loadgen: {text}");
+            ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Failed(text)) => {
             eprintln!("loadgen: {text}");
