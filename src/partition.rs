@@ -12,8 +12,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode};
 use tokio::sync::mpsc;
 
-use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource};
-use crate::store::materializer::Logged;
+use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource, Need};
+use crate::store::materializer::{Logged, MaterializedMarks};
 use crate::store::records::encode_batch;
 use crate::store::{CommitLog, Recovered};
 
@@ -23,6 +23,17 @@ pub const MAX_BATCH: usize = 4_096;
 pub const QUEUE_DEPTH: usize = 65_536;
 /// Time zone of the business day until cutover is configurable (China Standard Time).
 pub const BUSINESS_UTC_OFFSET_MINUTES: i32 = 8 * 60;
+
+/// Transactions and trace records older than this are dropped from a partition's memory
+/// once they are materialized; a request naming one fetches it back from disk.
+pub const RECENT_RETENTION_MS: i64 = 60_000;
+/// Most transactions (and, separately, trace records) a partition keeps in memory.
+pub const MAX_CACHED_RECORDS: usize = 1_000_000;
+/// Most records of each kind dropped from memory after one batch, to keep batches short.
+const EVICT_BUDGET: usize = 2 * MAX_BATCH;
+/// Disk lookups one command may need (its own trace, a reversal's original, its transaction,
+/// the transaction that one refers to).
+const MAX_NEEDS_PER_COMMAND: usize = 4;
 
 /// Typical log bytes of one command (a sale: card, journal entry, transaction, trace).
 const LOG_BYTES_PER_COMMAND: usize = 320;
@@ -72,18 +83,25 @@ pub struct Partitions {
 
 impl Partitions {
     /// Starts one thread per recovered partition. Each durable group commit is also handed to
-    /// `materializer`, when there is one.
+    /// the materializer, when there is one, whose marks say what may leave memory.
     pub fn start(
         recovered: Recovered,
         log: Arc<dyn CommitLog>,
         clock: Arc<dyn Clock>,
-        materializer: Option<crossbeam_channel::Sender<Logged>>,
+        materializer: Option<(crossbeam_channel::Sender<Logged>, MaterializedMarks)>,
     ) -> Partitions {
         let count = recovered.partitions.len();
         let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
         for (index, state) in recovered.partitions.into_iter().enumerate() {
             let ids = IdSource::new(index, count, recovered.max_txn_id);
-            let engine = Engine::restore(ids, state.cards, recovered.ranges.clone(), state.txns, state.traces);
+            let engine = Engine::restore(
+                ids,
+                state.cards,
+                recovered.ranges.clone(),
+                state.txns,
+                state.traces,
+                recovered.disk_max_stan.clone(),
+            );
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
             let failed = Arc::new(AtomicBool::new(false));
             let worker = Worker {
@@ -154,7 +172,7 @@ struct Worker {
     batch_ids: IdSource,
     log: Arc<dyn CommitLog>,
     clock: Arc<dyn Clock>,
-    materializer: Option<crossbeam_channel::Sender<Logged>>,
+    materializer: Option<(crossbeam_channel::Sender<Logged>, MaterializedMarks)>,
     failed: Arc<AtomicBool>,
 }
 
@@ -166,14 +184,15 @@ impl Worker {
         while !stop {
             let Ok(first) = rx.recv() else { break };
             let now_ms = self.clock.now_ms();
-            let ctx = Context { now_ms, business_date: self.clock.business_date(now_ms) };
+            let batch_id = self.batch_ids.take();
+            let ctx = Context { now_ms, business_date: self.clock.business_date(now_ms), batch_id };
             let mut next = Some(first);
             let mut taken = 0;
             while let Some(work) = next.take() {
                 taken += 1;
                 match work {
                     Work::Command { cmd, reply } => {
-                        let code_reply = if self.failed.load(Ordering::Relaxed) {
+                        let code_reply = if self.failed.load(Ordering::Relaxed) || !self.fetch_needs(&cmd, now_ms) {
                             protocol::CardReply::code_only(ResponseCode::SystemError)
                         } else {
                             self.engine.apply(ctx, &cmd, &mut effects)
@@ -194,7 +213,6 @@ impl Worker {
             if !effects.is_empty() {
                 let mut encoded = Vec::with_capacity(LOG_BYTES_PER_COMMAND * taken);
                 encode_batch(&effects, &mut encoded);
-                let batch_id = self.batch_ids.take();
                 if let Err(error) = self.log.commit(batch_id, &encoded) {
                     // Fail-stop: memory now holds changes the disk does not; refuse
                     // everything from here on rather than answer from it.
@@ -205,12 +223,16 @@ impl Worker {
                             *reply = protocol::CardReply::code_only(ResponseCode::SystemError);
                         }
                     }
-                } else if let Some(materializer) = &self.materializer {
+                } else if let Some((materializer, _)) = &self.materializer {
                     let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
                     // Blocks only when the materializer is far behind: backpressure, not loss.
                     let _ = materializer.send(logged);
                 }
                 effects.clear();
+            }
+            if let Some((_, marks)) = &self.materializer {
+                let materialized = marks[self.index].load(Ordering::Acquire);
+                self.engine.evict(now_ms - RECENT_RETENTION_MS, MAX_CACHED_RECORDS, materialized, EVICT_BUDGET);
             }
             for (reply, frame) in pending.drain(..) {
                 // A full or closed channel means the connection is gone; the terminal will
@@ -218,6 +240,25 @@ impl Worker {
                 let _ = reply.try_send(frame);
             }
         }
+    }
+}
+
+impl Worker {
+    /// Fetches from disk what the command needs and the engine no longer holds. False when a
+    /// read failed: the command is then refused (nothing is posted), the partition goes on.
+    fn fetch_needs(&mut self, cmd: &Command, now_ms: i64) -> bool {
+        for _ in 0..MAX_NEEDS_PER_COMMAND {
+            let fetched = match self.engine.need(cmd) {
+                None => return true,
+                Some(Need::Trace(key)) => self.log.trace(key).map(|t| self.engine.provide_trace(key, t, now_ms)),
+                Some(Need::Txn(txn_id)) => self.log.txn(txn_id).map(|t| self.engine.provide_txn(txn_id, t, now_ms)),
+            };
+            if let Err(error) = fetched {
+                tracing::error!(partition = self.index, %error, "reading an old record failed; request refused");
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -251,6 +292,14 @@ mod tests {
             } else {
                 Err(StoreError::Injected("disk gone".into()))
             }
+        }
+
+        fn trace(&self, _: crate::engine::TraceKey) -> Result<Option<crate::engine::Trace>, StoreError> {
+            Ok(None)
+        }
+
+        fn txn(&self, _: u64) -> Result<Option<crate::engine::Txn>, StoreError> {
+            Ok(None)
         }
     }
 

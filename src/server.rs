@@ -121,7 +121,12 @@ impl Server {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let materializer = Materializer::start(store.clone(), partitions, recovered.marks.clone());
         let switch = Arc::new(Switch {
-            partitions: Partitions::start(recovered, store.clone(), clock.clone(), Some(materializer.sender())),
+            partitions: Partitions::start(
+                recovered,
+                store.clone(),
+                clock.clone(),
+                Some((materializer.sender(), materializer.marks())),
+            ),
             materializer: std::sync::Mutex::new(materializer),
             store,
             clock,

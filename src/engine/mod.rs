@@ -6,8 +6,9 @@
 //! the same replies and effects.
 
 pub mod model;
+pub mod recent;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use protocol::{
     CardNo, CardReply, CardState, Category, Header, MsgType, PaymentMethod, Request, ResponseCode, SaleFlags,
@@ -15,6 +16,7 @@ use protocol::{
 };
 
 pub use model::*;
+pub use recent::Recent;
 
 /// The most value one card may hold, in minor units.
 pub const MAX_BALANCE_MINOR: i64 = MAX_AMOUNT_MINOR;
@@ -28,6 +30,18 @@ pub struct Context {
     pub now_ms: i64,
     /// The business date postings are stamped with (S1).
     pub business_date: BusinessDate,
+    /// The group commit this batch will be written in: what the engine remembers of a
+    /// record's last write, so it keeps the record in memory until that commit is on disk.
+    pub batch_id: u64,
+}
+
+/// Something a command needs that is not in memory but may be on disk. The partition fetches
+/// it and hands it over (`provide_trace`, `provide_txn`) before applying the command: the
+/// engine itself never does IO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Trace(TraceKey),
+    Txn(u64),
 }
 
 /// One request for the engine, with what the session knows about its sender.
@@ -136,8 +150,14 @@ pub struct Engine {
     cards: HashMap<CardNo, Card>,
     /// Imported ranges, sorted by first number; the same list in every partition.
     ranges: Vec<CardRange>,
-    txns: HashMap<u64, Txn>,
-    traces: HashMap<TraceKey, Trace>,
+    txns: Recent<u64, Txn>,
+    traces: Recent<TraceKey, Trace>,
+    /// Per terminal, the largest trace number whose record may be on disk only. A trace
+    /// number above it was never seen, so a new request costs no disk lookup.
+    disk_max_stan: HashMap<u32, u32>,
+    /// Looked up on disk for the command being applied and not found there.
+    absent_traces: HashSet<TraceKey>,
+    absent_txns: HashSet<u64>,
     ids: Option<IdSource>,
 }
 
@@ -146,17 +166,102 @@ impl Engine {
         Engine { ids: Some(ids), ..Engine::default() }
     }
 
-    /// Rebuilds an engine from persisted state (recovery).
+    /// Rebuilds an engine from persisted state (recovery): every card, the transactions and
+    /// trace records of the log tail (all on disk too), and for each terminal the largest
+    /// trace number on disk.
     pub fn restore(
         ids: IdSource,
         cards: HashMap<CardNo, Card>,
         ranges: Vec<CardRange>,
         txns: HashMap<u64, Txn>,
         traces: HashMap<TraceKey, Trace>,
+        disk_max_stan: HashMap<u32, u32>,
     ) -> Engine {
-        let mut engine = Engine { cards, ranges: Vec::new(), txns, traces, ids: Some(ids) };
+        let mut engine = Engine { cards, disk_max_stan, ids: Some(ids), ..Engine::default() };
         ranges.into_iter().for_each(|r| engine.add_range(r));
+        txns.into_iter().for_each(|(id, txn)| engine.txns.insert(id, txn, 0, 0));
+        traces.into_iter().for_each(|(key, trace)| engine.traces.insert(key, trace, 0, 0));
         engine
+    }
+
+    /// Transactions and trace records held in memory.
+    pub fn cached(&self) -> (usize, usize) {
+        (self.txns.len(), self.traces.len())
+    }
+
+    /// What `cmd` needs from disk before it can be applied, one thing at a time (an answer
+    /// may reveal the next need: a reversal's trace names its transaction).
+    pub fn need(&self, cmd: &Command) -> Option<Need> {
+        let trace_need = |key: TraceKey| {
+            let on_disk = self.disk_max_stan.get(&key.terminal_id).is_some_and(|max| key.stan <= *max);
+            (on_disk && !self.traces.contains(&key) && !self.absent_traces.contains(&key)).then_some(Need::Trace(key))
+        };
+        let txn_need = |txn_id: u64| {
+            if txn_id == 0 || self.absent_txns.contains(&txn_id) {
+                return None;
+            }
+            match self.txns.get(&txn_id) {
+                None => Some(Need::Txn(txn_id)),
+                // A capture names its hold, a refund its sale: undoing them touches those too.
+                Some(txn)
+                    if txn.ref_txn_id != 0
+                        && !self.txns.contains(&txn.ref_txn_id)
+                        && !self.absent_txns.contains(&txn.ref_txn_id) =>
+                {
+                    Some(Need::Txn(txn.ref_txn_id))
+                }
+                Some(_) => None,
+            }
+        };
+        let own = TraceKey { terminal_id: cmd.header.terminal_id, stan: cmd.header.stan };
+        if let Some(need) = trace_need(own) {
+            return Some(need);
+        }
+        match cmd.request {
+            Request::Capture { hold_txn_id: id, .. }
+            | Request::Void { original_txn_id: id, .. }
+            | Request::Refund { original_txn_id: id, .. } => txn_need(id),
+            Request::Reversal { original_stan, .. } => {
+                let key = TraceKey { terminal_id: cmd.header.terminal_id, stan: original_stan };
+                trace_need(key).or_else(|| match self.traces.get(&key) {
+                    Some(Trace::Answered { reply, .. }) => txn_need(reply.txn_id),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Hands over a trace record fetched from disk (`None`: not there).
+    pub fn provide_trace(&mut self, key: TraceKey, trace: Option<Trace>, now_ms: i64) {
+        match trace {
+            Some(trace) => self.traces.insert(key, trace, now_ms, 0),
+            None => {
+                self.absent_traces.insert(key);
+            }
+        }
+    }
+
+    /// Hands over a transaction fetched from disk (`None`: not there).
+    pub fn provide_txn(&mut self, txn_id: u64, txn: Option<Txn>, now_ms: i64) {
+        match txn {
+            Some(txn) => self.txns.insert(txn_id, txn, now_ms, 0),
+            None => {
+                self.absent_txns.insert(txn_id);
+            }
+        }
+    }
+
+    /// Drops from memory, at most `budget` of each, transactions and trace records written
+    /// before `before_ms` (or beyond `max_cached` of each) once their last write is in the
+    /// materialized state on disk (group commit ≤ `materialized`), where `need` finds them.
+    pub fn evict(&mut self, before_ms: i64, max_cached: usize, materialized: u64, budget: usize) {
+        self.txns.evict(before_ms, max_cached, materialized, budget, |_| {});
+        let disk_max_stan = &mut self.disk_max_stan;
+        self.traces.evict(before_ms, max_cached, materialized, budget, |key| {
+            let max = disk_max_stan.entry(key.terminal_id).or_insert(key.stan);
+            *max = (*max).max(key.stan);
+        });
     }
 
     pub fn card(&self, card: CardNo) -> Option<&Card> {
@@ -169,6 +274,16 @@ impl Engine {
 
     pub fn txn(&self, txn_id: u64) -> Option<&Txn> {
         self.txns.get(&txn_id)
+    }
+
+    fn put_txn(&mut self, ctx: Context, txn_id: u64, txn: Txn, fx: &mut Effects) {
+        self.txns.insert(txn_id, txn, ctx.now_ms, ctx.batch_id);
+        fx.txns.push((txn_id, txn));
+    }
+
+    fn put_trace(&mut self, ctx: Context, key: TraceKey, trace: Trace, fx: &mut Effects) {
+        self.traces.insert(key, trace, ctx.now_ms, ctx.batch_id);
+        fx.traces.push((key, trace));
     }
 
     pub fn ranges(&self) -> &[CardRange] {
@@ -189,7 +304,16 @@ impl Engine {
     }
 
     /// Applies one card request (not sign-on, echo or range import) and returns its reply.
+    /// What `need` asked for must have been provided first; anything not provided is taken
+    /// as absent.
     pub fn apply(&mut self, ctx: Context, cmd: &Command, effects: &mut Effects) -> CardReply {
+        let reply = self.apply_checked(ctx, cmd, effects);
+        self.absent_traces.clear();
+        self.absent_txns.clear();
+        reply
+    }
+
+    fn apply_checked(&mut self, ctx: Context, cmd: &Command, effects: &mut Effects) -> CardReply {
         let request = &cmd.request;
         let Some(card_no) = request.card() else {
             return CardReply::code_only(ResponseCode::UnknownMessageType);
@@ -211,9 +335,7 @@ impl Engine {
         let reply = outcome.unwrap_or_else(|declined| declined);
         // Balance inquiries post nothing, so there is nothing a retransmission could double.
         if msg_type != MsgType::Balance {
-            let trace = Trace::Answered { digest, msg_type, card: card_no, reply };
-            self.traces.insert(key, trace);
-            effects.traces.push((key, trace));
+            self.put_trace(ctx, key, Trace::Answered { digest, msg_type, card: card_no, reply }, effects);
         }
         reply
     }
@@ -360,7 +482,7 @@ impl Engine {
             category: 0,
             ..Posting::default()
         };
-        self.set_status(hold_id, TxnStatus::Captured, fx);
+        self.set_status(ctx, hold_id, TxnStatus::Captured, fx);
         Ok(self.post_new(ctx, cmd, card_no, posting, fx))
     }
 
@@ -400,8 +522,7 @@ impl Engine {
             ..Posting::default()
         };
         let updated = Txn { refunded_minor, refunded_bonus_minor: bonus_cumulative, ..orig };
-        self.txns.insert(orig_id, updated);
-        fx.txns.push((orig_id, updated));
+        self.put_txn(ctx, orig_id, updated, fx);
         Ok(self.post_new(ctx, cmd, card_no, posting, fx))
     }
 
@@ -426,9 +547,7 @@ impl Engine {
         let approved_unchanged = |engine: &Engine| Ok(engine.decline(card_no, ResponseCode::Approved));
         let (orig_card, orig_type, orig_reply) = match self.traces.get(&key) {
             None => {
-                let trace = Trace::ReversedUnseen { card: card_no, amount_minor };
-                self.traces.insert(key, trace);
-                fx.traces.push((key, trace));
+                self.put_trace(ctx, key, Trace::ReversedUnseen { card: card_no, amount_minor }, fx);
                 return approved_unchanged(self);
             }
             Some(Trace::ReversedUnseen { .. }) => return approved_unchanged(self),
@@ -468,7 +587,7 @@ impl Engine {
         kind: TxnKind,
         fx: &mut Effects,
     ) -> Outcome {
-        let orig = self.txns[&orig_id];
+        let orig = *self.txns.get(&orig_id).expect("the caller checked the original");
         let card = self.cards[&card_no];
         let (cash, bonus, held) = (-orig.cash_delta_minor, -orig.bonus_delta_minor, -orig.held_delta_minor);
         // Taking value back (a load or refund undone) needs it still on the card, unreserved.
@@ -484,7 +603,7 @@ impl Engine {
         }
         match orig.kind {
             // A capture undone reopens its hold.
-            TxnKind::Capture => self.set_status(orig.ref_txn_id, TxnStatus::Posted, fx),
+            TxnKind::Capture => self.set_status(ctx, orig.ref_txn_id, TxnStatus::Posted, fx),
             // A refund undone gives the original back its refundable amount.
             TxnKind::Refund => {
                 if let Some(sale) = self.txns.get(&orig.ref_txn_id).copied() {
@@ -493,14 +612,13 @@ impl Engine {
                         refunded_bonus_minor: sale.refunded_bonus_minor - orig.bonus_delta_minor,
                         ..sale
                     };
-                    self.txns.insert(orig.ref_txn_id, updated);
-                    fx.txns.push((orig.ref_txn_id, updated));
+                    self.put_txn(ctx, orig.ref_txn_id, updated, fx);
                 }
             }
             _ => {}
         }
         let status = if kind == TxnKind::Reversal { TxnStatus::Reversed } else { TxnStatus::Voided };
-        self.set_status(orig_id, status, fx);
+        self.set_status(ctx, orig_id, status, fx);
         let posting = Posting {
             kind,
             amount_minor: orig.amount_minor,
@@ -537,8 +655,7 @@ impl Engine {
             refunded_minor: 0,
             refunded_bonus_minor: 0,
         };
-        self.txns.insert(reply.txn_id, txn);
-        fx.txns.push((reply.txn_id, txn));
+        self.put_txn(ctx, reply.txn_id, txn, fx);
         reply
     }
 
@@ -583,10 +700,9 @@ impl Engine {
         card.reply(ResponseCode::Approved, txn_id, p.amount_minor)
     }
 
-    fn set_status(&mut self, txn_id: u64, status: TxnStatus, fx: &mut Effects) {
-        if let Some(txn) = self.txns.get_mut(&txn_id) {
-            txn.status = status;
-            fx.txns.push((txn_id, *txn));
+    fn set_status(&mut self, ctx: Context, txn_id: u64, status: TxnStatus, fx: &mut Effects) {
+        if let Some(txn) = self.txns.get(&txn_id).copied() {
+            self.put_txn(ctx, txn_id, Txn { status, ..txn }, fx);
         }
     }
 

@@ -22,7 +22,12 @@ impl World {
     fn new() -> World {
         let mut engine = Engine::new(IdSource::new(0, 1, 0));
         engine.add_range(range(FIRST, CardNo(FIRST.0 + 999), STORE));
-        World { engine, ctx: Context { now_ms: 1_795_311_005_000, business_date: DAY }, journal: Vec::new(), stan: 0 }
+        World {
+            engine,
+            ctx: Context { now_ms: 1_795_311_005_000, business_date: DAY, batch_id: 1 },
+            journal: Vec::new(),
+            stan: 0,
+        }
     }
 
     fn send_as(&mut self, terminal_id: u32, stan: u32, store_id: u32, request: Request) -> CardReply {
@@ -463,4 +468,75 @@ fn replay_is_deterministic_and_value_is_conserved() {
     assert_eq!(a, b);
     assert!(a.iter().filter(|r| r.code.is_approved()).count() > 500);
     world.assert_journal_explains_balances();
+}
+
+/// Records dropped from memory are fetched back through `need`/`provide`, and every answer
+/// is the same as if they had stayed (T5, T7, T8 across eviction).
+#[test]
+fn evicted_records_are_fetched_back_and_answers_do_not_change() {
+    let mut w = World::new();
+    let mut disk_traces: HashMap<TraceKey, Trace> = HashMap::new();
+    let mut disk_txns: HashMap<u64, Txn> = HashMap::new();
+    let mut send = |w: &mut World, stan: u32, request: Request| {
+        let header = Header { flags: 0, terminal_id: TERMINAL, stan, local_time: LocalTime(20261122093005) };
+        let cmd = Command { header, store_id: STORE, request };
+        let mut fetched = 0;
+        while let Some(need) = w.engine.need(&cmd) {
+            fetched += 1;
+            match need {
+                Need::Trace(key) => w.engine.provide_trace(key, disk_traces.get(&key).copied(), w.ctx.now_ms),
+                Need::Txn(id) => w.engine.provide_txn(id, disk_txns.get(&id).copied(), w.ctx.now_ms),
+            }
+        }
+        let mut fx = Effects::default();
+        let reply = w.engine.apply(w.ctx, &cmd, &mut fx);
+        // Everything written is "materialized" at once.
+        disk_traces.extend(fx.traces.iter().copied());
+        disk_txns.extend(fx.txns.iter().copied());
+        w.journal.extend(fx.journal.iter().copied());
+        (reply, fetched)
+    };
+    let c = card(1);
+    let (sold, _) = send(&mut w, 1, Request::SellCard { card: c, amount_minor: 10_000, method: 1 });
+    let (s, _) = send(&mut w, 2, sale(c, 4_000));
+    let (hold, _) = send(&mut w, 3, Request::Hold { card: c, amount_minor: 1_000, category: 3 });
+    assert!(sold.code.is_approved() && s.code.is_approved() && hold.code.is_approved());
+
+    // Everything old and on disk leaves memory.
+    w.engine.evict(i64::MAX, 0, u64::MAX, usize::MAX);
+    assert_eq!(w.engine.cached(), (0, 0));
+
+    // T8: the retransmission finds its trace on disk.
+    let (again, fetched) = send(&mut w, 2, sale(c, 4_000));
+    assert_eq!((again, fetched), (s, 1));
+    // A new trace number above every evicted one costs no lookup.
+    let (_, fetched) = send(&mut w, 100, Request::Balance { card: c });
+    assert_eq!(fetched, 0);
+    // T5 on an evicted sale, T4 on an evicted hold.
+    let (refund, _) = send(&mut w, 101, Request::Refund { card: c, original_txn_id: s.txn_id, amount_minor: 1_000 });
+    assert_eq!((refund.code, refund.cash_minor), (C::Approved, 7_000));
+    w.engine.evict(i64::MAX, 0, u64::MAX, usize::MAX);
+    let (cap, _) = send(&mut w, 102, Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 500 });
+    assert_eq!((cap.code, cap.cash_minor, cap.held_minor), (C::Approved, 6_500, 0));
+    w.engine.evict(i64::MAX, 0, u64::MAX, usize::MAX);
+    // T7: reversing the evicted capture reopens the (evicted) hold.
+    let (rev, _) = send(&mut w, 103, Request::Reversal { card: c, original_stan: 102, amount_minor: 500 });
+    assert_eq!((rev.code, rev.cash_minor, rev.held_minor), (C::Approved, 7_000, 1_000));
+    // A reversal of a trace number never seen anywhere is remembered as before.
+    let (early, _) = send(&mut w, 104, Request::Reversal { card: c, original_stan: 99, amount_minor: 1 });
+    assert_eq!(early.code, C::Approved);
+    w.engine.evict(i64::MAX, 0, u64::MAX, usize::MAX);
+    let (late, _) = send(&mut w, 99, sale(c, 1));
+    assert_eq!(late.code, C::OriginalReversed);
+    w.assert_journal_explains_balances();
+}
+
+#[test]
+fn records_not_yet_on_disk_stay_in_memory() {
+    let mut w = World::new();
+    let c = w.sold(card(1), 10_000);
+    w.send(sale(c, 100));
+    // The batch that wrote them (id 1) is not materialized (mark 0).
+    w.engine.evict(i64::MAX, 0, 0, usize::MAX);
+    assert_ne!(w.engine.cached(), (0, 0));
 }

@@ -7,8 +7,10 @@
 //! the marks that say how far the log is covered. A hot card touched a thousand times between
 //! two materializations is written once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -20,6 +22,13 @@ use super::{Marks, Pending, Store};
 pub const MATERIALIZE_EVERY_RECORDS: usize = 1 << 20;
 /// Group commits waiting for the materializer; when it falls this far behind, partitions wait.
 pub const MATERIALIZER_QUEUE_DEPTH: usize = 4_096;
+/// Folded records are written at least this often, so that partitions may drop old records
+/// from memory soon even under light traffic.
+pub const MATERIALIZE_INTERVAL_MS: u64 = 5_000;
+
+/// Per partition, the last group commit whose records are in the materialized state: a
+/// partition may drop a record from memory once its last write is at or below its mark.
+pub type MaterializedMarks = Arc<[AtomicU64]>;
 
 /// One durable group commit of partition `partition`.
 pub struct Logged {
@@ -31,17 +40,25 @@ pub struct Logged {
 pub struct Materializer {
     sender: Option<Sender<Logged>>,
     thread: Option<JoinHandle<()>>,
+    marks: MaterializedMarks,
 }
 
 impl Materializer {
     /// Starts folding for `partitions` partitions whose log is covered up to `start`.
     pub fn start(store: Arc<Store>, partitions: usize, start: Marks) -> Materializer {
         let (sender, receiver) = crossbeam_channel::bounded(MATERIALIZER_QUEUE_DEPTH);
+        let marks: MaterializedMarks = start.marks.iter().map(|m| AtomicU64::new(*m)).collect();
+        let published = marks.clone();
         let thread = std::thread::Builder::new()
             .name("materializer".into())
-            .spawn(move || run(&store, partitions, start, receiver))
+            .spawn(move || run(&store, partitions, start, receiver, &published))
             .expect("spawning the materializer thread");
-        Materializer { sender: Some(sender), thread: Some(thread) }
+        Materializer { sender: Some(sender), thread: Some(thread), marks }
+    }
+
+    /// How far each partition's group commits are materialized.
+    pub fn marks(&self) -> MaterializedMarks {
+        self.marks.clone()
     }
 
     pub fn sender(&self) -> Sender<Logged> {
@@ -57,35 +74,65 @@ impl Materializer {
     }
 }
 
-fn run(store: &Store, partitions: usize, mut marks: Marks, receiver: Receiver<Logged>) {
-    debug_assert_eq!(marks.marks.len(), partitions);
-    let mut pending = Pending::default();
-    let mut failed = false;
-    let flush = |pending: &mut Pending, marks: &Marks, failed: &mut bool| {
-        if pending.records == 0 || *failed {
+struct Folder<'a> {
+    store: &'a Store,
+    published: &'a [AtomicU64],
+    pending: Pending,
+    marks: Marks,
+    failed: bool,
+    last_flush: Instant,
+}
+
+impl Folder<'_> {
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if self.pending.records == 0 || self.failed {
             return;
         }
-        if let Err(error) = store.materialize(pending, marks) {
-            // The log still holds everything; recovery will replay more of it.
-            tracing::error!(%error, "materializing the log failed; recovery will replay it instead");
-            *failed = true;
+        match self.store.materialize(&self.pending, &self.marks) {
+            Ok(()) => {
+                for (mark, value) in self.published.iter().zip(&self.marks.marks) {
+                    mark.store(*value, Ordering::Release);
+                }
+            }
+            Err(error) => {
+                // The log still holds everything; recovery will replay more of it, and the
+                // partitions keep what they hold in memory.
+                tracing::error!(%error, "materializing the log failed; recovery will replay it instead");
+                self.failed = true;
+            }
         }
-        *pending = Pending::default();
-    };
-    for logged in receiver {
+        self.pending = Pending::default();
+    }
+
+    fn fold(&mut self, logged: &Logged) {
         for record in decode_batch(&logged.bytes) {
             match record {
-                Ok(record) => pending.apply(record, &mut marks),
+                Ok(record) => self.pending.apply(record, &mut self.marks),
                 Err(error) => {
                     tracing::error!(%error, batch_id = logged.batch_id, "undecodable group commit");
-                    failed = true;
+                    self.failed = true;
                 }
             }
         }
-        marks.marks[logged.partition] = logged.batch_id;
-        if pending.records >= MATERIALIZE_EVERY_RECORDS {
-            flush(&mut pending, &marks, &mut failed);
+        self.marks.marks[logged.partition] = logged.batch_id;
+    }
+}
+
+fn run(store: &Store, partitions: usize, marks: Marks, receiver: Receiver<Logged>, published: &[AtomicU64]) {
+    debug_assert_eq!(marks.marks.len(), partitions);
+    let interval = Duration::from_millis(MATERIALIZE_INTERVAL_MS);
+    let mut folder =
+        Folder { store, published, pending: Pending::default(), marks, failed: false, last_flush: Instant::now() };
+    loop {
+        match receiver.recv_timeout(interval) {
+            Ok(logged) => folder.fold(&logged),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if folder.pending.records >= MATERIALIZE_EVERY_RECORDS || folder.last_flush.elapsed() >= interval {
+            folder.flush();
         }
     }
-    flush(&mut pending, &marks, &mut failed);
+    folder.flush();
 }

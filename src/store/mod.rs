@@ -30,12 +30,15 @@ pub mod cf {
     pub const TRACES: &str = "traces";
     /// first card number (u64 BE) → range record (L1)
     pub const RANGES: &str = "ranges";
-    /// `marks` → how far the log is materialized into cards, txns and traces
+    /// `marks` → how far the log is materialized into cards, txns and traces;
+    /// `terminals` → the largest materialized trace number of each terminal
     pub const META: &str = "meta";
     pub const ALL: [&str; 6] = [LOG, CARDS, TXNS, TRACES, RANGES, META];
 }
 
 const MARKS_KEY: &[u8] = b"marks";
+/// `terminals` → for each terminal, the largest trace number in the materialized state.
+const TERMINALS_KEY: &[u8] = b"terminals";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +55,12 @@ pub enum StoreError {
 pub trait CommitLog: Send + Sync + 'static {
     /// Appends one encoded group commit durably; `Ok` means it survives a crash.
     fn commit(&self, batch_id: u64, batch: &[u8]) -> Result<(), StoreError>;
+
+    /// A trace record from the materialized state (one the engine no longer holds).
+    fn trace(&self, key: TraceKey) -> Result<Option<Trace>, StoreError>;
+
+    /// A transaction from the materialized state (one the engine no longer holds).
+    fn txn(&self, txn_id: u64) -> Result<Option<Txn>, StoreError>;
 }
 
 /// How far the log has been materialized: for the partitioning that wrote it (`marks.len()`
@@ -99,6 +108,8 @@ pub struct Pending {
     pub cards: HashMap<CardNo, Option<Card>>,
     pub txns: HashMap<u64, Txn>,
     pub traces: HashMap<TraceKey, Trace>,
+    /// Per terminal, the largest trace number among `traces`.
+    pub terminal_max_stan: HashMap<u32, u32>,
     pub records: usize,
 }
 
@@ -115,6 +126,8 @@ impl Pending {
             }
             LogRecord::Trace(key, trace) => {
                 self.traces.insert(key, trace);
+                let max = self.terminal_max_stan.entry(key.terminal_id).or_insert(key.stan);
+                *max = (*max).max(key.stan);
             }
         }
     }
@@ -131,6 +144,8 @@ pub struct Recovered {
     pub replayed_records: usize,
     /// How far the log is materialized once recovery is done (all of it).
     pub marks: Marks,
+    /// Per terminal, the largest trace number on disk.
+    pub disk_max_stan: HashMap<u32, u32>,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +158,8 @@ pub struct PartitionState {
 pub struct Store {
     db: Arc<DB>,
     sync_write: WriteOptions,
+    /// The persisted per-terminal trace number maxima, merged at each materialization.
+    terminals: std::sync::Mutex<HashMap<u32, u32>>,
 }
 
 impl Store {
@@ -158,21 +175,35 @@ impl Store {
         opts.set_enable_pipelined_write(true);
         opts.set_max_background_jobs(2);
         opts.set_compression_type(DBCompressionType::Lz4);
-        // The switch never reads RocksDB while serving (all state is in the partitions'
-        // memory), so memtables only take appends: a vector memtable makes an insert O(1)
+        // The log and the cards are never read while serving (the partitions hold every
+        // card), so their memtables only take appends: a vector memtable makes an insert O(1)
         // where the default skip list costs O(log n) cache misses per key; it is sorted once,
-        // when flushed. The vector memtable does not support concurrent inserts.
+        // when flushed. Transactions and trace records are read back when a request names an
+        // old one, so they keep the skip list and get bloom filters for cheap misses. The
+        // vector memtable does not support concurrent inserts.
         opts.set_allow_concurrent_memtable_write(false);
         let cfs = cf::ALL.iter().map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::Lz4);
-            cf_opts.set_memtable_factory(MemtableFactory::Vector);
+            if [cf::LOG, cf::CARDS].contains(name) {
+                cf_opts.set_memtable_factory(MemtableFactory::Vector);
+            } else {
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                cf_opts.set_block_based_table_factory(&table);
+            }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(true);
-        Ok(Store { db: Arc::new(db), sync_write })
+        let store = Store { db: Arc::new(db), sync_write, terminals: Default::default() };
+        let terminals = match store.db.get_cf(store.handle(cf::META), TERMINALS_KEY)? {
+            Some(bytes) => decode_terminals(&bytes).map_err(|problem| StoreError::Corrupt { cf: cf::META, problem })?,
+            None => HashMap::new(),
+        };
+        *store.terminals.lock().unwrap_or_else(|e| e.into_inner()) = terminals;
+        Ok(store)
     }
 
     fn handle(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -222,6 +253,12 @@ impl Store {
             batch.put_cf(traces, records::trace_key(key), &buf[..n]);
         }
         batch.put_cf(self.handle(cf::META), MARKS_KEY, marks.encode());
+        let mut terminals = self.terminals.lock().unwrap_or_else(|e| e.into_inner());
+        for (terminal, stan) in &pending.terminal_max_stan {
+            let max = terminals.entry(*terminal).or_insert(*stan);
+            *max = (*max).max(*stan);
+        }
+        batch.put_cf(self.handle(cf::META), TERMINALS_KEY, encode_terminals(&terminals));
         self.db.write(batch)?;
         Ok(())
     }
@@ -245,16 +282,8 @@ impl Store {
             let (card_no, card) = records::decode_card(&key, &value).map_err(corrupt(cf::CARDS))?;
             out.partitions[partition_of(card_no, partitions)].cards.insert(card_no, card);
         }
-        for item in self.db.iterator_cf(self.handle(cf::TXNS), IteratorMode::Start) {
-            let (key, value) = item?;
-            let (txn_id, txn) = records::decode_txn(&key, &value).map_err(corrupt(cf::TXNS))?;
-            out.partitions[partition_of(txn.card, partitions)].txns.insert(txn_id, txn);
-        }
-        for item in self.db.iterator_cf(self.handle(cf::TRACES), IteratorMode::Start) {
-            let (key, value) = item?;
-            let (trace_key, trace) = records::decode_trace(&key, &value).map_err(corrupt(cf::TRACES))?;
-            out.partitions[partition_of(trace.card(), partitions)].traces.insert(trace_key, trace);
-        }
+        // Materialized transactions and trace records stay on disk: the engine fetches the
+        // ones a request names. Only the log tail's are loaded, below.
         let mut marks = self.marks()?;
         let first_uncovered = marks.marks.iter().min().map_or(0, |m| m + 1);
         let mut pending = Pending::default();
@@ -298,6 +327,7 @@ impl Store {
             self.materialize(&pending, &covered)?;
         }
         out.marks = covered;
+        out.disk_max_stan = self.terminals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(out)
     }
 
@@ -328,6 +358,50 @@ impl CommitLog for Store {
         self.db.write_opt(write, &self.sync_write)?;
         Ok(())
     }
+
+    fn trace(&self, key: TraceKey) -> Result<Option<Trace>, StoreError> {
+        let corrupt = |problem| StoreError::Corrupt { cf: cf::TRACES, problem };
+        let raw_key = records::trace_key(&key);
+        match self.db.get_pinned_cf(self.handle(cf::TRACES), raw_key)? {
+            Some(value) => Ok(Some(records::decode_trace(&raw_key, &value).map_err(corrupt)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    fn txn(&self, txn_id: u64) -> Result<Option<Txn>, StoreError> {
+        let corrupt = |problem| StoreError::Corrupt { cf: cf::TXNS, problem };
+        let raw_key = txn_id.to_be_bytes();
+        match self.db.get_pinned_cf(self.handle(cf::TXNS), raw_key)? {
+            Some(value) => Ok(Some(records::decode_txn(&raw_key, &value).map_err(corrupt)?.1)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn encode_terminals(terminals: &HashMap<u32, u32>) -> Vec<u8> {
+    let mut sorted: Vec<_> = terminals.iter().collect();
+    sorted.sort_unstable();
+    let mut out = Vec::with_capacity(1 + 8 * sorted.len());
+    out.push(1u8);
+    for (terminal, stan) in sorted {
+        out.extend_from_slice(&terminal.to_be_bytes());
+        out.extend_from_slice(&stan.to_be_bytes());
+    }
+    out
+}
+
+fn decode_terminals(bytes: &[u8]) -> Result<HashMap<u32, u32>, RecordError> {
+    match bytes.split_first() {
+        Some((1, body)) if body.len() % 8 == 0 => Ok(body
+            .chunks_exact(8)
+            .map(|c| {
+                (u32::from_be_bytes(c[..4].try_into().expect("4")), u32::from_be_bytes(c[4..].try_into().expect("4")))
+            })
+            .collect()),
+        Some((1, body)) => Err(RecordError::Trailing(body.len() % 8)),
+        Some((v, _)) => Err(RecordError::Version(*v)),
+        None => Err(RecordError::Short(0)),
+    }
 }
 
 #[cfg(test)]
@@ -341,7 +415,7 @@ mod tests {
     const FIRST: u64 = 6200880000000000;
 
     fn apply(engine: &mut Engine, stan: u32, request: Request) -> Vec<u8> {
-        let ctx = Context { now_ms: 0, business_date: 20261122 };
+        let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1 };
         let header = Header { flags: 0, terminal_id: 5, stan, local_time: LocalTime(20261122093005) };
         let mut fx = Effects::default();
         engine.apply(ctx, &Command { header, store_id: 21, request }, &mut fx);
