@@ -310,19 +310,19 @@ pub fn latency_svg(histogram: &Histogram<u64>, title: &str, subtitles: &[String]
         }
         legend.push(format!("max {} µs", group_digits(histogram.max())));
         legend.push(format!("{} values", group_digits(total)));
+        // In the bottom right corner, which a curve rising to the right leaves free.
+        let (width, height) = (170.0, legend.len() as f64 * 17.0 + 10.0);
+        let (x, y) = (RIGHT - 12.0 - width, BOTTOM - 12.0 - height);
         let _ = writeln!(
             svg,
-            r##"<rect x="{}" y="{}" width="170" height="{}" fill="#ffffff" fill-opacity="0.9" stroke="#999999"/>"##,
-            LEFT + 12.0,
-            TOP + 12.0,
-            legend.len() * 17 + 10
+            r##"<rect x="{x}" y="{y}" width="{width}" height="{height}" fill="#ffffff" fill-opacity="0.9" stroke="#999999"/>"##
         );
         for (i, line) in legend.iter().enumerate() {
             let _ = writeln!(
                 svg,
                 r##"<text x="{}" y="{}" font-size="12" fill="#222222">{}</text>"##,
-                LEFT + 22.0,
-                TOP + 30.0 + 17.0 * i as f64,
+                x + 10.0,
+                y + 18.0 + 17.0 * i as f64,
                 xml_escape(line)
             );
         }

@@ -12,7 +12,8 @@
 //! Exit status: 0 all good, 1 errors or a failed verification (or setup), 2 usage or the switch
 //! cannot be reached.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ const FIRST_STAN: u32 = 1_000;
 const BATCH_MAX: usize = 64;
 /// How long the load terminals wait for outstanding responses after they stop sending.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Open loop: how long after the end a terminal still waits for the pacer to release its last
+/// requests due before the end (it releases them a little after their due time).
+const PACER_GRACE: Duration = Duration::from_secs(1);
 /// How long the setup connections wait for outstanding responses after the last request.
 const SETUP_DRAIN: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -537,7 +541,7 @@ struct Shared<T> {
 }
 
 /// How a pipeline paces its requests.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Pacing {
     window: u32,
     first_stan: u32,
@@ -545,8 +549,80 @@ struct Pacing {
     deadline: Option<Instant>,
     /// How long to wait for the outstanding responses after the last request.
     drain: Duration,
-    /// Open loop: the schedule's start and the schedule. Closed loop: `None`.
-    schedule: Option<(Instant, Schedule)>,
+    /// Open loop: when each request is due. Closed loop: `None`.
+    open_loop: Option<OpenLoop>,
+}
+
+/// One terminal's open-loop schedule and the gate the [`Pacer`] opens as requests come due.
+#[derive(Clone)]
+struct OpenLoop {
+    start: Instant,
+    schedule: Schedule,
+    /// One permit per request that has come due.
+    gate: Arc<Semaphore>,
+}
+
+/// Opens the open-loop terminals' gates at their requests' due times, from a thread of its
+/// own. Tokio's timer counts in milliseconds (a sleep ends up to 2 ms late), which would count
+/// as latency of every request; this thread sleeps with the operating system's precision (tens
+/// of microseconds) and gives a terminal one permit per request that has come due.
+struct Pacer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pacer {
+    /// Paces `terminals` from `start` until `until` after it: no request due at or after
+    /// `until` is released.
+    fn spawn(start: Instant, until: Duration, terminals: Vec<(Schedule, Arc<Semaphore>)>) -> std::io::Result<Pacer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let start = start.into_std();
+        let thread = std::thread::Builder::new().name("loadgen-pacer".to_string()).spawn(move || {
+            // Released requests per terminal, and the terminals by their next due time.
+            let mut released = vec![0u64; terminals.len()];
+            let mut next: BinaryHeap<Reverse<(Duration, usize)>> = terminals
+                .iter()
+                .enumerate()
+                .filter(|(_, (schedule, _))| schedule.due(0) < until)
+                .map(|(i, (schedule, _))| Reverse((schedule.due(0), i)))
+                .collect();
+            while !stopped.load(Ordering::Relaxed) {
+                let Some(&Reverse((due, _))) = next.peek() else { break };
+                let elapsed = start.elapsed();
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                    continue;
+                }
+                let now = start.elapsed();
+                while let Some(&Reverse((due, i))) = next.peek() {
+                    if due > now {
+                        break;
+                    }
+                    next.pop();
+                    let (schedule, gate) = &terminals[i];
+                    // Every request due by now (and before the end) goes at once.
+                    let due_now = schedule.due_before((now + Duration::from_nanos(1)).min(until));
+                    gate.add_permits((due_now - released[i]) as usize);
+                    released[i] = due_now;
+                    let following = schedule.due(due_now);
+                    if following < until {
+                        next.push(Reverse((following, i)));
+                    }
+                }
+            }
+        })?;
+        Ok(Pacer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Pacer {
+    /// Stops the thread; it notices when its current sleep ends (at the latest at the end of
+    /// the run) and is not waited for.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take();
+    }
 }
 
 /// What a pipeline does with each matched response: `latency` counts from the intended send
@@ -585,6 +661,7 @@ where
     T: Copy + Send + 'static,
 {
     let Conn { terminal_id, mut reader, writer } = conn;
+    let gate = pacing.open_loop.as_ref().map(|open_loop| Arc::clone(&open_loop.gate));
     let mut inflight = StanMap::default();
     inflight.reserve(pacing.window as usize);
     let shared = Arc::new(Shared {
@@ -595,6 +672,7 @@ where
         issued: AtomicU64::new(0),
         unsent: AtomicU64::new(0),
     });
+    let drain = pacing.drain;
     let mut writer_task = tokio::spawn(write_loop(writer, terminal_id, pacing, Arc::clone(&shared), generate));
 
     let mut outcome = Outcome {
@@ -621,7 +699,7 @@ where
                 biased;
                 item = reader.next() => item,
                 _ = &mut writer_finished => {
-                    drain_until = Some(Instant::now() + pacing.drain);
+                    drain_until = Some(Instant::now() + drain);
                     continue;
                 }
             },
@@ -683,6 +761,9 @@ where
     // Stop the writer (it may wait for a window slot or its next send time, or be stuck
     // writing to a dead peer).
     shared.window.close();
+    if let Some(gate) = gate {
+        gate.close();
+    }
     // The write half is handed back and dropped (which shuts it down) only now, so the switch
     // never sees the end of the stream while responses are still coming.
     let writer_error = match tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await {
@@ -706,10 +787,11 @@ where
 /// The writer half of [`pipeline`]; returns the write half and the write error, if any.
 ///
 /// Closed loop: sends whenever the window has room, as many as it has room for (up to
-/// [`BATCH_MAX`]) in one write. Open loop: request `k` is due at `start + schedule.due(k)`;
-/// the writer sleeps until the next one is due, then sends every request already due that
-/// the window has room for in one write. A request that finds the window full waits for room
-/// and keeps its due time as its intended send time, so the wait counts in its latency.
+/// [`BATCH_MAX`]) in one write. Open loop: request `k` is due at `start + schedule.due(k)`
+/// and may go once the [`Pacer`] has let it through the gate; the writer sends every request
+/// already due that the window has room for in one write. A request that finds the window
+/// full waits for room and keeps its due time as its intended send time, so the wait counts
+/// in its latency.
 async fn write_loop<G, T>(
     mut writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
     terminal_id: u32,
@@ -720,24 +802,35 @@ async fn write_loop<G, T>(
 where
     G: FnMut() -> Option<(Request, T)>,
 {
-    let Pacing { deadline, schedule, .. } = pacing;
+    let Pacing { deadline, open_loop, .. } = pacing;
     let mut stan = pacing.first_stan;
     let mut batch: Vec<(u32, Request)> = Vec::with_capacity(BATCH_MAX);
-    // Open loop: the index of the next scheduled request.
+    // Open loop: the index of the next scheduled request, and how many are due in the run.
     let mut next = 0u64;
-    let due = |k: u64| schedule.map(|(start, schedule)| start + schedule.due(k));
-    let sleep = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(sleep);
+    let due_in_run = match (&open_loop, deadline) {
+        (Some(open_loop), Some(until)) => {
+            Some(open_loop.schedule.due_before(until.saturating_duration_since(open_loop.start)))
+        }
+        _ => None,
+    };
     let error = 'run: loop {
-        if let Some(due) = due(next) {
-            if deadline.is_some_and(|until| due >= until) {
+        if let Some(open_loop) = &open_loop {
+            if due_in_run.is_some_and(|due_in_run| next >= due_in_run) {
                 break None;
             }
-            if Instant::now() < due {
-                sleep.as_mut().reset(due);
-                sleep.as_mut().await;
-            }
+            // Every request due before the end is sent, even when the pacer lets it through
+            // just after the end.
+            let due = match deadline {
+                Some(until) => {
+                    timeout_at(until + PACER_GRACE, open_loop.gate.acquire()).await.ok().and_then(Result::ok)
+                }
+                None => open_loop.gate.acquire().await.ok(),
+            };
+            let Some(due) = due else { break None };
+            due.forget();
         }
+        // Past the end, only a window with room right away (a terminal still waiting for room
+        // at the end is behind its schedule, and its remaining requests are not sent).
         let permit = match deadline {
             Some(until) => timeout_at(until, shared.window.acquire()).await.ok().and_then(Result::ok),
             None => shared.window.acquire().await.ok(),
@@ -745,22 +838,22 @@ where
         let Some(permit) = permit else { break None };
         permit.forget();
         let now = Instant::now();
-        if deadline.is_some_and(|until| now >= until) {
+        if open_loop.is_none() && deadline.is_some_and(|until| now >= until) {
             break None;
         }
         let mut slots = 1;
         while slots < BATCH_MAX {
+            let Ok(permit) = shared.window.try_acquire() else { break };
             // Open loop: only requests already due go along.
-            if due(next + slots as u64).is_some_and(|due| due > now) {
-                break;
+            if let Some(open_loop) = &open_loop {
+                let Ok(due) = open_loop.gate.try_acquire() else {
+                    drop(permit);
+                    break;
+                };
+                due.forget();
             }
-            match shared.window.try_acquire() {
-                Ok(permit) => {
-                    permit.forget();
-                    slots += 1;
-                }
-                Err(_) => break,
-            }
+            permit.forget();
+            slots += 1;
         }
         let mut exhausted = false;
         {
@@ -770,7 +863,8 @@ where
                     exhausted = true;
                     break;
                 };
-                let intended = due(next).unwrap_or(now);
+                let intended =
+                    open_loop.as_ref().map_or(now, |open_loop| open_loop.start + open_loop.schedule.due(next));
                 next += 1;
                 // Recorded before it is written: the response may be read before feed returns.
                 inflight.insert(stan, Pending { intended, sent: now, tag });
@@ -799,8 +893,7 @@ where
             break None;
         }
     };
-    if let (Some((start, schedule)), Some(until)) = (schedule, deadline) {
-        let due_in_run = schedule.due_before(until.saturating_duration_since(start));
+    if let Some(due_in_run) = due_in_run {
         shared.unsent.store(due_in_run.saturating_sub(next), Ordering::Release);
     }
     shared.writer_done.store(true, Ordering::Release);
@@ -913,7 +1006,7 @@ impl Admin {
                                 first_stan,
                                 deadline: None,
                                 drain: SETUP_DRAIN,
-                                schedule: None,
+                                open_loop: None,
                             },
                             generate,
                             replies,
@@ -1306,15 +1399,24 @@ async fn run_load(
     let service_histogram = cli.rate.map(|_| Arc::new(Mutex::new(new_histogram())));
     let track_holds = cli.mix.weight(Kind::Capture) > 0;
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(cli.duration_s);
+    let run_time = Duration::from_secs(cli.duration_s);
+    let deadline = start + run_time;
     let mut lives = Vec::with_capacity(conns.len());
     let mut tasks = Vec::with_capacity(conns.len());
+    let mut paced = Vec::with_capacity(if cli.rate.is_some() { conns.len() } else { 0 });
     for (i, conn) in conns {
         let live = Arc::new(Live::default());
         lives.push(Arc::clone(&live));
         let mut rng = XorShift::new(cli.seed, i);
         // Each terminal starts at a random point of its first interval, so they interleave.
-        let schedule = cli.rate.map(|rate| (start, Schedule::new(cli.terminals, rate, rng.next_f64())));
+        let open_loop = cli.rate.map(|rate| OpenLoop {
+            start,
+            schedule: Schedule::new(cli.terminals, rate, rng.next_f64()),
+            gate: Arc::new(Semaphore::new(0)),
+        });
+        if let Some(open_loop) = &open_loop {
+            paced.push((open_loop.schedule, Arc::clone(&open_loop.gate)));
+        }
         let holds: Option<OpenHolds> = track_holds.then(|| Arc::new(Mutex::new(VecDeque::new())));
         let mut generator = LoadGenerator {
             rng,
@@ -1338,9 +1440,16 @@ async fn run_load(
             wrong_type: 0,
             wrong_amount: 0,
         };
-        let pacing = Pacing { window: cli.window, first_stan, deadline: Some(deadline), drain: DRAIN, schedule };
+        let pacing = Pacing { window: cli.window, first_stan, deadline: Some(deadline), drain: DRAIN, open_loop };
         tasks.push(tokio::spawn(pipeline(conn, pacing, generate, replies)));
     }
+    let _pacer = if paced.is_empty() {
+        None
+    } else {
+        let pacer = Pacer::spawn(start, run_time, paced)
+            .map_err(|e| Failure::Failed(format!("cannot start the pacing thread: {}", describe_io_error(&e))))?;
+        Some(pacer)
+    };
 
     let progress = tokio::spawn(print_progress(start, lives.clone()));
 
@@ -1831,6 +1940,61 @@ mod tests {
         assert_eq!((cli.seed, cli.first_card, cli.store), (1, CardNo(6_200_880_000_000_000), 21));
         assert!(cli.check().is_ok());
         assert_eq!(cli.card(9_999), CardNo(6_200_880_000_009_999));
+        assert_eq!((cli.rate, cli.mix, cli.skew), (None, Mix::default(), Skew::Uniform));
+        assert_eq!((cli.hgrm.as_deref(), cli.plot.as_deref()), (None, None));
+        assert_eq!(cli.pacing(), "closed loop");
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--addr",
+            "127.0.0.1:7000",
+            "--terminals",
+            "50",
+            "--window",
+            "8",
+            "--duration-s",
+            "10",
+            "--cards",
+            "1000000",
+            "--setup",
+            "--rate",
+            "100000",
+            "--mix",
+            "sale=70,load=10,hold=10,capture=5,balance=5",
+            "--skew",
+            "zipf:1.1",
+            "--hgrm",
+            "out.hgrm",
+            "--plot",
+            "out.svg",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(cli.rate, Some(100_000.0));
+        assert_eq!(cli.pacing(), "open loop at 100,000/s");
+        assert_eq!(cli.mix.to_string(), "sale=70,load=10,hold=10,capture=5,balance=5");
+        assert_eq!(cli.skew, Skew::Zipf(1.1));
+        assert_eq!(cli.hgrm, Some(PathBuf::from("out.hgrm")));
+        assert_eq!(cli.plot, Some(PathBuf::from("out.svg")));
+        assert_eq!(cli.seed, 7);
+        // Bad values of the new options are usage errors (exit status 2) that say what is wrong.
+        for (bad, says) in [
+            (&["--mix", "sale=70,refund=30"][..], "unknown request type 'refund'"),
+            (&["--mix", "sale=x"], "bad weight 'x'"),
+            (&["--mix", "sale=0,load=0"], "every weight"),
+            (&["--skew", "zipf:0"], "out of range"),
+            (&["--skew", "zipf:abc"], "not a number"),
+            (&["--skew", "pareto:1"], "unknown skew"),
+            (&["--rate", "0"], "invalid rate"),
+            (&["--rate", "fast"], "invalid rate"),
+        ] {
+            let mut args = vec!["loadgen", "--addr", "x:1", "--terminals", "1", "--window", "1"];
+            args.extend(["--duration-s", "1", "--cards", "1"]);
+            args.extend_from_slice(bad);
+            let error = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+            assert!(error.to_string().contains(says), "{bad:?}: {error}");
+        }
         for bad in [
             &["--window", "0"][..],
             &["--window", "1025"],
@@ -1918,10 +2082,96 @@ mod tests {
         assert!(buckets.iter().all(|&n| (9_000..=11_000).contains(&n)), "{buckets:?}");
     }
 
+    fn generator(mix: &str, holds: Option<OpenHolds>) -> LoadGenerator {
+        LoadGenerator {
+            rng: XorShift::new(1, 0),
+            mix: parse_mix(mix).unwrap(),
+            cards: CardChoice::new(1_000, Skew::Uniform).unwrap(),
+            first_card: 62_008_800,
+            holds,
+        }
+    }
+
     #[test]
-    fn sale_tags_round_trip() {
-        assert_eq!(split_sale_tag(sale_tag(0, 1)), (0, 1));
-        assert_eq!(split_sale_tag(sale_tag(999_999_999, 100)), (999_999_999, 100));
+    fn requests_carry_what_their_tags_say() {
+        let mut all = generator("sale=1,load=1,hold=1,balance=1", None);
+        let mut seen = [0u32; 5];
+        for _ in 0..10_000 {
+            let (request, tag) = all.next_request();
+            seen[tag.kind as usize] += 1;
+            assert_eq!(request.msg_type(), tag.kind.msg_type());
+            assert_eq!(request.card(), Some(CardNo(62_008_800 + u64::from(tag.card))));
+            assert!(tag.card < 1_000 && !tag.instead_of_capture);
+            match request {
+                Request::Sale { amount_minor, category, flags, .. } => {
+                    assert!((1..=100).contains(&amount_minor) && amount_minor == i64::from(tag.amount));
+                    assert_eq!((category, flags), (Category::Retail as u8, 0));
+                }
+                Request::Load { amount_minor, method, .. } => {
+                    assert!((100..=10_000).contains(&amount_minor) && amount_minor % 100 == 0);
+                    assert_eq!(amount_minor, i64::from(tag.amount));
+                    assert_eq!(method, PaymentMethod::Cash as u8);
+                }
+                Request::Hold { amount_minor, category, .. } => {
+                    assert!((1..=500).contains(&amount_minor) && amount_minor == i64::from(tag.amount));
+                    assert_eq!(category, Category::Room as u8);
+                }
+                Request::Balance { .. } => assert_eq!(tag.amount, 0),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(seen[..3].iter().chain(&seen[4..]).all(|&n| (2_300..2_700).contains(&n)), "{seen:?}");
+        assert_eq!(seen[Kind::Capture as usize], 0);
+    }
+
+    #[test]
+    fn captures_take_the_terminals_own_open_holds() {
+        let holds: OpenHolds = Arc::new(Mutex::new(VecDeque::new()));
+        let mut captures = generator("capture=1", Some(Arc::clone(&holds)));
+        // No open hold: a sale instead.
+        let (request, tag) = captures.next_request();
+        assert!(matches!(request, Request::Sale { .. }) && tag.kind == Kind::Sale && tag.instead_of_capture);
+        {
+            let mut open = holds.lock().unwrap();
+            remember_hold(&mut open, OpenHold { card: 7, txn_id: 70, amount: 500 });
+            remember_hold(&mut open, OpenHold { card: 8, txn_id: 80, amount: 1 });
+        }
+        // Oldest first, for the held amount or up to a tenth less, on the hold's card.
+        let (request, tag) = captures.next_request();
+        let Request::Capture { card, hold_txn_id, amount_minor } = request else { panic!("{request:?}") };
+        assert_eq!((card, hold_txn_id), (CardNo(62_008_807), 70));
+        assert!((450..=500).contains(&amount_minor), "{amount_minor}");
+        let expected = LoadTag {
+            kind: Kind::Capture,
+            instead_of_capture: false,
+            card: 7,
+            amount: amount_minor as u32,
+            hold_amount: 500,
+        };
+        assert_eq!(tag, expected);
+        let (request, tag) = captures.next_request();
+        assert_eq!(request, Request::Capture { card: CardNo(62_008_808), hold_txn_id: 80, amount_minor: 1 });
+        assert_eq!((tag.amount, tag.hold_amount), (1, 1));
+        assert!(holds.lock().unwrap().is_empty());
+        // A full queue forgets its oldest hold.
+        let mut open = VecDeque::new();
+        for txn_id in 0..OPEN_HOLDS_PER_TERMINAL as u64 + 3 {
+            remember_hold(&mut open, OpenHold { card: 1, txn_id, amount: 1 });
+        }
+        assert_eq!(open.len(), OPEN_HOLDS_PER_TERMINAL);
+        assert_eq!(open.front().unwrap().txn_id, 3);
+    }
+
+    #[test]
+    fn unanswered_requests_widen_the_expected_balances() {
+        let mut unknown = Unknown::default();
+        let tag = |kind, amount, hold_amount| LoadTag { kind, instead_of_capture: false, card: 0, amount, hold_amount };
+        unknown.add(&tag(Kind::Sale, 30, 0));
+        unknown.add(&tag(Kind::Load, 500, 0));
+        unknown.add(&tag(Kind::Hold, 40, 0));
+        unknown.add(&tag(Kind::Capture, 90, 100));
+        unknown.add(&tag(Kind::Balance, 0, 0));
+        assert_eq!(unknown, Unknown { value_down: 120, value_up: 500, held_down: 100, held_up: 40 });
     }
 
     #[test]
@@ -1978,75 +2228,148 @@ mod tests {
         assert_eq!(rate(10, 2.0), 5.0);
     }
 
-    /// A switch in miniature (sign-on, import, sell, sale, balance, all in one map) that can
-    /// drop or repeat sale responses, to run the whole generator against.
+    #[derive(Default)]
+    struct MockCard {
+        sold: bool,
+        cash: i64,
+        held: i64,
+    }
+
+    #[derive(Default)]
+    struct MockState {
+        cards: HashMap<u64, MockCard>,
+        /// Hold txn id -> (card, amount, still open).
+        holds: HashMap<u64, (u64, i64, bool)>,
+        last_txn: u64,
+    }
+
+    /// A switch in miniature (sign-on, import, sell, sale, load, hold, capture, balance, all in
+    /// one map) that can drop or repeat responses, be slow, or get captures and loads wrong.
     #[derive(Default)]
     struct MockSwitch {
-        /// Card number -> (sold, cash).
-        cards: Mutex<HashMap<u64, (bool, i64)>>,
-        /// Every n-th sale is carried out but not answered.
+        state: Mutex<MockState>,
+        /// Every n-th posting (sale, load, hold, capture) is carried out but not answered.
         drop_every: Option<u64>,
-        /// Every n-th sale is answered twice.
+        /// Every n-th posting is answered twice.
         repeat_every: Option<u64>,
-        sales: AtomicU64,
+        postings: AtomicU64,
+        /// Captures leave their hold's amount reserved.
+        captures_keep_holds: bool,
+        /// Loads are approved but credit nothing.
+        loads_credit_nothing: bool,
+        /// Each response is sent this late (one request at a time per connection).
+        delay: Option<Duration>,
+    }
+
+    fn mock_reply(request: MsgType, code: ResponseCode, txn_id: u64, amount: i64, card: Option<&MockCard>) -> Response {
+        let (state, cash, held) = match card {
+            Some(card) if card.sold => (protocol::CardState::Active, card.cash, card.held),
+            Some(_) => (protocol::CardState::Stock, 0, 0),
+            None => (protocol::CardState::Unknown, 0, 0),
+        };
+        Response::Card {
+            request,
+            reply: protocol::CardReply {
+                code,
+                state,
+                txn_id,
+                amount_minor: amount,
+                cash_minor: cash,
+                bonus_minor: 0,
+                held_minor: held,
+            },
+        }
     }
 
     impl MockSwitch {
         fn handle(&self, request: Request) -> Response {
-            let mut cards = self.cards.lock().unwrap();
-            let card_reply = |request: MsgType, code: ResponseCode, amount: i64, cash: i64| Response::Card {
-                request,
-                reply: protocol::CardReply {
-                    code,
-                    state: protocol::CardState::Active,
-                    txn_id: u64::from(code.is_approved()),
-                    amount_minor: amount,
-                    cash_minor: cash,
-                    bonus_minor: 0,
-                    held_minor: 0,
-                },
-            };
+            let mut state = self.state.lock().unwrap();
+            let MockState { cards, holds, last_txn } = &mut *state;
             match request {
                 Request::SignOn { .. } => {
-                    Response::SignOn(protocol::SignOnReply { code: ResponseCode::Approved, business_date: 20261122 })
+                    return Response::SignOn(protocol::SignOnReply {
+                        code: ResponseCode::Approved,
+                        business_date: 20261122,
+                    })
                 }
                 Request::ImportRange { first, last, .. } => {
                     let code = if (first.0..=last.0).any(|c| cards.contains_key(&c)) {
                         ResponseCode::RangeOverlaps
                     } else {
                         for c in first.0..=last.0 {
-                            cards.insert(c, (false, 0));
+                            cards.insert(c, MockCard::default());
                         }
                         ResponseCode::Approved
                     };
                     let card_count = if code.is_approved() { last.0 - first.0 + 1 } else { 0 };
-                    Response::ImportRange(protocol::ImportRangeReply { code, card_count })
+                    return Response::ImportRange(protocol::ImportRangeReply { code, card_count });
                 }
-                Request::SellCard { card, amount_minor, .. } => match cards.get_mut(&card.0) {
-                    None => card_reply(MsgType::SellCard, ResponseCode::UnknownCard, 0, 0),
-                    Some((true, cash)) => card_reply(MsgType::SellCard, ResponseCode::CardAlreadySold, 0, *cash),
-                    Some(entry) => {
-                        *entry = (true, amount_minor);
-                        card_reply(MsgType::SellCard, ResponseCode::Approved, amount_minor, amount_minor)
+                Request::Load { amount_minor, .. } if amount_minor % 100 != 0 => {
+                    return Response::decline(MsgType::Load, ResponseCode::InvalidField)
+                }
+                _ => {}
+            }
+            let msg_type = request.msg_type();
+            let Some(number) = request.card() else {
+                return Response::decline(msg_type, ResponseCode::InvalidField);
+            };
+            let Some(card) = cards.get_mut(&number.0) else {
+                return mock_reply(msg_type, ResponseCode::UnknownCard, 0, 0, None);
+            };
+            if let Request::SellCard { amount_minor, .. } = request {
+                if card.sold {
+                    return mock_reply(msg_type, ResponseCode::CardAlreadySold, 0, 0, Some(card));
+                }
+                (card.sold, card.cash) = (true, amount_minor);
+                *last_txn += 1;
+                return mock_reply(msg_type, ResponseCode::Approved, *last_txn, amount_minor, Some(card));
+            }
+            if !card.sold {
+                return mock_reply(msg_type, ResponseCode::CardNotSold, 0, 0, Some(card));
+            }
+            let available = card.cash - card.held;
+            let outcome = match request {
+                Request::Balance { .. } => return mock_reply(msg_type, ResponseCode::Approved, 0, 0, Some(card)),
+                Request::Sale { amount_minor, .. } | Request::Hold { amount_minor, .. } if available < amount_minor => {
+                    Err(ResponseCode::InsufficientValue)
+                }
+                Request::Sale { amount_minor, .. } => {
+                    card.cash -= amount_minor;
+                    Ok(amount_minor)
+                }
+                Request::Hold { amount_minor, .. } => {
+                    card.held += amount_minor;
+                    holds.insert(*last_txn + 1, (number.0, amount_minor, true));
+                    Ok(amount_minor)
+                }
+                Request::Load { amount_minor, .. } => {
+                    if !self.loads_credit_nothing {
+                        card.cash += amount_minor;
+                    }
+                    Ok(amount_minor)
+                }
+                Request::Capture { hold_txn_id, amount_minor, .. } => match holds.get_mut(&hold_txn_id) {
+                    None => Err(ResponseCode::OriginalNotFound),
+                    Some((hold_card, _, _)) if *hold_card != number.0 => Err(ResponseCode::OriginalMismatch),
+                    Some((_, _, false)) => Err(ResponseCode::OriginalAlreadySettled),
+                    Some((_, held, _)) if available + *held < amount_minor => Err(ResponseCode::InsufficientValue),
+                    Some((_, held, open)) => {
+                        *open = false;
+                        if !self.captures_keep_holds {
+                            card.held -= *held;
+                        }
+                        card.cash -= amount_minor;
+                        Ok(amount_minor)
                     }
                 },
-                Request::Sale { card, amount_minor, .. } => match cards.get_mut(&card.0) {
-                    None => card_reply(MsgType::Sale, ResponseCode::UnknownCard, 0, 0),
-                    Some((false, _)) => card_reply(MsgType::Sale, ResponseCode::CardNotSold, 0, 0),
-                    Some((true, cash)) if *cash < amount_minor => {
-                        card_reply(MsgType::Sale, ResponseCode::InsufficientValue, 0, *cash)
-                    }
-                    Some((true, cash)) => {
-                        *cash -= amount_minor;
-                        card_reply(MsgType::Sale, ResponseCode::Approved, amount_minor, *cash)
-                    }
-                },
-                Request::Balance { card } => match cards.get(&card.0) {
-                    Some((true, cash)) => card_reply(MsgType::Balance, ResponseCode::Approved, 0, *cash),
-                    Some((false, _)) => card_reply(MsgType::Balance, ResponseCode::CardNotSold, 0, 0),
-                    None => card_reply(MsgType::Balance, ResponseCode::UnknownCard, 0, 0),
-                },
-                other => Response::decline(other.msg_type(), ResponseCode::InvalidField),
+                _ => Err(ResponseCode::InvalidField),
+            };
+            match outcome {
+                Ok(amount) => {
+                    *last_txn += 1;
+                    mock_reply(msg_type, ResponseCode::Approved, *last_txn, amount, Some(card))
+                }
+                Err(code) => mock_reply(msg_type, code, 0, 0, Some(card)),
             }
         }
 
@@ -2064,14 +2387,21 @@ mod tests {
                             let Message::Request(request) = frame.message else { break };
                             let response = mock.handle(request);
                             let mut copies = 1;
-                            if let Request::Sale { .. } = request {
-                                let n = mock.sales.fetch_add(1, Ordering::Relaxed) + 1;
+                            if let Request::Sale { .. }
+                            | Request::Load { .. }
+                            | Request::Hold { .. }
+                            | Request::Capture { .. } = request
+                            {
+                                let n = mock.postings.fetch_add(1, Ordering::Relaxed) + 1;
                                 if mock.drop_every.is_some_and(|k| n.is_multiple_of(k)) {
                                     copies = 0;
                                 }
                                 if mock.repeat_every.is_some_and(|k| n.is_multiple_of(k)) {
                                     copies = 2;
                                 }
+                            }
+                            if let Some(delay) = mock.delay {
+                                tokio::time::sleep(delay).await;
                             }
                             let header = Header { flags: 0, ..frame.header };
                             for _ in 0..copies {
@@ -2088,9 +2418,12 @@ mod tests {
         }
     }
 
-    /// 4 terminals for 1 s on 300 cards from 62008800, window 8 unless `extra` names one.
+    /// 4 terminals for 1 s on 300 cards from 62008800, window 8, unless `extra` names others.
     fn cli(addr: &str, extra: &[&str]) -> Cli {
-        let mut args = vec!["loadgen", "--addr", addr, "--terminals", "4", "--duration-s", "1", "--cards", "300"];
+        let mut args = vec!["loadgen", "--addr", addr, "--duration-s", "1", "--cards", "300"];
+        if !extra.contains(&"--terminals") {
+            args.extend_from_slice(&["--terminals", "4"]);
+        }
         if !extra.contains(&"--window") {
             args.extend_from_slice(&["--window", "8"]);
         }
@@ -2145,6 +2478,137 @@ mod tests {
         match run(&cli(&addr, &[])).await {
             Err(Failure::Unreachable(text)) => assert!(text.starts_with("cannot connect to"), "{text}"),
             _ => panic!("expected an unreachable switch"),
+        }
+    }
+
+    const FULL_MIX: &str = "sale=50,load=20,hold=15,capture=10,balance=5";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_request_type_is_verified_against_the_balances() {
+        let addr = MockSwitch::default().start().await;
+        let first =
+            run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--skew", "zipf:1.1"])).await.ok().unwrap();
+        assert!(first.summary.verified && first.summary.errors == 0, "{first:?}");
+        for kind in Kind::ALL {
+            assert!(first.kinds[kind as usize].approved > 20, "{kind:?}: {first:?}");
+        }
+        let requests: u64 = first.kinds.iter().map(|k| k.approved + k.declined).sum();
+        assert_eq!(requests, first.summary.approved + first.summary.declined);
+        // Again on the same cards without setup: the open holds of the first run are read first.
+        let again = run_detailed(&cli(&addr, &["--mix", FULL_MIX, "--seed", "3", "--window", "2"])).await.ok().unwrap();
+        assert!(again.summary.verified && again.summary.errors == 0, "{again:?}");
+        // Captures without holds are sales.
+        let no_holds = run_detailed(&cli(&addr, &["--mix", "capture=1", "--seed", "4"])).await.ok().unwrap();
+        assert!(no_holds.summary.verified, "{no_holds:?}");
+        assert_eq!(no_holds.captures_as_sales, no_holds.kinds[Kind::Sale as usize].approved);
+        assert_eq!(no_holds.kinds[Kind::Capture as usize], KindStats::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn holds_a_capture_leaves_reserved_fail_the_verification() {
+        let addr = MockSwitch { captures_keep_holds: true, ..MockSwitch::default() }.start().await;
+        let summary = run(&cli(&addr, &["--setup", "--mix", "hold=1,capture=1"])).await.ok().unwrap();
+        assert!(!summary.verified && summary.errors == 0, "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loads_that_credit_nothing_fail_the_verification() {
+        let addr = MockSwitch { loads_credit_nothing: true, ..MockSwitch::default() }.start().await;
+        let summary = run(&cli(&addr, &["--setup", "--mix", "sale=1,load=1"])).await.ok().unwrap();
+        assert!(!summary.verified && summary.errors == 0, "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unanswered_postings_of_every_type_still_add_up() {
+        let addr = MockSwitch { drop_every: Some(211), ..MockSwitch::default() }.start().await;
+        let report = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX])).await.ok().unwrap();
+        assert!(report.summary.errors > 0 && report.summary.verified, "{report:?}");
+        let lost: u64 = report.kinds.iter().map(|k| k.lost).sum();
+        assert_eq!(lost, report.summary.errors);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_sends_at_the_rate_asked() {
+        let addr = MockSwitch::default().start().await;
+        // 4 terminals sharing 400/s for 1 s: each is due every 10 ms, 100 times in the run.
+        let report = run_detailed(&cli(&addr, &["--setup", "--rate", "400", "--mix", FULL_MIX])).await.ok().unwrap();
+        assert!(report.summary.verified && report.summary.errors == 0, "{report:?}");
+        assert_eq!(report.summary.approved + report.summary.declined, 400, "{report:?}");
+        assert_eq!(report.unsent, 0, "{report:?}");
+        assert!(report.service.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_latency_counts_the_wait_behind_a_slow_switch() {
+        // The switch answers one request per 20 ms per connection (50/s); one terminal is asked
+        // for 200/s. Its requests fall ever further behind their schedule: latency from the
+        // intended send time grows to most of a second, while each one's service time (from its
+        // actual send, behind at most the 4 of the window) stays near 80 ms.
+        let addr = MockSwitch { delay: Some(Duration::from_millis(20)), ..MockSwitch::default() }.start().await;
+        let extra = ["--setup", "--terminals", "1", "--window", "4", "--rate", "200"];
+        let report = run_detailed(&cli(&addr, &extra)).await.ok().unwrap();
+        let (service_p50, ..) = report.service.unwrap();
+        assert!(report.summary.verified && report.summary.errors == 0, "{report:?}");
+        assert!(report.summary.p50_us > 200_000, "{report:?}");
+        assert!(report.summary.max_us > 500_000, "{report:?}");
+        assert!(service_p50 < 150_000, "{report:?}");
+        // Fewer than a third of the 200 requests due could be sent.
+        assert!(report.unsent > 100, "{report:?}");
+        assert_eq!(report.summary.approved + report.unsent, 200, "{report:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pacer_releases_each_request_once_it_is_due() {
+        let start = Instant::now();
+        let until = Duration::from_millis(300);
+        // 2 terminals sharing 100/s: every 20 ms each, the second 10 ms after the first.
+        let schedules = [Schedule::new(2, 100.0, 0.0), Schedule::new(2, 100.0, 0.5)];
+        let gates = [Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0))];
+        let pacer =
+            Pacer::spawn(start, until, schedules.iter().zip(&gates).map(|(s, g)| (*s, Arc::clone(g))).collect())
+                .unwrap();
+        let due = schedules[0].due_before(until);
+        assert_eq!(due, 15);
+        let mut lags = Vec::new();
+        for k in 0..due {
+            gates[0].acquire().await.unwrap().forget();
+            let now = Instant::now();
+            let due = start + schedules[0].due(k);
+            assert!(now >= due, "request {k} released {:?} early", due - now);
+            lags.push(now - due);
+        }
+        tokio::time::sleep_until(start + until + Duration::from_millis(100)).await;
+        // Nothing due at or after the end; all of the second terminal's requests.
+        assert_eq!(gates[0].available_permits(), 0);
+        assert_eq!(gates[1].available_permits() as u64, schedules[1].due_before(until));
+        lags.sort();
+        // Far finer than the runtime's millisecond timer.
+        assert!(lags[lags.len() / 2] < Duration::from_millis(1), "{lags:?}");
+        drop(pacer);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_write_the_distribution_and_the_plot() {
+        let addr = MockSwitch::default().start().await;
+        let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{}", std::process::id(), unix_ms_now()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (hgrm, plot) = (dir.join("run.hgrm"), dir.join("run.svg"));
+        let extra = ["--setup", "--hgrm", hgrm.to_str().unwrap(), "--plot", plot.to_str().unwrap()];
+        let report = run_detailed(&cli(&addr, &extra)).await.ok().unwrap();
+        assert!(report.summary.verified && !report.output_failed, "{report:?}");
+        let text = std::fs::read_to_string(&hgrm).unwrap();
+        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"), "{text}");
+        let total = report.summary.approved + report.summary.declined;
+        assert!(text.contains(&format!("Total count    = {total:>12}]")), "{text}");
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("4 terminals × window 8, closed loop, 1 s"), "{svg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A file that cannot be created is a usage error, before anything is sent.
+        let missing = dir.join("missing").join("run.hgrm");
+        match run(&cli(&addr, &["--hgrm", missing.to_str().unwrap()])).await {
+            Err(Failure::Usage(text)) => assert!(text.starts_with("cannot write"), "{text}"),
+            _ => panic!("expected a usage error"),
         }
     }
 
