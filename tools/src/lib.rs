@@ -7,7 +7,7 @@
 //! [`mix`], card popularity ([`zipf`]), open-loop pacing ([`schedule`]), latency reports
 //! ([`latency`]) and the pseudo-random generator they share ([`rng`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod latency;
 pub mod mix;
@@ -127,30 +127,36 @@ pub fn sign_on_stan_from_clock(unix_ms: i64) -> u32 {
     SIGN_ON_STAN_BIT | (unix_ms.rem_euclid(1 << 31) as u32)
 }
 
-/// Trace numbers a load run owns per second of the day: [`run_stan_offset`] moves by this much
-/// each second, so two runs started `s` seconds apart on the same day never use the same
-/// (terminal, stan) as long as each terminal of the earlier run sent fewer than
-/// `RUN_STANS_PER_SECOND * s` requests.
-pub const RUN_STANS_PER_SECOND: u32 = 20_000;
+/// Terminal ids one load-generator run owns: a block of this many consecutive ids.
+pub const RUN_BLOCK_TERMINALS: u32 = 100_000;
 
-/// The per-run offset a load generator adds to its trace numbers, so repeated runs against the
-/// same switch do not reuse them (a reused stan with new content is declined `trace_reused`):
-/// seconds since local midnight times [`RUN_STANS_PER_SECOND`], modulo 2^31. At most
-/// 86_399 * 20_000 = 1_727_980_000, which leaves more than 2.5 billion stans per terminal
-/// before the `u32` wraps.
-pub fn run_stan_offset(unix_ms: i64, utc_offset_minutes: i32) -> u32 {
-    let offset_ms = i64::from(utc_offset_minutes) * 60_000;
-    let local_ms = (unix_ms.rem_euclid(MS_PER_DAY) + offset_ms.rem_euclid(MS_PER_DAY)).rem_euclid(MS_PER_DAY);
-    let seconds = (local_ms / 1000) as u64;
-    (seconds * u64::from(RUN_STANS_PER_SECOND) % (1 << 31)) as u32
+/// How many blocks of [`RUN_BLOCK_TERMINALS`] ids there are: block `b` (`0..RUN_BLOCKS`) is the
+/// ids `(b + 1) * 100_000 ..= (b + 1) * 100_000 + 99_999`, so the lowest id any run uses is
+/// 100,000 (ids below are left to people and real terminals) and the highest 4,294,899,999,
+/// within `u32`. One block per second for 42,948 s (11 h 55 min 48 s), then they repeat.
+pub const RUN_BLOCKS: u32 = u32::MAX / RUN_BLOCK_TERMINALS - 1;
+
+/// The first terminal id of the block owned by a load-generator run started at `unix_ms`:
+/// the block of the Unix second, modulo [`RUN_BLOCKS`].
+///
+/// This is what keeps runs from reusing each other's trace numbers (the switch remembers every
+/// request by `(terminal_id, stan)` for ever and declines a reused one with new content
+/// `trace_reused`): every terminal of a run has an id in the run's block and counts its stans
+/// up from 1 without wrapping, and two runs started in different seconds less than
+/// [`RUN_BLOCKS`] seconds apart have disjoint blocks, so they share no `(terminal, stan)`
+/// however many requests each sends. Runs started in the same second, an exact multiple of
+/// 42,948 s apart, or after the clock was set back share a block.
+pub fn run_terminal_block(unix_ms: i64) -> u32 {
+    let second = unix_ms.div_euclid(1000);
+    (second.rem_euclid(i64::from(RUN_BLOCKS)) as u32 + 1) * RUN_BLOCK_TERMINALS
 }
 
-/// The trace number after `stan`: counts upwards, wrapping past `u32::MAX` to 1 (never 0).
-pub fn next_stan(stan: u32) -> u32 {
-    match stan.wrapping_add(1) {
-        0 => 1,
-        next => next,
-    }
+/// How long until the Unix second after the one `started_ms` falls in, seen at `now_ms` (zero
+/// once it has begun). A run that waits this long before it ends never shares its start second,
+/// and so its block of terminal ids, with a run started after it.
+pub fn until_next_second(started_ms: i64, now_ms: i64) -> Duration {
+    let next_ms = (started_ms.div_euclid(1000) + 1).saturating_mul(1000);
+    Duration::from_millis(next_ms.saturating_sub(now_ms).max(0) as u64)
 }
 
 /// `YYYYMMDD` as `YYYY-MM-DD`.
@@ -291,28 +297,51 @@ mod tests {
     }
 
     #[test]
-    fn run_stan_offsets_follow_the_local_second_of_the_day() {
-        // 2026-11-22T01:30:05.123Z is 09:30:05 at UTC+8.
-        let unix_ms = 1_795_311_005_123;
-        assert_eq!(run_stan_offset(unix_ms, 480), (9 * 3600 + 30 * 60 + 5) * RUN_STANS_PER_SECOND);
-        assert_eq!(run_stan_offset(unix_ms, 0), (3600 + 30 * 60 + 5) * RUN_STANS_PER_SECOND);
-        // The same second gives the same offset, the next second the next block.
-        assert_eq!(run_stan_offset(unix_ms + 876, 480), run_stan_offset(unix_ms, 480));
-        assert_eq!(run_stan_offset(unix_ms + 877, 480), run_stan_offset(unix_ms, 480) + RUN_STANS_PER_SECOND);
-        // Local midnight is 0; the last second of the day is the largest offset, below 2^31.
-        assert_eq!(run_stan_offset(16 * 3_600_000, 480), 0);
-        assert_eq!(run_stan_offset(16 * 3_600_000 - 1, 480), 86_399 * RUN_STANS_PER_SECOND);
-        for ms in [0, 1, 86_399_999, unix_ms, -1, i64::MIN, i64::MAX] {
-            assert!(run_stan_offset(ms, 480) <= 86_399 * RUN_STANS_PER_SECOND);
-            assert!(run_stan_offset(ms, 480) < 1 << 31);
+    fn run_blocks_follow_the_second_and_fit_u32() {
+        // 2026-11-22T01:30:05.123Z.
+        let unix_ms: i64 = 1_795_311_005_123;
+        let second = unix_ms / 1000;
+        let block = run_terminal_block(unix_ms);
+        assert_eq!(block, (second % 42_948 + 1) as u32 * 100_000);
+        // The whole second has the same block.
+        assert_eq!(run_terminal_block(second * 1000), block);
+        assert_eq!(run_terminal_block(second * 1000 + 999), block);
+        // Runs one second apart own disjoint blocks: the next one starts where this one ends.
+        let next = run_terminal_block(unix_ms + 1000);
+        assert_eq!(next, block + RUN_BLOCK_TERMINALS);
+        let ids = |base: u32| base..base + RUN_BLOCK_TERMINALS;
+        assert!(ids(block).end <= ids(next).start);
+        // No two seconds within one cycle share a block, and they only repeat after it.
+        let mut seen = std::collections::HashSet::new();
+        for s in 0..i64::from(RUN_BLOCKS) {
+            assert!(seen.insert(run_terminal_block((second + s) * 1000)), "second {s}");
         }
+        assert_eq!(run_terminal_block((second + i64::from(RUN_BLOCKS)) * 1000), block);
+        // Every id of every block is in u32, never 0 and at least 100,000.
+        assert_eq!(RUN_BLOCKS, 42_948);
+        let highest = u64::from(RUN_BLOCKS) * u64::from(RUN_BLOCK_TERMINALS) + u64::from(RUN_BLOCK_TERMINALS) - 1;
+        assert_eq!(highest, 4_294_899_999);
+        assert!(highest <= u64::from(u32::MAX));
+        for ms in [0, 999, 1000, unix_ms, -1, -1000, i64::MIN, i64::MAX] {
+            let base = run_terminal_block(ms);
+            assert!(base >= RUN_BLOCK_TERMINALS && base.is_multiple_of(RUN_BLOCK_TERMINALS), "{ms}: {base}");
+            assert!(base.checked_add(RUN_BLOCK_TERMINALS - 1).is_some(), "{ms}: {base}");
+        }
+        assert_eq!(run_terminal_block(0), 100_000);
+        assert_eq!(run_terminal_block(-1), 42_948 * 100_000);
     }
 
     #[test]
-    fn stans_count_up_and_skip_zero() {
-        assert_eq!(next_stan(1), 2);
-        assert_eq!(next_stan(u32::MAX - 1), u32::MAX);
-        assert_eq!(next_stan(u32::MAX), 1);
+    fn runs_end_after_their_start_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(until_next_second(5_000, 5_000), ms(1_000));
+        assert_eq!(until_next_second(5_250, 5_900), ms(100));
+        assert_eq!(until_next_second(5_250, 6_000), ms(0));
+        assert_eq!(until_next_second(5_250, 9_000), ms(0));
+        assert_eq!(until_next_second(-1, -1), ms(1));
+        // No overflow at the ends of the range.
+        assert!(until_next_second(i64::MAX, 0) > ms(0));
+        assert_eq!(until_next_second(i64::MIN, 0), ms(0));
     }
 
     #[test]

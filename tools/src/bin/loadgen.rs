@@ -28,12 +28,13 @@ use cardswitch_tools::rng::XorShift;
 use cardswitch_tools::schedule::{parse_rate, Schedule};
 use cardswitch_tools::zipf::{parse_skew, Skew, Zipf};
 use cardswitch_tools::{
-    describe_io_error, next_stan, parse_card, run_stan_offset, sign_on_stan_from_clock, unix_ms_now,
+    describe_io_error, parse_card, run_terminal_block, sign_on_stan_from_clock, unix_ms_now, until_next_second,
+    RUN_BLOCK_TERMINALS,
 };
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use protocol::client::{local_time_now, DEFAULT_UTC_OFFSET_MINUTES};
+use protocol::client::local_time_now;
 use protocol::message::{Frame, Header, Message};
 use protocol::{
     CardNo, Category, FrameCodec, MsgType, PaymentMethod, Request, Response, ResponseCode, MAX_RANGE_CARDS,
@@ -52,18 +53,20 @@ const EXIT_USAGE: u8 = 2;
 const OPENING_MINOR: i64 = 1_000_000;
 /// Product of the imported range (`member`).
 const SETUP_PRODUCT: u16 = 1;
-/// Terminal ids of the load terminals are this plus 0..N.
-const LOAD_TERMINAL_BASE: u32 = 10_000;
-/// Terminal ids of the setup and verification connections are this plus 0..SETUP_CONNECTIONS.
-const SETUP_TERMINAL_BASE: u32 = 9_000;
 /// Pipelined connections used to sell cards and to read balances.
 const SETUP_CONNECTIONS: usize = 4;
+/// Within a run's block of terminal ids (see [`Terminals`]) the setup and verification
+/// connections are the first [`SETUP_CONNECTIONS`], the load terminals the ones after them.
+const LOAD_TERMINAL_OFFSET: u32 = SETUP_CONNECTIONS as u32;
+/// Most load terminals a run can have: the rest of its block, 99,996.
+const MAX_TERMINALS: u32 = RUN_BLOCK_TERMINALS - LOAD_TERMINAL_OFFSET;
 /// Requests outstanding on each setup connection.
 const SETUP_WINDOW: u32 = 256;
 /// How often setup requests answered `system_busy` (or not answered) are sent again.
 const SETUP_PASSES: u32 = 10;
-/// Every terminal's first trace number, before the per-run offset.
-const FIRST_STAN: u32 = 1_000;
+/// Every terminal's first trace number. Each counts up from it and stops at `u32::MAX` rather
+/// than wrap (see [`Terminals`]).
+const FIRST_STAN: u32 = 1;
 /// Most requests written before one flush.
 const BATCH_MAX: usize = 64;
 /// How long the load terminals wait for outstanding responses after they stop sending.
@@ -104,9 +107,20 @@ const OPEN_HOLDS_PER_TERMINAL: usize = 32;
     after_help = "Request types of --mix: sale (1-100 fen, retail), load (1-100 yuan, cash), hold \
                   (1-500 fen, room), capture (of one of the terminal's own open holds, for its \
                   amount or up to a tenth less; a sale when it has none) and balance.\n\n\
-                  Terminal ids are 10000+i (load) and 9000+j (setup and verification). Every \
-                  terminal counts its trace numbers up from 1000 + a per-run offset taken from \
-                  the time of day, printed at the start.\n\nExit status: 0 no errors and \
+                  Terminal ids and trace numbers: the switch remembers every request by \
+                  (terminal id, stan) for ever and declines a reused one with other content \
+                  (trace_reused), so every run owns a block of 100,000 terminal ids chosen by \
+                  the second it starts: B = 100000 * (1 + (Unix seconds mod 42948)), ids B to \
+                  B+99999 (all within 100000..4294899999). The setup and verification \
+                  connections are B..B+3 and the load terminals B+4 on (so --terminals is at \
+                  most 99996). Every terminal counts its stans up from 1 and never wraps (one \
+                  that has used all 4294967295 stops sending). Runs started in different \
+                  seconds less than 42948 s (11.9 hours) apart use disjoint blocks, so they never \
+                  reuse each other's (terminal, stan) whatever their rates and card counts; a \
+                  run never ends within the second it started, so the next run gets another \
+                  block. Runs started in the same second (in parallel), an exact multiple of \
+                  42948 s apart, or after the clock was set back share a block. The ids are \
+                  printed at the start.\n\nExit status: 0 no errors and \
                   verified, 1 errors, failed verification or failed setup, 2 usage error or \
                   the switch cannot be reached."
 )]
@@ -114,7 +128,7 @@ struct Cli {
     /// Address of the switch, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     addr: String,
-    /// Concurrent terminal connections.
+    /// Concurrent terminal connections (at most 99,996).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     terminals: u32,
     /// Requests each terminal keeps outstanding (1: send, wait, send, as a real POS).
@@ -158,8 +172,16 @@ struct Cli {
 }
 
 impl Cli {
-    /// Checks what clap cannot: the card range stays within one digit count.
+    /// Checks what clap cannot: the terminals fit the run's block of terminal ids and the card
+    /// range stays within one digit count.
     fn check(&self) -> Result<(), String> {
+        if self.terminals > MAX_TERMINALS {
+            return Err(format!(
+                "--terminals {}: a run has at most {MAX_TERMINALS} terminals (it owns a block of \
+                 {RUN_BLOCK_TERMINALS} terminal ids, {SETUP_CONNECTIONS} of them for setup and verification)",
+                self.terminals
+            ));
+        }
         let last = self.first_card.0.checked_add(self.cards - 1).map(CardNo);
         match last {
             Some(last) if last.is_valid() && last.digits() == self.first_card.digits() => Ok(()),
@@ -194,6 +216,52 @@ enum Failure {
     Usage(String),
     /// Anything else (exit 1).
     Failed(String),
+}
+
+/// The terminal ids of one run: the block of [`RUN_BLOCK_TERMINALS`] ids from `base`, which
+/// [`run_terminal_block`] derives from the second the run starts.
+///
+/// No run reuses a `(terminal, stan)` of an earlier one (the switch would decline it
+/// `trace_reused`): the setup and verification connection `j` is `base + j`, load terminal `i`
+/// is `base + SETUP_CONNECTIONS + i`, so every terminal id of the run is in its block and used
+/// by one sender at a time; each counts its stans up from [`FIRST_STAN`] and stops at
+/// `u32::MAX` instead of wrapping; and runs started in different seconds less than
+/// [`cardswitch_tools::RUN_BLOCKS`] seconds apart own disjoint blocks. A run also never ends
+/// within the second it started (see `main`), so a run started after it ends never gets its
+/// block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Terminals {
+    base: u32,
+}
+
+impl Terminals {
+    /// The id of setup and verification connection `j` (`< SETUP_CONNECTIONS`).
+    fn setup(self, j: usize) -> u32 {
+        assert!(j < SETUP_CONNECTIONS, "setup connection {j}");
+        self.base + j as u32
+    }
+
+    /// The id of load terminal `i` (`< MAX_TERMINALS`).
+    fn load(self, i: u32) -> u32 {
+        assert!(i < MAX_TERMINALS, "load terminal {i}");
+        self.base + LOAD_TERMINAL_OFFSET + i
+    }
+
+    /// The ids in words, for the start of the run.
+    fn describe(self, load_terminals: u32) -> String {
+        format!(
+            "terminal ids {}..={} (block {}..={}; setup and verification {}..={}, load {}..={}), \
+             stans from {FIRST_STAN}",
+            self.base,
+            self.load(load_terminals - 1),
+            self.base,
+            self.base + (RUN_BLOCK_TERMINALS - 1),
+            self.setup(0),
+            self.setup(SETUP_CONNECTIONS - 1),
+            self.load(0),
+            self.load(load_terminals - 1)
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,6 +606,8 @@ struct Shared<T> {
     /// Open loop: requests due before the deadline that were never sent (the terminal was
     /// behind its schedule at the end).
     unsent: AtomicU64,
+    /// The writer stopped because it had used every stan up to `u32::MAX`.
+    out_of_stans: AtomicBool,
 }
 
 /// How a pipeline paces its requests.
@@ -638,6 +708,8 @@ struct Outcome<R, T> {
     issued: u64,
     /// Open loop: requests due before the deadline that were never sent.
     unsent: u64,
+    /// The writer stopped early: it had used every stan up to `u32::MAX`.
+    out_of_stans: bool,
     /// Responses whose stan was not outstanding (answered twice, or never asked) or whose
     /// terminal id was not ours.
     unmatched: u64,
@@ -651,9 +723,10 @@ struct Outcome<R, T> {
     last_reply: Option<Instant>,
 }
 
-/// Sends what `generate` yields (request and tag) until it yields `None` or the deadline
-/// passes, with at most `window` outstanding, and hands every response to `replies`; then
-/// waits up to `drain` for the outstanding ones.
+/// Sends what `generate` yields (request and tag) until it yields `None`, the deadline
+/// passes or the stans run out (from `first_stan` up to `u32::MAX`, never wrapping), with at
+/// most `window` outstanding, and hands every response to `replies`; then waits up to `drain`
+/// for the outstanding ones.
 async fn pipeline<G, R, T>(conn: Conn, pacing: Pacing, generate: G, replies: R) -> Outcome<R, T>
 where
     G: FnMut() -> Option<(Request, T)> + Send + 'static,
@@ -671,6 +744,7 @@ where
         done: Notify::new(),
         issued: AtomicU64::new(0),
         unsent: AtomicU64::new(0),
+        out_of_stans: AtomicBool::new(false),
     });
     let drain = pacing.drain;
     let mut writer_task = tokio::spawn(write_loop(writer, terminal_id, pacing, Arc::clone(&shared), generate));
@@ -679,6 +753,7 @@ where
         replies,
         issued: 0,
         unsent: 0,
+        out_of_stans: false,
         unmatched: 0,
         error_frames: 0,
         first_error_frame: None,
@@ -780,6 +855,7 @@ where
     }
     outcome.issued = shared.issued.load(Ordering::Acquire);
     outcome.unsent = shared.unsent.load(Ordering::Acquire);
+    outcome.out_of_stans = shared.out_of_stans.load(Ordering::Acquire);
     outcome.lost = shared.inflight.lock().expect("not poisoned").drain().map(|(_, p)| p.tag).collect();
     outcome
 }
@@ -803,7 +879,9 @@ where
     G: FnMut() -> Option<(Request, T)>,
 {
     let Pacing { deadline, open_loop, .. } = pacing;
-    let mut stan = pacing.first_stan;
+    // Counted in u64 so that the last stan, u32::MAX, can be used and nothing wraps.
+    let mut stan = u64::from(pacing.first_stan);
+    let mut out_of_stans = false;
     let mut batch: Vec<(u32, Request)> = Vec::with_capacity(BATCH_MAX);
     // Open loop: the index of the next scheduled request, and how many are due in the run.
     let mut next = 0u64;
@@ -859,6 +937,11 @@ where
         {
             let mut inflight = shared.inflight.lock().expect("not poisoned");
             for _ in 0..slots {
+                // A wrapped stan would be one this terminal has used already.
+                let Ok(this_stan) = u32::try_from(stan) else {
+                    (out_of_stans, exhausted) = (true, true);
+                    break;
+                };
                 let Some((request, tag)) = generate() else {
                     exhausted = true;
                     break;
@@ -867,9 +950,9 @@ where
                     open_loop.as_ref().map_or(now, |open_loop| open_loop.start + open_loop.schedule.due(next));
                 next += 1;
                 // Recorded before it is written: the response may be read before feed returns.
-                inflight.insert(stan, Pending { intended, sent: now, tag });
-                batch.push((stan, request));
-                stan = next_stan(stan);
+                inflight.insert(this_stan, Pending { intended, sent: now, tag });
+                batch.push((this_stan, request));
+                stan += 1;
             }
         }
         shared.issued.fetch_add(batch.len() as u64, Ordering::Release);
@@ -896,6 +979,7 @@ where
     if let Some(due_in_run) = due_in_run {
         shared.unsent.store(due_in_run.saturating_sub(next), Ordering::Release);
     }
+    shared.out_of_stans.store(out_of_stans, Ordering::Release);
     shared.writer_done.store(true, Ordering::Release);
     shared.done.notify_one();
     (writer, error)
@@ -942,23 +1026,49 @@ impl Replies<u64> for CardReplies {
     }
 }
 
-/// The setup and verification connections: addresses, store and each terminal's next stan.
+/// The setup and verification connections: addresses, store, terminal ids and each
+/// terminal's next stan (above `u32::MAX` once it has used them all).
+///
+/// They cannot run out: connection 0 sends at most 100 imports, and in each of at most
+/// [`SETUP_PASSES`] passes each connection sends at most a quarter of the cards (at most
+/// 250,000,000) or of the [`VERIFY_SAMPLE`] balances: about 2.5 billion in all, fewer than
+/// 2^32. A pass that would need more stans than are left fails instead of reusing one.
 struct Admin {
     addr: SocketAddr,
     addr_text: String,
     store: u32,
-    next_stans: Vec<u32>,
+    terminals: Terminals,
+    next_stans: Vec<u64>,
 }
 
 impl Admin {
-    fn new(addr: SocketAddr, addr_text: &str, store: u32, first_stan: u32) -> Admin {
-        Admin { addr, addr_text: addr_text.to_string(), store, next_stans: vec![first_stan; SETUP_CONNECTIONS] }
+    fn new(addr: SocketAddr, addr_text: &str, store: u32, terminals: Terminals) -> Admin {
+        Admin {
+            addr,
+            addr_text: addr_text.to_string(),
+            store,
+            terminals,
+            next_stans: vec![u64::from(FIRST_STAN); SETUP_CONNECTIONS],
+        }
     }
 
-    fn take_stan(&mut self, connection: usize) -> u32 {
-        let stan = self.next_stans[connection];
-        self.next_stans[connection] = next_stan(stan);
-        stan
+    /// The next stan of connection `j`, unless it has used them all.
+    fn take_stan(&mut self, j: usize) -> Result<u32, Failure> {
+        let stan = self.first_stan(j, 1)?;
+        self.next_stans[j] += 1;
+        Ok(stan)
+    }
+
+    /// The next stan of connection `j` when `count` more are left from it up to `u32::MAX`.
+    fn first_stan(&self, j: usize, count: u64) -> Result<u32, Failure> {
+        let next = self.next_stans[j];
+        if next + count.max(1) - 1 > u64::from(u32::MAX) {
+            return Err(Failure::Failed(format!(
+                "terminal {} has too few trace numbers left for {count} more requests",
+                self.terminals.setup(j)
+            )));
+        }
+        Ok(next as u32)
     }
 
     /// Sends `make(card)` for every card in `cards` over up to [`SETUP_CONNECTIONS`] pipelined
@@ -984,13 +1094,17 @@ impl Admin {
             let todo_shared: Arc<Vec<u64>> = Arc::new(std::mem::take(&mut todo));
             let cards_shared: Arc<Vec<CardNo>> = Arc::new(todo_shared.iter().map(|&i| cards[i as usize]).collect());
             let mut tasks = Vec::with_capacity(connections);
+            let mut counts = Vec::with_capacity(connections);
             for j in 0..connections {
-                let (addr, store, first_stan) = (self.addr, self.store, self.next_stans[j]);
+                // Connection j sends the requests at positions j, j + connections, ...
+                let count = (todo_shared.len() - j).div_ceil(connections) as u64;
+                let first_stan = self.first_stan(j, count)?;
+                counts.push(count);
+                let (addr, store) = (self.addr, self.store);
                 let (todo_shared, cards_shared) = (Arc::clone(&todo_shared), Arc::clone(&cards_shared));
-                let terminal_id = SETUP_TERMINAL_BASE + j as u32;
+                let terminal_id = self.terminals.setup(j);
                 tasks.push(tokio::spawn(async move {
                     let conn = open(addr, terminal_id, store).await?;
-                    // Connection j takes positions j, j + connections, ...
                     let mut position = j;
                     let generate = move || {
                         let at = position;
@@ -1019,7 +1133,7 @@ impl Admin {
             let mut problems = Vec::new();
             let mut unreachable = None;
             for (j, task) in tasks.into_iter().enumerate() {
-                let terminal_id = SETUP_TERMINAL_BASE + j as u32;
+                let terminal_id = self.terminals.setup(j);
                 let outcome = match task.await {
                     Ok(Ok(outcome)) => outcome,
                     Ok(Err(e)) => {
@@ -1030,13 +1144,13 @@ impl Admin {
                         continue;
                     }
                     Err(e) => {
+                        // It may have used any of its stans: none of them is used again.
+                        self.next_stans[j] += counts[j];
                         problems.push(format!("terminal {terminal_id}: task failed: {e}"));
                         continue;
                     }
                 };
-                for _ in 0..outcome.issued {
-                    self.take_stan(j);
-                }
+                self.next_stans[j] += outcome.issued;
                 if let Some(failure) = &outcome.failure {
                     problems.push(format!("terminal {terminal_id}: {failure}"));
                 }
@@ -1093,7 +1207,8 @@ fn balance_request(card: CardNo) -> Request {
 /// its balance is exactly the opening value).
 async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
     let started = Instant::now();
-    let mut conn = open(admin.addr, SETUP_TERMINAL_BASE, admin.store).await.map_err(|e| e.into_failure(&cli.addr))?;
+    let mut conn =
+        open(admin.addr, admin.terminals.setup(0), admin.store).await.map_err(|e| e.into_failure(&cli.addr))?;
     let mut imported = 0u64;
     let mut already = 0u64;
     let mut first = 0u64;
@@ -1105,7 +1220,7 @@ async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
             product: SETUP_PRODUCT,
             store_id: cli.store,
         };
-        let stan = admin.take_stan(0);
+        let stan = admin.take_stan(0)?;
         let what = format!("import of {}..={}", cli.card(first), cli.card(last));
         match call(&mut conn, stan, request, IMPORT_TIMEOUT).await {
             Ok(Response::ImportRange(reply)) if reply.code.is_approved() => imported += reply.card_count,
@@ -1360,7 +1475,7 @@ fn take_histogram(shared: Arc<Mutex<Histogram<u64>>>) -> Histogram<u64> {
 async fn run_load(
     cli: &Cli,
     addr: SocketAddr,
-    first_stan: u32,
+    terminals: Terminals,
     cards: CardChoice,
     ledger: Arc<Ledger>,
 ) -> Result<RunResult, Failure> {
@@ -1368,7 +1483,7 @@ async fn run_load(
     let mut opening = Vec::with_capacity(cli.terminals as usize);
     for i in 0..cli.terminals {
         let store = cli.store;
-        opening.push(tokio::spawn(async move { open(addr, LOAD_TERMINAL_BASE + i, store).await }));
+        opening.push(tokio::spawn(async move { open(addr, terminals.load(i), store).await }));
     }
     let mut conns = Vec::with_capacity(opening.len());
     let mut open_errors = Vec::new();
@@ -1440,7 +1555,8 @@ async fn run_load(
             wrong_type: 0,
             wrong_amount: 0,
         };
-        let pacing = Pacing { window: cli.window, first_stan, deadline: Some(deadline), drain: DRAIN, open_loop };
+        let pacing =
+            Pacing { window: cli.window, first_stan: FIRST_STAN, deadline: Some(deadline), drain: DRAIN, open_loop };
         tasks.push(tokio::spawn(pipeline(conn, pacing, generate, replies)));
     }
     let _pacer = if paced.is_empty() {
@@ -1471,6 +1587,7 @@ async fn run_load(
     let mut last_reply: Option<Instant> = None;
     let mut failures = Vec::new();
     let (mut lost, mut lost_terminals) = (0u64, 0u64);
+    let mut out_of_stans = 0u64;
     for (task, live) in tasks.into_iter().zip(&lives) {
         let mut outcome = match task.await {
             Ok(outcome) => outcome,
@@ -1498,6 +1615,7 @@ async fn run_load(
         result.unmatched += outcome.unmatched;
         result.wrong_amount += outcome.replies.wrong_amount;
         result.unsent += outcome.unsent;
+        out_of_stans += u64::from(outcome.out_of_stans);
         for tag in &outcome.lost {
             result.kinds[tag.kind as usize].lost += 1;
             if let Some(slot) = ledger.sample.slot_of(u64::from(tag.card)) {
@@ -1517,6 +1635,9 @@ async fn run_load(
         last_reply = last_reply.max(outcome.last_reply);
     }
     progress.abort();
+    if out_of_stans > 0 {
+        eprintln!("loadgen: {out_of_stans} terminals used every stan up to {} and stopped sending early", u32::MAX);
+    }
     if lost > 0 {
         eprintln!(
             "loadgen: {lost} requests on {lost_terminals} terminals got no response within {} s",
@@ -1722,12 +1843,9 @@ struct Report {
     output_failed: bool,
 }
 
-#[cfg(test)]
-async fn run(cli: &Cli) -> Result<Summary, Failure> {
-    run_detailed(cli).await.map(|report| report.summary)
-}
-
-async fn run_detailed(cli: &Cli) -> Result<Report, Failure> {
+/// Runs with the terminal ids `terminals`: setup (if asked), balances before, load, balances
+/// after.
+async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure> {
     let cards = CardChoice::new(cli.cards, cli.skew).map_err(Failure::Usage)?;
     let outputs = Outputs::create(cli)?;
     let addr = match tokio::net::lookup_host(cli.addr.as_str()).await {
@@ -1738,11 +1856,8 @@ async fn run_detailed(cli: &Cli) -> Result<Report, Failure> {
             return Err(Failure::Unreachable(format!("cannot connect to {}: {}", cli.addr, describe_io_error(&e))))
         }
     };
-    let offset = run_stan_offset(unix_ms_now(), DEFAULT_UTC_OFFSET_MINUTES);
-    let first_stan = FIRST_STAN + offset;
     eprintln!(
-        "loadgen: {} terminals, window {}, {}, {} s, {} cards from {} at store {} ({}), mix {}, seed {}; \
-         stan offset {offset} (first stan {first_stan})",
+        "loadgen: {} terminals, window {}, {}, {} s, {} cards from {} at store {} ({}), mix {}, seed {}",
         cli.terminals,
         cli.window,
         cli.pacing(),
@@ -1754,11 +1869,12 @@ async fn run_detailed(cli: &Cli) -> Result<Report, Failure> {
         cli.mix,
         cli.seed
     );
+    eprintln!("loadgen: {}", terminals.describe(cli.terminals));
     if cli.mix.weight(Kind::Capture) > 0 && cli.mix.weight(Kind::Hold) == 0 {
         eprintln!("loadgen: the mix has captures but no holds: every capture is sent as a sale");
     }
 
-    let mut admin = Admin::new(addr, &cli.addr, cli.store, first_stan);
+    let mut admin = Admin::new(addr, &cli.addr, cli.store, terminals);
     let fresh = if cli.setup { setup(cli, &mut admin).await? } else { false };
     let sample = Sample::new(cli.cards, VERIFY_SAMPLE);
     let start_balances = if fresh {
@@ -1775,7 +1891,7 @@ async fn run_detailed(cli: &Cli) -> Result<Report, Failure> {
     };
 
     let ledger = Arc::new(Ledger::new(sample));
-    let result = run_load(cli, addr, first_stan, cards, Arc::clone(&ledger)).await?;
+    let result = run_load(cli, addr, terminals, cards, Arc::clone(&ledger)).await?;
 
     let responses = result.approved + result.declined;
     let tps = rate(responses, result.measured_s);
@@ -1881,9 +1997,17 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let outcome = runtime.block_on(run_detailed(&cli));
+    // The run's block of terminal ids comes from the second it starts (see `Terminals`).
+    let started_ms = unix_ms_now();
+    let terminals = Terminals { base: run_terminal_block(started_ms) };
+    let outcome = runtime.block_on(run_detailed(&cli, terminals));
     // Tasks stuck on a dead connection must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    // Never end within the start second: a run started after this one ends then gets another
+    // block. (A usage error is found before anything is sent.)
+    if !matches!(outcome, Err(Failure::Usage(_))) {
+        std::thread::sleep(until_next_second(started_ms, unix_ms_now()));
+    }
     match outcome {
         Ok(report) => {
             println!("{}", report.summary.json());
@@ -2237,6 +2361,9 @@ mod tests {
 
     #[derive(Default)]
     struct MockState {
+        /// Every request but sign-ons and balances by (terminal, stan), as the switch
+        /// remembers them (§8); a balance is checked against them but not remembered.
+        traces: HashMap<(u32, u32), Request>,
         cards: HashMap<u64, MockCard>,
         /// Hold txn id -> (card, amount, still open).
         holds: HashMap<u64, (u64, i64, bool)>,
@@ -2244,7 +2371,8 @@ mod tests {
     }
 
     /// A switch in miniature (sign-on, import, sell, sale, load, hold, capture, balance, all in
-    /// one map) that can drop or repeat responses, be slow, or get captures and loads wrong.
+    /// one map; a reused (terminal, stan) is declined `trace_reused`) that can drop or repeat
+    /// responses, be slow, or get captures and loads wrong.
     #[derive(Default)]
     struct MockSwitch {
         state: Mutex<MockState>,
@@ -2282,9 +2410,21 @@ mod tests {
     }
 
     impl MockSwitch {
-        fn handle(&self, request: Request) -> Response {
+        fn handle(&self, header: Header, request: Request) -> Response {
             let mut state = self.state.lock().unwrap();
-            let MockState { cards, holds, last_txn } = &mut *state;
+            let MockState { traces, cards, holds, last_txn } = &mut *state;
+            if !matches!(request, Request::SignOn { .. }) {
+                let key = (header.terminal_id, header.stan);
+                // Stricter than the switch: loadgen never retransmits, so even a request equal to
+                // the remembered one is a reuse.
+                match traces.get(&key) {
+                    Some(_) => return Response::decline(request.msg_type(), ResponseCode::TraceReused),
+                    None if matches!(request, Request::Balance { .. }) => {}
+                    None => {
+                        traces.insert(key, request);
+                    }
+                }
+            }
             match request {
                 Request::SignOn { .. } => {
                     return Response::SignOn(protocol::SignOnReply {
@@ -2385,7 +2525,7 @@ mod tests {
                         let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec);
                         while let Some(Ok(frame)) = framed.next().await {
                             let Message::Request(request) = frame.message else { break };
-                            let response = mock.handle(request);
+                            let response = mock.handle(frame.header, request);
                             let mut copies = 1;
                             if let Request::Sale { .. }
                             | Request::Load { .. }
@@ -2418,6 +2558,20 @@ mod tests {
         }
     }
 
+    /// The terminal ids `main` would give a run started now.
+    fn now() -> Terminals {
+        Terminals { base: run_terminal_block(unix_ms_now()) }
+    }
+
+    /// The terminal ids of a run started `seconds` after `unix_ms`.
+    fn later(unix_ms: i64, seconds: i64) -> Terminals {
+        Terminals { base: run_terminal_block(unix_ms + seconds * 1000) }
+    }
+
+    async fn run(cli: &Cli) -> Result<Summary, Failure> {
+        run_detailed(cli, now()).await.map(|report| report.summary)
+    }
+
     /// 4 terminals for 1 s on 300 cards from 62008800, window 8, unless `extra` names others.
     fn cli(addr: &str, extra: &[&str]) -> Cli {
         let mut args = vec!["loadgen", "--addr", addr, "--duration-s", "1", "--cards", "300"];
@@ -2437,17 +2591,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_set_up_sell_and_verify_against_a_switch() {
         let addr = MockSwitch::default().start().await;
-        let first = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
+        let t0 = unix_ms_now();
+        let first = run_detailed(&cli(&addr, &["--setup"]), later(t0, 0)).await.ok().unwrap().summary;
         assert!(first.approved > 100, "{first:?}");
         assert_eq!((first.declined, first.errors), (0, 0), "{first:?}");
         assert!(first.verified, "{first:?}");
         assert!(first.p50_us <= first.p99_us && first.p99_us <= first.max_us && first.max_us > 0);
         assert!(first.tps > 0.0);
         // Again with --setup: the range and the cards are there; balances are read first.
-        let again = run(&cli(&addr, &["--setup", "--seed", "2", "--window", "1"])).await.ok().unwrap();
+        let extra = ["--setup", "--seed", "2", "--window", "1"];
+        let again = run_detailed(&cli(&addr, &extra), later(t0, 1)).await.ok().unwrap().summary;
         assert!(again.verified && again.errors == 0 && again.approved > 0, "{again:?}");
         // Without setup, on cards of which some do not exist: declined, still verified.
-        let partly = run(&cli(&addr, &["--first-card", "62008900"])).await.ok().unwrap();
+        let partly = run_detailed(&cli(&addr, &["--first-card", "62008900"]), later(t0, 2)).await.ok().unwrap().summary;
         assert!(partly.verified && partly.errors == 0 && partly.declined > 0, "{partly:?}");
     }
 
@@ -2456,6 +2612,74 @@ mod tests {
         let addr = MockSwitch { repeat_every: Some(97), ..MockSwitch::default() }.start().await;
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(!summary.verified, "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_a_second_apart_reuse_no_trace_numbers() {
+        // Many requests per terminal and second: under the old per-second stan offsets the
+        // second run reused the first one's stans.
+        let addr = MockSwitch::default().start().await;
+        let t0 = unix_ms_now();
+        let extra = ["--setup", "--terminals", "1", "--window", "64", "--mix", FULL_MIX];
+        let first = run_detailed(&cli(&addr, &extra), later(t0, 0)).await.ok().unwrap().summary;
+        assert!(first.verified && first.errors == 0 && first.approved > 1_000, "{first:?}");
+        let extra = ["--terminals", "1", "--window", "64", "--mix", FULL_MIX, "--seed", "2"];
+        let next = run_detailed(&cli(&addr, &extra), later(t0, 1)).await.ok().unwrap();
+        assert!(next.summary.verified && next.summary.errors == 0, "{next:?}");
+        assert_eq!(next.summary.declined, 0, "{next:?}");
+        // The mock declines a reused (terminal, stan): a run in the block of the setup run has
+        // its balance inquiries and postings declined `trace_reused` and fails, as it should.
+        let same = run_detailed(&cli(&addr, &extra), later(t0, 0)).await.ok().unwrap().summary;
+        assert!(!same.verified && same.declined > 0, "{same:?}");
+    }
+
+    #[test]
+    fn terminal_ids_stay_in_the_block_and_apart() {
+        for base in [run_terminal_block(0), run_terminal_block(-1), now().base] {
+            let terminals = Terminals { base };
+            let mut ids: Vec<u32> = (0..SETUP_CONNECTIONS).map(|j| terminals.setup(j)).collect();
+            ids.extend((0..MAX_TERMINALS).map(|i| terminals.load(i)));
+            assert_eq!(ids.len() as u32, RUN_BLOCK_TERMINALS);
+            assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "distinct, in order");
+            assert_eq!((ids[0], ids[ids.len() - 1]), (base, base + RUN_BLOCK_TERMINALS - 1));
+            assert!(base >= RUN_BLOCK_TERMINALS);
+        }
+        let text = Terminals { base: 1_234_500_000 }.describe(8);
+        assert!(text.contains("1234500000..=1234500011"), "{text}");
+        assert!(text.contains("setup and verification 1234500000..=1234500003"), "{text}");
+        assert!(text.contains("load 1234500004..=1234500011"), "{text}");
+        assert!(text.contains("stans from 1"), "{text}");
+        // More terminals than the block holds is a usage error.
+        let args = |n: &str| {
+            let mut args = vec!["loadgen", "--addr", "x:1", "--window", "1", "--duration-s", "1"];
+            args.extend(["--cards", "1", "--terminals"]);
+            Cli::try_parse_from([args, vec![n]].concat()).unwrap()
+        };
+        assert!(args("99996").check().is_ok());
+        let error = args("99997").check().unwrap_err();
+        assert!(error.contains("at most 99996 terminals"), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn terminals_stop_at_the_last_stan_instead_of_wrapping() {
+        let addr: SocketAddr = MockSwitch::default().start().await.parse().unwrap();
+        let conn = open(addr, 123_456, 21).await.ok().unwrap();
+        let drain = Duration::from_secs(5);
+        let pacing = Pacing { window: 8, first_stan: u32::MAX - 2, deadline: None, drain, open_loop: None };
+        let generate = || Some((balance_request(CardNo(62_008_800)), 0u64));
+        let replies = CardReplies { request: MsgType::Balance, answers: Vec::new(), wrong_type: 0 };
+        let outcome = pipeline(conn, pacing, generate, replies).await;
+        assert!(outcome.out_of_stans);
+        assert_eq!((outcome.issued, outcome.replies.answers.len()), (3, 3));
+        assert!(outcome.failure.is_none() && outcome.lost.is_empty() && outcome.unmatched == 0);
+        // The setup and verification connections refuse a pass they have too few stans for.
+        let mut admin = Admin::new(addr, "x", 21, Terminals { base: 100_000 });
+        admin.next_stans[1] = u64::from(u32::MAX) - 1;
+        assert!(matches!(admin.first_stan(1, 2), Ok(stan) if stan == u32::MAX - 1));
+        assert!(matches!(admin.first_stan(1, 3), Err(Failure::Failed(text)) if text.contains("terminal 100001")));
+        admin.next_stans[0] = u64::from(u32::MAX);
+        assert!(matches!(admin.take_stan(0), Ok(u32::MAX)));
+        assert!(admin.take_stan(0).is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2486,8 +2710,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_type_is_verified_against_the_balances() {
         let addr = MockSwitch::default().start().await;
-        let first =
-            run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--skew", "zipf:1.1"])).await.ok().unwrap();
+        let t0 = unix_ms_now();
+        let first = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--skew", "zipf:1.1"]), later(t0, 0))
+            .await
+            .ok()
+            .unwrap();
         assert!(first.summary.verified && first.summary.errors == 0, "{first:?}");
         for kind in Kind::ALL {
             assert!(first.kinds[kind as usize].approved > 20, "{kind:?}: {first:?}");
@@ -2495,10 +2722,12 @@ mod tests {
         let requests: u64 = first.kinds.iter().map(|k| k.approved + k.declined).sum();
         assert_eq!(requests, first.summary.approved + first.summary.declined);
         // Again on the same cards without setup: the open holds of the first run are read first.
-        let again = run_detailed(&cli(&addr, &["--mix", FULL_MIX, "--seed", "3", "--window", "2"])).await.ok().unwrap();
+        let extra = ["--mix", FULL_MIX, "--seed", "3", "--window", "2"];
+        let again = run_detailed(&cli(&addr, &extra), later(t0, 1)).await.ok().unwrap();
         assert!(again.summary.verified && again.summary.errors == 0, "{again:?}");
         // Captures without holds are sales.
-        let no_holds = run_detailed(&cli(&addr, &["--mix", "capture=1", "--seed", "4"])).await.ok().unwrap();
+        let no_holds =
+            run_detailed(&cli(&addr, &["--mix", "capture=1", "--seed", "4"]), later(t0, 2)).await.ok().unwrap();
         assert!(no_holds.summary.verified, "{no_holds:?}");
         assert_eq!(no_holds.captures_as_sales, no_holds.kinds[Kind::Sale as usize].approved);
         assert_eq!(no_holds.kinds[Kind::Capture as usize], KindStats::default());
@@ -2521,7 +2750,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unanswered_postings_of_every_type_still_add_up() {
         let addr = MockSwitch { drop_every: Some(211), ..MockSwitch::default() }.start().await;
-        let report = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX])).await.ok().unwrap();
+        let report = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX]), now()).await.ok().unwrap();
         assert!(report.summary.errors > 0 && report.summary.verified, "{report:?}");
         let lost: u64 = report.kinds.iter().map(|k| k.lost).sum();
         assert_eq!(lost, report.summary.errors);
@@ -2531,7 +2760,8 @@ mod tests {
     async fn open_loop_sends_at_the_rate_asked() {
         let addr = MockSwitch::default().start().await;
         // 4 terminals sharing 400/s for 1 s: each is due every 10 ms, 100 times in the run.
-        let report = run_detailed(&cli(&addr, &["--setup", "--rate", "400", "--mix", FULL_MIX])).await.ok().unwrap();
+        let report =
+            run_detailed(&cli(&addr, &["--setup", "--rate", "400", "--mix", FULL_MIX]), now()).await.ok().unwrap();
         assert!(report.summary.verified && report.summary.errors == 0, "{report:?}");
         assert_eq!(report.summary.approved + report.summary.declined, 400, "{report:?}");
         assert_eq!(report.unsent, 0, "{report:?}");
@@ -2546,7 +2776,7 @@ mod tests {
         // actual send, behind at most the 4 of the window) stays near 80 ms.
         let addr = MockSwitch { delay: Some(Duration::from_millis(20)), ..MockSwitch::default() }.start().await;
         let extra = ["--setup", "--terminals", "1", "--window", "4", "--rate", "200"];
-        let report = run_detailed(&cli(&addr, &extra)).await.ok().unwrap();
+        let report = run_detailed(&cli(&addr, &extra), now()).await.ok().unwrap();
         let (service_p50, ..) = report.service.unwrap();
         assert!(report.summary.verified && report.summary.errors == 0, "{report:?}");
         assert!(report.summary.p50_us > 200_000, "{report:?}");
@@ -2594,7 +2824,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (hgrm, plot) = (dir.join("run.hgrm"), dir.join("run.svg"));
         let extra = ["--setup", "--hgrm", hgrm.to_str().unwrap(), "--plot", plot.to_str().unwrap()];
-        let report = run_detailed(&cli(&addr, &extra)).await.ok().unwrap();
+        let report = run_detailed(&cli(&addr, &extra), now()).await.ok().unwrap();
         assert!(report.summary.verified && !report.output_failed, "{report:?}");
         let text = std::fs::read_to_string(&hgrm).unwrap();
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"), "{text}");
