@@ -28,7 +28,7 @@ pub const BUSINESS_UTC_OFFSET_MINUTES: i32 = 8 * 60;
 /// once they are materialized; a request naming one fetches it back from disk.
 pub const RECENT_RETENTION_MS: i64 = 60_000;
 /// Most transactions (and, separately, trace records) a partition keeps in memory.
-pub const MAX_CACHED_RECORDS: usize = 1_000_000;
+pub const MAX_CACHED_RECORDS: usize = 262_144;
 /// Most records of each kind dropped from memory after one batch, to keep batches short.
 const EVICT_BUDGET: usize = 2 * MAX_BATCH;
 /// Disk lookups one command may need (its own trace, a reversal's original, its transaction,

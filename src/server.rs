@@ -103,7 +103,9 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let partitions = config.partitions;
         let (store, recovered) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let store = Store::open(&data_dir)?;
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
             let recovered = store.recover(partitions)?;
             Ok::<_, StoreError>((store, recovered))
         })

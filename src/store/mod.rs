@@ -37,6 +37,10 @@ pub mod cf {
 }
 
 const MARKS_KEY: &[u8] = b"marks";
+/// Records per write when materializing (see `Store::materialize`).
+const MATERIALIZE_CHUNK_RECORDS: usize = 4_096;
+/// All memtables together, across column families.
+const MEMTABLE_BUDGET_BYTES: usize = 256 << 20;
 /// `terminals` → for each terminal, the largest trace number in the materialized state.
 const TERMINALS_KEY: &[u8] = b"terminals";
 
@@ -174,6 +178,7 @@ impl Store {
         // another's WAL write.
         opts.set_enable_pipelined_write(true);
         opts.set_max_background_jobs(2);
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         opts.set_compression_type(DBCompressionType::Lz4);
         // The log and the cards are never read while serving (the partitions hold every
         // card), so their memtables only take appends: a vector memtable makes an insert O(1)
@@ -227,12 +232,22 @@ impl Store {
         }
     }
 
-    /// Writes pending state and the marks that say it is written, atomically. Not synced: if
-    /// it is lost, the log it came from is still there and is replayed.
+    /// Writes pending state, then the marks that say it is written. Not synced: if lost, the
+    /// log it came from is still there and is replayed. Written in chunks of
+    /// `MATERIALIZE_CHUNK_RECORDS`, because RocksDB serialises writers: one huge batch would
+    /// hold every partition's group commit behind it. A crash between chunks is harmless:
+    /// the marks come last, and replaying the log over newer state converges on the same state
+    /// (every record is a whole value, not a delta).
     pub fn materialize(&self, pending: &Pending, marks: &Marks) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let mut buf = [0u8; MAX_RECORD_BYTES];
-        let cards = self.handle(cf::CARDS);
+        let (cards, txns, traces) = (self.handle(cf::CARDS), self.handle(cf::TXNS), self.handle(cf::TRACES));
+        let flush_if_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
+            if batch.len() >= MATERIALIZE_CHUNK_RECORDS {
+                self.db.write(std::mem::take(batch))?;
+            }
+            Ok(())
+        };
         for (card_no, card) in &pending.cards {
             match card {
                 Some(card) => {
@@ -241,16 +256,17 @@ impl Store {
                 }
                 None => batch.delete_cf(cards, card_no.0.to_be_bytes()),
             }
+            flush_if_full(&mut batch)?;
         }
-        let txns = self.handle(cf::TXNS);
         for (txn_id, txn) in &pending.txns {
             let n = records::encode_txn(txn, &mut buf);
             batch.put_cf(txns, txn_id.to_be_bytes(), &buf[..n]);
+            flush_if_full(&mut batch)?;
         }
-        let traces = self.handle(cf::TRACES);
         for (key, trace) in &pending.traces {
             let n = records::encode_trace(trace, &mut buf);
             batch.put_cf(traces, records::trace_key(key), &buf[..n]);
+            flush_if_full(&mut batch)?;
         }
         batch.put_cf(self.handle(cf::META), MARKS_KEY, marks.encode());
         let mut terminals = self.terminals.lock().unwrap_or_else(|e| e.into_inner());
@@ -277,11 +293,9 @@ impl Store {
             let (key, value) = item?;
             out.ranges.push(records::decode_range(&key, &value).map_err(corrupt(cf::RANGES))?);
         }
-        for item in self.db.iterator_cf(self.handle(cf::CARDS), IteratorMode::Start) {
-            let (key, value) = item?;
-            let (card_no, card) = records::decode_card(&key, &value).map_err(corrupt(cf::CARDS))?;
-            out.partitions[partition_of(card_no, partitions)].cards.insert(card_no, card);
-        }
+        let started = std::time::Instant::now();
+        self.load_cards(&out.ranges, &mut out.partitions)?;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "cards loaded");
         // Materialized transactions and trace records stay on disk: the engine fetches the
         // ones a request names. Only the log tail's are loaded, below.
         let mut marks = self.marks()?;
@@ -331,6 +345,50 @@ impl Store {
         Ok(out)
     }
 
+    /// Loads every card into its partition's map. The card-number space of the imported
+    /// ranges is cut into one slice per core, each read by its own thread; then each
+    /// partition's map is filled by its own thread. Both halves are memory-bound, so this is
+    /// what keeps a restart with ten million cards within seconds.
+    fn load_cards(&self, ranges: &[CardRange], partitions: &mut [PartitionState]) -> Result<(), StoreError> {
+        let count = partitions.len();
+        let slices = slice_card_space(ranges, crate::server::default_partitions().max(1));
+        let read_slice = |(low, high): (u64, u64)| -> Result<Vec<Vec<(CardNo, Card)>>, StoreError> {
+            let mut routed: Vec<Vec<(CardNo, Card)>> = (0..count).map(|_| Vec::new()).collect();
+            let mut read = rocksdb::ReadOptions::default();
+            read.fill_cache(false);
+            read.set_readahead_size(4 << 20);
+            if let Some(high) = high.checked_add(1) {
+                read.set_iterate_upper_bound(high.to_be_bytes());
+            }
+            let from = low.to_be_bytes();
+            let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
+            for item in self.db.iterator_cf_opt(self.handle(cf::CARDS), read, mode) {
+                let (key, value) = item?;
+                let (card_no, card) = records::decode_card(&key, &value)
+                    .map_err(|problem| StoreError::Corrupt { cf: cf::CARDS, problem })?;
+                routed[partition_of(card_no, count)].push((card_no, card));
+            }
+            Ok(routed)
+        };
+        let read: Vec<Result<Vec<Vec<(CardNo, Card)>>, StoreError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = slices.iter().map(|slice| scope.spawn(move || read_slice(*slice))).collect();
+            handles.into_iter().map(|h| h.join().expect("a card loader does not panic")).collect()
+        });
+        let mut read = read.into_iter().collect::<Result<Vec<_>, _>>()?;
+        std::thread::scope(|scope| {
+            for (index, state) in partitions.iter_mut().enumerate() {
+                let parts: Vec<Vec<(CardNo, Card)>> = read.iter_mut().map(|r| std::mem::take(&mut r[index])).collect();
+                scope.spawn(move || {
+                    state.cards.reserve(parts.iter().map(Vec::len).sum());
+                    parts.into_iter().flatten().for_each(|(card_no, card)| {
+                        state.cards.insert(card_no, card);
+                    });
+                });
+            }
+        });
+        Ok(())
+    }
+
     /// Every journal entry, in the order of the group commits that wrote them.
     pub fn journal(&self) -> impl Iterator<Item = Result<JournalEntry, StoreError>> + '_ {
         let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
@@ -378,6 +436,45 @@ impl CommitLog for Store {
     }
 }
 
+/// Cuts the card numbers of `ranges` into at most `slices` inclusive intervals holding about
+/// as many numbers each (cards exist only inside imported ranges).
+fn slice_card_space(ranges: &[CardRange], slices: usize) -> Vec<(u64, u64)> {
+    let mut sorted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.first.0, r.last.0)).collect();
+    sorted.sort_unstable();
+    let total: u64 = sorted.iter().map(|(first, last)| last - first + 1).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let per_slice = total.div_ceil(slices as u64);
+    let mut out = Vec::new();
+    let mut start: Option<u64> = None;
+    let mut filled = 0u64;
+    for (first, last) in sorted {
+        let mut at = first;
+        loop {
+            let low = *start.get_or_insert(at);
+            let room = per_slice - filled;
+            let available = last - at + 1;
+            if available < room {
+                filled += available;
+                break;
+            }
+            let end = at + room - 1;
+            out.push((low, end));
+            start = None;
+            filled = 0;
+            if end == last {
+                break;
+            }
+            at = end + 1;
+        }
+    }
+    if let Some(low) = start {
+        out.push((low, ranges.iter().map(|r| r.last.0).max().unwrap_or(low)));
+    }
+    out
+}
+
 fn encode_terminals(terminals: &HashMap<u32, u32>) -> Vec<u8> {
     let mut sorted: Vec<_> = terminals.iter().collect();
     sorted.sort_unstable();
@@ -422,6 +519,27 @@ mod tests {
         let mut encoded = Vec::new();
         encode_batch(&fx, &mut encoded);
         encoded
+    }
+
+    #[test]
+    fn card_space_slices_cover_every_range_once() {
+        let range = |first: u64, last: u64| CardRange {
+            first: CardNo(first),
+            last: CardNo(last),
+            product: 1,
+            store_id: 1,
+            terminal_id: 0,
+            stan: 0,
+        };
+        let ranges = [range(100_000_000, 100_000_009), range(200_000_000, 200_000_029)];
+        let slices = slice_card_space(&ranges, 2);
+        assert_eq!(slices, vec![(100_000_000, 200_000_009), (200_000_010, 200_000_029)]);
+        assert_eq!(slice_card_space(&ranges, 1), vec![(100_000_000, 200_000_029)]);
+        assert_eq!(slice_card_space(&[], 2), vec![]);
+        let many = slice_card_space(&ranges, 7);
+        assert_eq!(many.first().unwrap().0, 100_000_000);
+        assert_eq!(many.last().unwrap().1, 200_000_029);
+        assert!(many.windows(2).all(|w| w[0].1 < w[1].0));
     }
 
     /// Recovery = materialized state + the log records the marks do not cover, whatever the
