@@ -94,7 +94,7 @@ impl Partitions {
         let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
         for (index, state) in recovered.partitions.into_iter().enumerate() {
             let ids = IdSource::new(index, count, recovered.max_txn_id);
-            let engine = Engine::restore(
+            let mut engine = Engine::restore(
                 ids,
                 state.cards,
                 recovered.ranges.clone(),
@@ -102,6 +102,10 @@ impl Partitions {
                 state.traces,
                 recovered.disk_max_stan.clone(),
             );
+            if materializer.is_some() {
+                // What eviction will keep it at, plus one batch of slack.
+                engine.reserve_cache(MAX_CACHED_RECORDS + MAX_BATCH);
+            }
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
             let failed = Arc::new(AtomicBool::new(false));
             let worker = Worker {

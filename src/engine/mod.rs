@@ -166,6 +166,12 @@ impl Engine {
         Engine { ids: Some(ids), ..Engine::default() }
     }
 
+    /// Reserves memory for `records` transactions and as many trace records.
+    pub fn reserve_cache(&mut self, records: usize) {
+        self.txns.reserve_total(records);
+        self.traces.reserve_total(records);
+    }
+
     /// Rebuilds an engine from persisted state (recovery): every card, the transactions and
     /// trace records of the log tail (all on disk too), and for each terminal the largest
     /// trace number on disk.

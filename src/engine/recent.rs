@@ -21,6 +21,13 @@ impl<K, V> Default for Recent<K, V> {
 }
 
 impl<K: Copy + Eq + Hash, V: Copy> Recent<K, V> {
+    /// Reserves room for `capacity` entries in all, so that the map never stops the
+    /// partition to grow while it serves.
+    pub fn reserve_total(&mut self, capacity: usize) {
+        self.map.reserve(capacity.saturating_sub(self.map.len()));
+        self.order.reserve(capacity.saturating_sub(self.order.len()));
+    }
+
     pub fn get(&self, key: &K) -> Option<&V> {
         self.map.get(key).map(|(value, _)| value)
     }

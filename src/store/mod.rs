@@ -38,7 +38,7 @@ pub mod cf {
 
 const MARKS_KEY: &[u8] = b"marks";
 /// Records per write when materializing (see `Store::materialize`).
-const MATERIALIZE_CHUNK_RECORDS: usize = 4_096;
+const MATERIALIZE_CHUNK_RECORDS: usize = 1_024;
 /// All memtables together, across column families.
 const MEMTABLE_BUDGET_BYTES: usize = 256 << 20;
 /// `terminals` → for each terminal, the largest trace number in the materialized state.
@@ -162,6 +162,8 @@ pub struct PartitionState {
 pub struct Store {
     db: Arc<DB>,
     sync_write: WriteOptions,
+    /// Materialized state skips the WAL (see `open`).
+    unlogged_write: WriteOptions,
     /// The persisted per-terminal trace number maxima, merged at each materialization.
     terminals: std::sync::Mutex<HashMap<u32, u32>>,
 }
@@ -174,11 +176,22 @@ impl Store {
         // Every acknowledged batch was synced to the WAL, so a crash can only leave a torn
         // record at its very end: replay up to the last intact record, nothing after a gap.
         opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
-        // Partitions commit concurrently; pipelining lets one's memtable insert overlap
-        // another's WAL write.
-        opts.set_enable_pipelined_write(true);
+        // Partitions commit concurrently and RocksDB's write group merges their WAL writes.
+        // (Pipelined writes would overlap one's memtable insert with the next's WAL write, but
+        // RocksDB does not allow them with atomic flush, below, and a group commit's memtable
+        // insert is a single key.)
         opts.set_max_background_jobs(2);
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
+        // Materialized state is written without the WAL: it is derived from the log, which is.
+        // Atomic flush persists all column families together, so the marks on disk always
+        // describe exactly the state on disk, and recovery replays the log from them.
+        opts.set_atomic_flush(true);
+        // Flushes (sorting vector memtables) and compactions run in RocksDB's background pools;
+        // on a machine with few cores they must yield to the partitions.
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        opts.set_env(&env);
         opts.set_compression_type(DBCompressionType::Lz4);
         // The log and the cards are never read while serving (the partitions hold every
         // card), so their memtables only take appends: a vector memtable makes an insert O(1)
@@ -202,7 +215,9 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(true);
-        let store = Store { db: Arc::new(db), sync_write, terminals: Default::default() };
+        let mut unlogged_write = WriteOptions::default();
+        unlogged_write.disable_wal(true);
+        let store = Store { db: Arc::new(db), sync_write, unlogged_write, terminals: Default::default() };
         let terminals = match store.db.get_cf(store.handle(cf::META), TERMINALS_KEY)? {
             Some(bytes) => decode_terminals(&bytes).map_err(|problem| StoreError::Corrupt { cf: cf::META, problem })?,
             None => HashMap::new(),
@@ -232,8 +247,9 @@ impl Store {
         }
     }
 
-    /// Writes pending state, then the marks that say it is written. Not synced: if lost, the
-    /// log it came from is still there and is replayed. Written in chunks of
+    /// Writes pending state, then the marks that say it is written. Without the WAL: if lost
+    /// in a crash, it is lost together with the marks (atomic flush), and the log it came
+    /// from is still there and is replayed. Written in chunks of
     /// `MATERIALIZE_CHUNK_RECORDS`, because RocksDB serialises writers: one huge batch would
     /// hold every partition's group commit behind it. A crash between chunks is harmless:
     /// the marks come last, and replaying the log over newer state converges on the same state
@@ -244,7 +260,7 @@ impl Store {
         let (cards, txns, traces) = (self.handle(cf::CARDS), self.handle(cf::TXNS), self.handle(cf::TRACES));
         let flush_if_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
             if batch.len() >= MATERIALIZE_CHUNK_RECORDS {
-                self.db.write(std::mem::take(batch))?;
+                self.db.write_opt(std::mem::take(batch), &self.unlogged_write)?;
             }
             Ok(())
         };
@@ -275,7 +291,7 @@ impl Store {
             *max = (*max).max(*stan);
         }
         batch.put_cf(self.handle(cf::META), TERMINALS_KEY, encode_terminals(&terminals));
-        self.db.write(batch)?;
+        self.db.write_opt(batch, &self.unlogged_write)?;
         Ok(())
     }
 
