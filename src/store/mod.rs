@@ -39,6 +39,8 @@ pub mod cf {
 const MARKS_KEY: &[u8] = b"marks";
 /// Records per write when materializing (see `Store::materialize`).
 const MATERIALIZE_CHUNK_RECORDS: usize = 1_024;
+/// Memtables a column family may hold: one being written, the others waiting for a flush.
+const MEMTABLES_PER_COLUMN_FAMILY: i32 = 6;
 /// All memtables together, across column families.
 const MEMTABLE_BUDGET_BYTES: usize = 256 << 20;
 /// `terminals` → for each terminal, the largest trace number in the materialized state.
@@ -186,11 +188,11 @@ impl Store {
         // Atomic flush persists all column families together, so the marks on disk always
         // describe exactly the state on disk, and recovery replays the log from them.
         opts.set_atomic_flush(true);
-        // Flushes (sorting vector memtables) and compactions run in RocksDB's background pools;
-        // on a machine with few cores they must yield to the partitions.
+        // Compactions run in RocksDB's low-priority pool; on a machine with few cores they
+        // yield to the partitions. Flushes (the high-priority pool) keep normal priority: the
+        // writes wait for them when memtables are full.
         let mut env = rocksdb::Env::new()?;
         env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
         opts.set_env(&env);
         opts.set_compression_type(DBCompressionType::Lz4);
         // The log and the cards are never read while serving (the partitions hold every
@@ -203,6 +205,9 @@ impl Store {
         let cfs = cf::ALL.iter().map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::Lz4);
+            // Room for memtables waiting to be flushed, so a flush in progress (a vector
+            // memtable is sorted then) does not stop the group commits.
+            cf_opts.set_max_write_buffer_number(MEMTABLES_PER_COLUMN_FAMILY);
             if [cf::LOG, cf::CARDS].contains(name) {
                 cf_opts.set_memtable_factory(MemtableFactory::Vector);
             } else {
