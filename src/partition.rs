@@ -259,6 +259,7 @@ impl Worker {
             };
             if let Err(error) = fetched {
                 tracing::error!(partition = self.index, %error, "reading an old record failed; request refused");
+                self.engine.forget_absent();
                 return false;
             }
         }

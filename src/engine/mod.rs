@@ -314,9 +314,15 @@ impl Engine {
     /// as absent.
     pub fn apply(&mut self, ctx: Context, cmd: &Command, effects: &mut Effects) -> CardReply {
         let reply = self.apply_checked(ctx, cmd, effects);
+        self.forget_absent();
+        reply
+    }
+
+    /// Forgets what was found absent for the current command (done by `apply`; call it when
+    /// a command is dropped without being applied).
+    pub fn forget_absent(&mut self) {
         self.absent_traces.clear();
         self.absent_txns.clear();
-        reply
     }
 
     fn apply_checked(&mut self, ctx: Context, cmd: &Command, effects: &mut Effects) -> CardReply {
