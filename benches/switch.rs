@@ -4,6 +4,7 @@
 
 use bytes::BytesMut;
 use cardswitch::engine::{CardRange, Command, Context, Effects, Engine, IdSource};
+use cardswitch::partition::MAX_CACHED_RECORDS;
 use cardswitch::server::{Config, Server};
 use cardswitch::store::records::encode_batch;
 use cardswitch::store::{CommitLog, Store};
@@ -76,6 +77,7 @@ fn engine_with_cards() -> Engine {
 fn engine_apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine_apply");
     let mut engine = engine_with_cards();
+    engine.reserve_cache(MAX_CACHED_RECORDS + 8_192);
     let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1 };
     let mut stan = 1_000_000u32;
     for batch in [1usize, 64, 1_024, 4_096] {
@@ -89,6 +91,9 @@ fn engine_apply(c: &mut Criterion) {
                     engine.apply(ctx, &Command { header: header(stan), store_id: 21, request }, &mut fx);
                 }
                 fx.clear();
+                // As a partition does after each group commit (everything counts as on disk
+                // here), so the caches stay at their working size.
+                engine.evict(i64::MIN, MAX_CACHED_RECORDS, u64::MAX, 2 * batch);
             })
         });
     }
