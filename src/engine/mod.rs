@@ -147,7 +147,7 @@ type Outcome = Result<CardReply, CardReply>;
 /// One partition's cards and everything needed to answer for them.
 #[derive(Debug, Default)]
 pub struct Engine {
-    cards: HashMap<CardNo, Card>,
+    cards: CardMap,
     /// Imported ranges, sorted by first number; the same list in every partition.
     ranges: Vec<CardRange>,
     txns: Recent<u64, Txn>,
@@ -177,7 +177,7 @@ impl Engine {
     /// trace number on disk.
     pub fn restore(
         ids: IdSource,
-        cards: HashMap<CardNo, Card>,
+        cards: CardMap,
         ranges: Vec<CardRange>,
         txns: HashMap<u64, Txn>,
         traces: HashMap<TraceKey, Trace>,

@@ -156,7 +156,7 @@ pub struct Recovered {
 
 #[derive(Debug, Default)]
 pub struct PartitionState {
-    pub cards: HashMap<CardNo, Card>,
+    pub cards: crate::engine::CardMap,
     pub txns: HashMap<u64, Txn>,
     pub traces: HashMap<TraceKey, Trace>,
 }
