@@ -244,7 +244,10 @@ fn vectors() -> Vec<Vector> {
 }
 
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors")
+    // Read at run time, not baked in at compile time: a test binary built in one checkout
+    // may be reused (shared target directory) when testing another.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    PathBuf::from(manifest_dir).join("vectors")
 }
 
 fn encode(frame: &Frame) -> Vec<u8> {
