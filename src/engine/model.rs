@@ -121,60 +121,54 @@ impl Card {
     }
 }
 
-/// What a journal entry or transaction record is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum TxnKind {
-    SellCard = 1,
-    Load = 2,
-    Sale = 3,
-    Hold = 4,
-    Capture = 5,
-    Refund = 6,
-    /// A void (T6) or a hold's release; its deltas undo the original named by `ref_txn_id`.
-    Void = 7,
-    /// A reversal (T7); its deltas undo the original named by `ref_txn_id`.
-    Reversal = 8,
-}
+/// Declares a `u8` enumeration stored in records, with its decoding and its names, from one
+/// list.
+macro_rules! stored_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vmeta])* $variant = $value,)+ }
 
-impl TxnKind {
-    pub fn from_u8(value: u8) -> Option<TxnKind> {
-        use TxnKind::*;
-        [SellCard, Load, Sale, Hold, Capture, Refund, Void, Reversal].into_iter().find(|k| *k as u8 == value)
-    }
+        impl $name {
+            pub fn from_u8(value: u8) -> Option<$name> {
+                match value { $($value => Some($name::$variant),)+ _ => None }
+            }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            TxnKind::SellCard => "sell_card",
-            TxnKind::Load => "load",
-            TxnKind::Sale => "sale",
-            TxnKind::Hold => "hold",
-            TxnKind::Capture => "capture",
-            TxnKind::Refund => "refund",
-            TxnKind::Void => "void",
-            TxnKind::Reversal => "reversal",
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
         }
+    };
+}
+
+stored_enum! {
+    /// What a journal entry or transaction record is.
+    TxnKind {
+        SellCard = 1 => "sell_card",
+        Load = 2 => "load",
+        Sale = 3 => "sale",
+        Hold = 4 => "hold",
+        Capture = 5 => "capture",
+        Refund = 6 => "refund",
+        /// A void (T6) or a hold's release; its deltas undo the original named by `ref_txn_id`.
+        Void = 7 => "void",
+        /// A reversal (T7); its deltas undo the original named by `ref_txn_id`.
+        Reversal = 8 => "reversal",
     }
 }
 
-/// Where a referenceable transaction stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum TxnStatus {
-    /// Posted and still in force (a hold: still reserving).
-    Posted = 1,
-    /// A hold that was captured.
-    Captured = 2,
-    /// Undone by a void (T6) or released (T4).
-    Voided = 3,
-    /// Undone by a reversal (T7).
-    Reversed = 4,
-}
-
-impl TxnStatus {
-    pub fn from_u8(value: u8) -> Option<TxnStatus> {
-        use TxnStatus::*;
-        [Posted, Captured, Voided, Reversed].into_iter().find(|s| *s as u8 == value)
+stored_enum! {
+    /// Where a referenceable transaction stands.
+    TxnStatus {
+        /// Posted and still in force (a hold: still reserving).
+        Posted = 1 => "posted",
+        /// A hold that was captured.
+        Captured = 2 => "captured",
+        /// Undone by a void (T6) or released (T4).
+        Voided = 3 => "voided",
+        /// Undone by a reversal (T7).
+        Reversed = 4 => "reversed",
     }
 }
 

@@ -2167,30 +2167,11 @@ mod tests {
             assert!(one.below(7) < 7);
         }
         // Same seed and stream: the same sequence; another stream or seed: another one.
-        let a: Vec<u64> = (0..8)
-            .map({
-                let mut r = XorShift::new(1, 3);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let b: Vec<u64> = (0..8)
-            .map({
-                let mut r = XorShift::new(1, 3);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let c: Vec<u64> = (0..8)
-            .map({
-                let mut r = XorShift::new(1, 4);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let d: Vec<u64> = (0..8)
-            .map({
-                let mut r = XorShift::new(2, 3);
-                move |_| r.next_u64()
-            })
-            .collect();
+        let first_eight = |seed, stream| {
+            let mut r = XorShift::new(seed, stream);
+            (0..8).map(|_| r.next_u64()).collect::<Vec<u64>>()
+        };
+        let (a, b, c, d) = (first_eight(1, 3), first_eight(1, 3), first_eight(1, 4), first_eight(2, 3));
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
