@@ -67,6 +67,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    // Watched before anything is announced: a SIGTERM sent as soon as "listening on" is
+    // printed must stop the switch gracefully, not kill it with the default action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let server = Server::start(config).await.map_err(|e| e.to_string())?;
     {
         use std::io::Write;
@@ -74,10 +79,8 @@ async fn serve(config: Config) -> Result<(), String> {
         let _ = writeln!(out, "listening on {}", server.local_addr);
         let _ = out.flush();
     }
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");

@@ -13,7 +13,7 @@ use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode
 use tokio::sync::mpsc;
 
 use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource, Need};
-use crate::store::materializer::{Logged, MaterializedMarks};
+use crate::store::materializer::{Feed, Logged, MaterializedMarks};
 use crate::store::records::encode_batch;
 use crate::store::{CommitLog, Recovered};
 
@@ -88,7 +88,7 @@ impl Partitions {
         recovered: Recovered,
         log: Arc<dyn CommitLog>,
         clock: Arc<dyn Clock>,
-        materializer: Option<(crossbeam_channel::Sender<Logged>, MaterializedMarks)>,
+        materializer: Option<(Feed, MaterializedMarks)>,
     ) -> Partitions {
         let count = recovered.partitions.len();
         let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
@@ -176,7 +176,7 @@ struct Worker {
     batch_ids: IdSource,
     log: Arc<dyn CommitLog>,
     clock: Arc<dyn Clock>,
-    materializer: Option<(crossbeam_channel::Sender<Logged>, MaterializedMarks)>,
+    materializer: Option<(Feed, MaterializedMarks)>,
     failed: Arc<AtomicBool>,
 }
 
@@ -230,18 +230,19 @@ impl Worker {
                 } else if let Some((materializer, _)) = &self.materializer {
                     let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
                     // Blocks only when the materializer is far behind: backpressure, not loss.
-                    let _ = materializer.send(logged);
+                    materializer.send(logged);
                 }
                 effects.clear();
-            }
-            if let Some((_, marks)) = &self.materializer {
-                let materialized = marks[self.index].load(Ordering::Acquire);
-                self.engine.evict(now_ms - RECENT_RETENTION_MS, MAX_CACHED_RECORDS, materialized, EVICT_BUDGET);
             }
             for (reply, frame) in pending.drain(..) {
                 // A full or closed channel means the connection is gone; the terminal will
                 // retransmit and get this same answer (T8).
                 let _ = reply.try_send(frame);
+            }
+            // After the replies: the terminals need not wait for the housekeeping.
+            if let Some((_, marks)) = &self.materializer {
+                let materialized = marks[self.index].load(Ordering::Acquire);
+                self.engine.evict(now_ms - RECENT_RETENTION_MS, MAX_CACHED_RECORDS, materialized, EVICT_BUDGET);
             }
         }
     }

@@ -127,7 +127,7 @@ impl Server {
                 recovered,
                 store.clone(),
                 clock.clone(),
-                Some((materializer.sender(), materializer.marks())),
+                Some((materializer.feed(), materializer.marks())),
             ),
             materializer: std::sync::Mutex::new(materializer),
             store,

@@ -1,12 +1,18 @@
 //! Durable state in RocksDB. Layout, group commit and recovery are described in
 //! `docs/design.md`; the byte encodings are in [`records`].
+//!
+//! Two RocksDB instances under the data directory: `log/` holds the log, the source of truth,
+//! written by the partitions' synced group commits; `state/` holds what the log materializes
+//! into (cards, transactions, trace records) plus ranges and marks. RocksDB runs one queue of
+//! writers per instance, and a materialization write (a thousand keys into skip lists) held
+//! the group commits behind it for milliseconds when both shared one; apart, a group commit
+//! waits only for other group commits.
 
 pub mod materializer;
 pub mod records;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use rocksdb::{
     ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, MemtableFactory, Options, WriteBatch,
@@ -19,9 +25,11 @@ use records::{LogRecord, RecordError, MAX_RECORD_BYTES};
 
 /// Column families, declared in one place with their key encodings.
 pub mod cf {
-    /// group-commit id (u64 BE) → every record of that commit (`records::encode_batch`): the
-    /// journal, and the source of truth; append-only, synced before any reply.
+    /// In the log instance: group-commit id (u64 BE) → every record of that commit
+    /// (`records::encode_batch`): the journal, and the source of truth; append-only, synced
+    /// before any reply.
     pub const LOG: &str = "log";
+    // The state instance's column families:
     /// card number (u64 BE) → card record, as of the materialization marks
     pub const CARDS: &str = "cards";
     /// txn id (u64 BE) → referenceable transaction (status, refunds), as of the marks
@@ -33,16 +41,23 @@ pub mod cf {
     /// `marks` → how far the log is materialized into cards, txns and traces;
     /// `terminals` → the largest materialized trace number of each terminal
     pub const META: &str = "meta";
-    pub const ALL: [&str; 6] = [LOG, CARDS, TXNS, TRACES, RANGES, META];
+    pub const STATE: [&str; 5] = [CARDS, TXNS, TRACES, RANGES, META];
 }
+
+/// Subdirectory of the data directory holding the log instance.
+pub const LOG_DIR: &str = "log";
+/// Subdirectory of the data directory holding the state instance.
+pub const STATE_DIR: &str = "state";
 
 const MARKS_KEY: &[u8] = b"marks";
 /// Records per write when materializing (see `Store::materialize`).
 const MATERIALIZE_CHUNK_RECORDS: usize = 1_024;
 /// Memtables a column family may hold: one being written, the others waiting for a flush.
 const MEMTABLES_PER_COLUMN_FAMILY: i32 = 6;
-/// All memtables together, across column families.
-const MEMTABLE_BUDGET_BYTES: usize = 256 << 20;
+/// All memtables of the log instance together.
+const LOG_MEMTABLE_BUDGET_BYTES: usize = 96 << 20;
+/// All memtables of the state instance together, across its column families.
+const STATE_MEMTABLE_BUDGET_BYTES: usize = 160 << 20;
 /// `terminals` → for each terminal, the largest trace number in the materialized state.
 const TERMINALS_KEY: &[u8] = b"terminals";
 
@@ -54,6 +69,12 @@ pub enum StoreError {
     Corrupt { cf: &'static str, problem: RecordError },
     #[error("injected storage fault: {0}")]
     Injected(String),
+    #[error(
+        "{0} holds a RocksDB database directly, the layout before the log and the state were \
+         split into {LOG_DIR}/ and {STATE_DIR}/; it is not read, so that nothing in it is \
+         silently ignored"
+    )]
+    UnsplitLayout(std::path::PathBuf),
 }
 
 /// Where a partition's group commits go: RocksDB in the switch, something faulty in tests.
@@ -108,14 +129,18 @@ impl Marks {
     }
 }
 
+/// foldhash: several times cheaper than SipHash for these small keys; the materializer
+/// inserts every record of the log into one of these maps.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// State not yet written to the state column families: the latest version of each key.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub cards: HashMap<CardNo, Option<Card>>,
-    pub txns: HashMap<u64, Txn>,
-    pub traces: HashMap<TraceKey, Trace>,
+    pub cards: FastMap<CardNo, Option<Card>>,
+    pub txns: FastMap<u64, Txn>,
+    pub traces: FastMap<TraceKey, Trace>,
     /// Per terminal, the largest trace number among `traces`.
-    pub terminal_max_stan: HashMap<u32, u32>,
+    pub terminal_max_stan: FastMap<u32, u32>,
     pub records: usize,
 }
 
@@ -162,7 +187,8 @@ pub struct PartitionState {
 }
 
 pub struct Store {
-    db: Arc<DB>,
+    log: DB,
+    state: DB,
     sync_write: WriteOptions,
     /// Materialized state skips the WAL (see `open`).
     unlogged_write: WriteOptions,
@@ -172,58 +198,22 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // Every acknowledged batch was synced to the WAL, so a crash can only leave a torn
-        // record at its very end: replay up to the last intact record, nothing after a gap.
-        opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
-        // Partitions commit concurrently and RocksDB's write group merges their WAL writes.
-        // (Pipelined writes would overlap one's memtable insert with the next's WAL write, but
-        // RocksDB does not allow them with atomic flush, below, and a group commit's memtable
-        // insert is a single key.)
-        opts.set_max_background_jobs(2);
-        opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
-        // Materialized state is written without the WAL: it is derived from the log, which is.
-        // Atomic flush persists all column families together, so the marks on disk always
-        // describe exactly the state on disk, and recovery replays the log from them.
-        opts.set_atomic_flush(true);
+        if dir.join("CURRENT").exists() {
+            return Err(StoreError::UnsplitLayout(dir.to_path_buf()));
+        }
         // Compactions run in RocksDB's low-priority pool; on a machine with few cores they
         // yield to the partitions. Flushes (the high-priority pool) keep normal priority: the
         // writes wait for them when memtables are full.
         let mut env = rocksdb::Env::new()?;
         env.lower_thread_pool_cpu_priority();
-        opts.set_env(&env);
-        opts.set_compression_type(DBCompressionType::Lz4);
-        // The log and the cards are never read while serving (the partitions hold every
-        // card), so their memtables only take appends: a vector memtable makes an insert O(1)
-        // where the default skip list costs O(log n) cache misses per key; it is sorted once,
-        // when flushed. Transactions and trace records are read back when a request names an
-        // old one, so they keep the skip list and get bloom filters for cheap misses. The
-        // vector memtable does not support concurrent inserts.
-        opts.set_allow_concurrent_memtable_write(false);
-        let cfs = cf::ALL.iter().map(|name| {
-            let mut cf_opts = Options::default();
-            cf_opts.set_compression_type(DBCompressionType::Lz4);
-            // Room for memtables waiting to be flushed, so a flush in progress (a vector
-            // memtable is sorted then) does not stop the group commits.
-            cf_opts.set_max_write_buffer_number(MEMTABLES_PER_COLUMN_FAMILY);
-            if [cf::LOG, cf::CARDS].contains(name) {
-                cf_opts.set_memtable_factory(MemtableFactory::Vector);
-            } else {
-                let mut table = rocksdb::BlockBasedOptions::default();
-                table.set_bloom_filter(10.0, false);
-                cf_opts.set_block_based_table_factory(&table);
-            }
-            ColumnFamilyDescriptor::new(*name, cf_opts)
-        });
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let log = open_instance(&dir.join(LOG_DIR), &env, LOG_MEMTABLE_BUDGET_BYTES, &[cf::LOG])?;
+        let state = open_instance(&dir.join(STATE_DIR), &env, STATE_MEMTABLE_BUDGET_BYTES, &cf::STATE)?;
         let mut sync_write = WriteOptions::default();
         sync_write.set_sync(true);
         let mut unlogged_write = WriteOptions::default();
         unlogged_write.disable_wal(true);
-        let store = Store { db: Arc::new(db), sync_write, unlogged_write, terminals: Default::default() };
-        let terminals = match store.db.get_cf(store.handle(cf::META), TERMINALS_KEY)? {
+        let store = Store { log, state, sync_write, unlogged_write, terminals: Default::default() };
+        let terminals = match store.state.get_cf(store.handle(cf::META), TERMINALS_KEY)? {
             Some(bytes) => decode_terminals(&bytes).map_err(|problem| StoreError::Corrupt { cf: cf::META, problem })?,
             None => HashMap::new(),
         };
@@ -231,8 +221,13 @@ impl Store {
         Ok(store)
     }
 
+    /// A column family of the state instance.
     fn handle(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.state.cf_handle(name).expect("column families are created at open")
+    }
+
+    fn log_handle(&self) -> &rocksdb::ColumnFamily {
+        self.log.cf_handle(cf::LOG).expect("column families are created at open")
     }
 
     /// Records an imported range durably.
@@ -241,12 +236,12 @@ impl Store {
         let n = records::encode_range(range, &mut buf);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.handle(cf::RANGES), range.first.0.to_be_bytes(), &buf[..n]);
-        self.db.write_opt(batch, &self.sync_write)?;
+        self.state.write_opt(batch, &self.sync_write)?;
         Ok(())
     }
 
     fn marks(&self) -> Result<Marks, StoreError> {
-        match self.db.get_cf(self.handle(cf::META), MARKS_KEY)? {
+        match self.state.get_cf(self.handle(cf::META), MARKS_KEY)? {
             Some(bytes) => Marks::decode(&bytes).map_err(|problem| StoreError::Corrupt { cf: cf::META, problem }),
             None => Ok(Marks::default()),
         }
@@ -256,7 +251,7 @@ impl Store {
     /// in a crash, it is lost together with the marks (atomic flush), and the log it came
     /// from is still there and is replayed. Written in chunks of
     /// `MATERIALIZE_CHUNK_RECORDS`, because RocksDB serialises writers: one huge batch would
-    /// hold every partition's group commit behind it. A crash between chunks is harmless:
+    /// hold a range import (the state instance's only synced write) behind it. A crash between chunks is harmless:
     /// the marks come last, and replaying the log over newer state converges on the same state
     /// (every record is a whole value, not a delta).
     pub fn materialize(&self, pending: &Pending, marks: &Marks) -> Result<(), StoreError> {
@@ -265,11 +260,20 @@ impl Store {
         let (cards, txns, traces) = (self.handle(cf::CARDS), self.handle(cf::TXNS), self.handle(cf::TRACES));
         let flush_if_full = |batch: &mut WriteBatch| -> Result<(), StoreError> {
             if batch.len() >= MATERIALIZE_CHUNK_RECORDS {
-                self.db.write_opt(std::mem::take(batch), &self.unlogged_write)?;
+                self.state.write_opt(std::mem::take(batch), &self.unlogged_write)?;
             }
             Ok(())
         };
-        for (card_no, card) in &pending.cards {
+        // In key order: a skip-list memtable insert next to the previous one is cheap, one at
+        // a random place in a large memtable is a chain of cache misses (in hash-map order,
+        // the skip lists took 58 % of the materializer's time under pipelined load).
+        let mut card_list: Vec<_> = pending.cards.iter().collect();
+        card_list.sort_unstable_by_key(|(card_no, _)| card_no.0);
+        let mut txn_list: Vec<_> = pending.txns.iter().collect();
+        txn_list.sort_unstable_by_key(|(txn_id, _)| **txn_id);
+        let mut trace_list: Vec<_> = pending.traces.iter().collect();
+        trace_list.sort_unstable_by_key(|(key, _)| (key.terminal_id, key.stan));
+        for (card_no, card) in card_list {
             match card {
                 Some(card) => {
                     let n = records::encode_card(card, &mut buf);
@@ -279,12 +283,12 @@ impl Store {
             }
             flush_if_full(&mut batch)?;
         }
-        for (txn_id, txn) in &pending.txns {
+        for (txn_id, txn) in txn_list {
             let n = records::encode_txn(txn, &mut buf);
             batch.put_cf(txns, txn_id.to_be_bytes(), &buf[..n]);
             flush_if_full(&mut batch)?;
         }
-        for (key, trace) in &pending.traces {
+        for (key, trace) in trace_list {
             let n = records::encode_trace(trace, &mut buf);
             batch.put_cf(traces, records::trace_key(key), &buf[..n]);
             flush_if_full(&mut batch)?;
@@ -296,7 +300,7 @@ impl Store {
             *max = (*max).max(*stan);
         }
         batch.put_cf(self.handle(cf::META), TERMINALS_KEY, encode_terminals(&terminals));
-        self.db.write_opt(batch, &self.unlogged_write)?;
+        self.state.write_opt(batch, &self.unlogged_write)?;
         Ok(())
     }
 
@@ -310,7 +314,7 @@ impl Store {
             ..Recovered::default()
         };
         let corrupt = |cf| move |problem| StoreError::Corrupt { cf, problem };
-        for item in self.db.iterator_cf(self.handle(cf::RANGES), IteratorMode::Start) {
+        for item in self.state.iterator_cf(self.handle(cf::RANGES), IteratorMode::Start) {
             let (key, value) = item?;
             out.ranges.push(records::decode_range(&key, &value).map_err(corrupt(cf::RANGES))?);
         }
@@ -323,7 +327,7 @@ impl Store {
         let first_uncovered = marks.marks.iter().min().map_or(0, |m| m + 1);
         let mut pending = Pending::default();
         let from = IteratorMode::From(&first_uncovered.to_be_bytes(), rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(self.handle(cf::LOG), from) {
+        for item in self.log.iterator_cf(self.log_handle(), from) {
             let (key, value) = item?;
             let batch_id = records::decode_u64_key(&key).map_err(corrupt(cf::LOG))?;
             out.max_batch_id = out.max_batch_id.max(batch_id);
@@ -351,7 +355,7 @@ impl Store {
                 pending.apply(record, &mut marks);
             }
         }
-        if let Some(item) = self.db.iterator_cf(self.handle(cf::LOG), IteratorMode::End).next() {
+        if let Some(item) = self.log.iterator_cf(self.log_handle(), IteratorMode::End).next() {
             let (key, _) = item?;
             out.max_batch_id = out.max_batch_id.max(records::decode_u64_key(&key).map_err(corrupt(cf::LOG))?);
         }
@@ -383,7 +387,7 @@ impl Store {
             }
             let from = low.to_be_bytes();
             let mode = IteratorMode::From(&from, rocksdb::Direction::Forward);
-            for item in self.db.iterator_cf_opt(self.handle(cf::CARDS), read, mode) {
+            for item in self.state.iterator_cf_opt(self.handle(cf::CARDS), read, mode) {
                 let (key, value) = item?;
                 let (card_no, card) = records::decode_card(&key, &value)
                     .map_err(|problem| StoreError::Corrupt { cf: cf::CARDS, problem })?;
@@ -413,7 +417,7 @@ impl Store {
     /// Every journal entry, in the order of the group commits that wrote them.
     pub fn journal(&self) -> impl Iterator<Item = Result<JournalEntry, StoreError>> + '_ {
         let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
-        self.db.iterator_cf(self.handle(cf::LOG), IteratorMode::Start).flat_map(move |item| {
+        self.log.iterator_cf(self.log_handle(), IteratorMode::Start).flat_map(move |item| {
             let entries: Vec<Result<JournalEntry, StoreError>> = match item {
                 Err(error) => vec![Err(error.into())],
                 Ok((_, value)) => records::decode_batch(&value)
@@ -432,16 +436,16 @@ impl Store {
 impl CommitLog for Store {
     fn commit(&self, batch_id: u64, batch: &[u8]) -> Result<(), StoreError> {
         let mut write = WriteBatch::default();
-        write.put_cf(self.handle(cf::LOG), batch_id.to_be_bytes(), batch);
+        write.put_cf(self.log_handle(), batch_id.to_be_bytes(), batch);
         // One key, synced to the WAL before this returns: the group commit.
-        self.db.write_opt(write, &self.sync_write)?;
+        self.log.write_opt(write, &self.sync_write)?;
         Ok(())
     }
 
     fn trace(&self, key: TraceKey) -> Result<Option<Trace>, StoreError> {
         let corrupt = |problem| StoreError::Corrupt { cf: cf::TRACES, problem };
         let raw_key = records::trace_key(&key);
-        match self.db.get_pinned_cf(self.handle(cf::TRACES), raw_key)? {
+        match self.state.get_pinned_cf(self.handle(cf::TRACES), raw_key)? {
             Some(value) => Ok(Some(records::decode_trace(&raw_key, &value).map_err(corrupt)?.1)),
             None => Ok(None),
         }
@@ -450,11 +454,61 @@ impl CommitLog for Store {
     fn txn(&self, txn_id: u64) -> Result<Option<Txn>, StoreError> {
         let corrupt = |problem| StoreError::Corrupt { cf: cf::TXNS, problem };
         let raw_key = txn_id.to_be_bytes();
-        match self.db.get_pinned_cf(self.handle(cf::TXNS), raw_key)? {
+        match self.state.get_pinned_cf(self.handle(cf::TXNS), raw_key)? {
             Some(value) => Ok(Some(records::decode_txn(&raw_key, &value).map_err(corrupt)?.1)),
             None => Ok(None),
         }
     }
+}
+
+/// Opens one RocksDB instance with the column families `names`.
+fn open_instance(
+    dir: &Path,
+    env: &rocksdb::Env,
+    memtable_budget_bytes: usize,
+    names: &[&str],
+) -> Result<DB, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Every acknowledged write was synced to the WAL, so a crash can only leave a torn record
+    // at its very end: replay up to the last intact record, nothing after a gap.
+    opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+    // Partitions commit concurrently and RocksDB's write group merges their WAL writes.
+    // (Pipelined writes would overlap one's memtable insert with the next's WAL write, but
+    // RocksDB does not allow them with atomic flush, below, and a group commit's memtable
+    // insert is a single key.)
+    opts.set_max_background_jobs(2);
+    opts.set_db_write_buffer_size(memtable_budget_bytes);
+    // Materialized state is written without the WAL: it is derived from the log, which is.
+    // Atomic flush persists all column families together, so the marks on disk always
+    // describe exactly the state on disk, and recovery replays the log from them.
+    opts.set_atomic_flush(true);
+    opts.set_env(env);
+    opts.set_compression_type(DBCompressionType::Lz4);
+    // The log and the cards are never read while serving (the partitions hold every card), so
+    // their memtables only take appends: a vector memtable makes an insert O(1) where the
+    // default skip list costs O(log n) cache misses per key; it is sorted once, when flushed.
+    // Transactions and trace records are read back when a request names an old one, so they
+    // keep the skip list and get bloom filters for cheap misses. The vector memtable does not
+    // support concurrent inserts.
+    opts.set_allow_concurrent_memtable_write(false);
+    let cfs = names.iter().map(|name| {
+        let mut cf_opts = Options::default();
+        cf_opts.set_compression_type(DBCompressionType::Lz4);
+        // Room for memtables waiting to be flushed, so a flush in progress (a vector memtable
+        // is sorted then) does not stop the writes.
+        cf_opts.set_max_write_buffer_number(MEMTABLES_PER_COLUMN_FAMILY);
+        if [cf::LOG, cf::CARDS].contains(name) {
+            cf_opts.set_memtable_factory(MemtableFactory::Vector);
+        } else {
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            cf_opts.set_block_based_table_factory(&table);
+        }
+        ColumnFamilyDescriptor::new(*name, cf_opts)
+    });
+    Ok(DB::open_cf_descriptors(&opts, dir, cfs)?)
 }
 
 /// Cuts the card numbers of `ranges` into at most `slices` inclusive intervals holding about
@@ -617,5 +671,17 @@ mod tests {
         let again = store.recover(3).unwrap();
         assert_eq!(again.replayed_records, 0);
         assert_eq!(again.partitions[owner].cards[&card].cash_minor, 7_000);
+    }
+
+    /// A directory that holds one RocksDB database directly (the layout before the split) is
+    /// refused with its own error, and nothing is created in it.
+    #[test]
+    fn the_unsplit_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("CURRENT"), "MANIFEST-000005\n").unwrap();
+        let error = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(error, StoreError::UnsplitLayout(_)), "{error}");
+        assert!(error.to_string().contains("log/ and state/"), "{error}");
+        assert!(!dir.path().join(LOG_DIR).exists() && !dir.path().join(STATE_DIR).exists());
     }
 }

@@ -5,11 +5,14 @@
 //!
 //! The load generator's parts that are not about connections live in modules: the request
 //! [`mix`], card popularity ([`zipf`]), open-loop pacing ([`schedule`]), latency reports
-//! ([`latency`]) and the pseudo-random generator they share ([`rng`]).
+//! ([`latency`]) and the pseudo-random generator they share ([`rng`]). [`miniswitch`] is a
+//! switch in miniature, in memory, that the load generator's tests and the ceiling measurement
+//! run against.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod latency;
+pub mod miniswitch;
 pub mod mix;
 pub mod rng;
 pub mod schedule;

@@ -2035,6 +2035,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cardswitch_tools::miniswitch::{Faults, MiniSwitch};
     use clap::CommandFactory;
 
     #[test]
@@ -2333,212 +2334,6 @@ mod tests {
         assert_eq!(rate(10, 2.0), 5.0);
     }
 
-    #[derive(Default)]
-    struct MockCard {
-        sold: bool,
-        cash: i64,
-        held: i64,
-    }
-
-    #[derive(Default)]
-    struct MockState {
-        /// Every request but sign-ons and balances by (terminal, stan), as the switch
-        /// remembers them (§8); a balance is checked against them but not remembered.
-        traces: HashMap<(u32, u32), Request>,
-        cards: HashMap<u64, MockCard>,
-        /// Hold txn id -> (card, amount, still open).
-        holds: HashMap<u64, (u64, i64, bool)>,
-        last_txn: u64,
-    }
-
-    /// A switch in miniature (sign-on, import, sell, sale, load, hold, capture, balance, all in
-    /// one map; a reused (terminal, stan) is declined `trace_reused`) that can drop or repeat
-    /// responses, be slow, or get captures and loads wrong.
-    #[derive(Default)]
-    struct MockSwitch {
-        state: Mutex<MockState>,
-        /// Every n-th posting (sale, load, hold, capture) is carried out but not answered.
-        drop_every: Option<u64>,
-        /// Every n-th posting is answered twice.
-        repeat_every: Option<u64>,
-        postings: AtomicU64,
-        /// Captures leave their hold's amount reserved.
-        captures_keep_holds: bool,
-        /// Loads are approved but credit nothing.
-        loads_credit_nothing: bool,
-        /// Each response is sent this late (one request at a time per connection).
-        delay: Option<Duration>,
-    }
-
-    fn mock_reply(request: MsgType, code: ResponseCode, txn_id: u64, amount: i64, card: Option<&MockCard>) -> Response {
-        let (state, cash, held) = match card {
-            Some(card) if card.sold => (protocol::CardState::Active, card.cash, card.held),
-            Some(_) => (protocol::CardState::Stock, 0, 0),
-            None => (protocol::CardState::Unknown, 0, 0),
-        };
-        Response::Card {
-            request,
-            reply: protocol::CardReply {
-                code,
-                state,
-                txn_id,
-                amount_minor: amount,
-                cash_minor: cash,
-                bonus_minor: 0,
-                held_minor: held,
-            },
-        }
-    }
-
-    impl MockSwitch {
-        fn handle(&self, header: Header, request: Request) -> Response {
-            let mut state = self.state.lock().unwrap();
-            let MockState { traces, cards, holds, last_txn } = &mut *state;
-            if !matches!(request, Request::SignOn { .. }) {
-                let key = (header.terminal_id, header.stan);
-                // Stricter than the switch: loadgen never retransmits, so even a request equal to
-                // the remembered one is a reuse.
-                match traces.get(&key) {
-                    Some(_) => return Response::decline(request.msg_type(), ResponseCode::TraceReused),
-                    None if matches!(request, Request::Balance { .. }) => {}
-                    None => {
-                        traces.insert(key, request);
-                    }
-                }
-            }
-            match request {
-                Request::SignOn { .. } => {
-                    return Response::SignOn(protocol::SignOnReply {
-                        code: ResponseCode::Approved,
-                        business_date: 20261122,
-                    })
-                }
-                Request::ImportRange { first, last, .. } => {
-                    let code = if (first.0..=last.0).any(|c| cards.contains_key(&c)) {
-                        ResponseCode::RangeOverlaps
-                    } else {
-                        for c in first.0..=last.0 {
-                            cards.insert(c, MockCard::default());
-                        }
-                        ResponseCode::Approved
-                    };
-                    let card_count = if code.is_approved() { last.0 - first.0 + 1 } else { 0 };
-                    return Response::ImportRange(protocol::ImportRangeReply { code, card_count });
-                }
-                Request::Load { amount_minor, .. } if amount_minor % 100 != 0 => {
-                    return Response::decline(MsgType::Load, ResponseCode::InvalidField)
-                }
-                _ => {}
-            }
-            let msg_type = request.msg_type();
-            let Some(number) = request.card() else {
-                return Response::decline(msg_type, ResponseCode::InvalidField);
-            };
-            let Some(card) = cards.get_mut(&number.0) else {
-                return mock_reply(msg_type, ResponseCode::UnknownCard, 0, 0, None);
-            };
-            if let Request::SellCard { amount_minor, .. } = request {
-                if card.sold {
-                    return mock_reply(msg_type, ResponseCode::CardAlreadySold, 0, 0, Some(card));
-                }
-                (card.sold, card.cash) = (true, amount_minor);
-                *last_txn += 1;
-                return mock_reply(msg_type, ResponseCode::Approved, *last_txn, amount_minor, Some(card));
-            }
-            if !card.sold {
-                return mock_reply(msg_type, ResponseCode::CardNotSold, 0, 0, Some(card));
-            }
-            let available = card.cash - card.held;
-            let outcome = match request {
-                Request::Balance { .. } => return mock_reply(msg_type, ResponseCode::Approved, 0, 0, Some(card)),
-                Request::Sale { amount_minor, .. } | Request::Hold { amount_minor, .. } if available < amount_minor => {
-                    Err(ResponseCode::InsufficientValue)
-                }
-                Request::Sale { amount_minor, .. } => {
-                    card.cash -= amount_minor;
-                    Ok(amount_minor)
-                }
-                Request::Hold { amount_minor, .. } => {
-                    card.held += amount_minor;
-                    holds.insert(*last_txn + 1, (number.0, amount_minor, true));
-                    Ok(amount_minor)
-                }
-                Request::Load { amount_minor, .. } => {
-                    if !self.loads_credit_nothing {
-                        card.cash += amount_minor;
-                    }
-                    Ok(amount_minor)
-                }
-                Request::Capture { hold_txn_id, amount_minor, .. } => match holds.get_mut(&hold_txn_id) {
-                    None => Err(ResponseCode::OriginalNotFound),
-                    Some((hold_card, _, _)) if *hold_card != number.0 => Err(ResponseCode::OriginalMismatch),
-                    Some((_, _, false)) => Err(ResponseCode::OriginalAlreadySettled),
-                    Some((_, held, _)) if available + *held < amount_minor => Err(ResponseCode::InsufficientValue),
-                    Some((_, held, open)) => {
-                        *open = false;
-                        if !self.captures_keep_holds {
-                            card.held -= *held;
-                        }
-                        card.cash -= amount_minor;
-                        Ok(amount_minor)
-                    }
-                },
-                _ => Err(ResponseCode::InvalidField),
-            };
-            match outcome {
-                Ok(amount) => {
-                    *last_txn += 1;
-                    mock_reply(msg_type, ResponseCode::Approved, *last_txn, amount, Some(card))
-                }
-                Err(code) => mock_reply(msg_type, code, 0, 0, Some(card)),
-            }
-        }
-
-        async fn start(self) -> String {
-            let mock = Arc::new(self);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let mock = Arc::clone(&mock);
-                    stream.set_nodelay(true).unwrap();
-                    tokio::spawn(async move {
-                        let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec);
-                        while let Some(Ok(frame)) = framed.next().await {
-                            let Message::Request(request) = frame.message else { break };
-                            let response = mock.handle(frame.header, request);
-                            let mut copies = 1;
-                            if let Request::Sale { .. }
-                            | Request::Load { .. }
-                            | Request::Hold { .. }
-                            | Request::Capture { .. } = request
-                            {
-                                let n = mock.postings.fetch_add(1, Ordering::Relaxed) + 1;
-                                if mock.drop_every.is_some_and(|k| n.is_multiple_of(k)) {
-                                    copies = 0;
-                                }
-                                if mock.repeat_every.is_some_and(|k| n.is_multiple_of(k)) {
-                                    copies = 2;
-                                }
-                            }
-                            if let Some(delay) = mock.delay {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let header = Header { flags: 0, ..frame.header };
-                            for _ in 0..copies {
-                                let reply = Frame { header, message: Message::Response(response.clone()) };
-                                if framed.send(reply).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-            addr
-        }
-    }
-
     /// The terminal ids `main` would give a run started now.
     fn now() -> Terminals {
         Terminals { base: run_terminal_block(unix_ms_now()) }
@@ -2571,7 +2366,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_set_up_sell_and_verify_against_a_switch() {
-        let addr = MockSwitch::default().start().await;
+        let addr = MiniSwitch::default().start().await.unwrap();
         let t0 = unix_ms_now();
         let first = run_detailed(&cli(&addr, &["--setup"]), later(t0, 0)).await.ok().unwrap().summary;
         assert!(first.approved > 100, "{first:?}");
@@ -2590,7 +2385,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_given_twice_fail_the_verification() {
-        let addr = MockSwitch { repeat_every: Some(97), ..MockSwitch::default() }.start().await;
+        let addr =
+            MiniSwitch::with_faults(Faults { repeat_every: Some(97), ..Faults::default() }).start().await.unwrap();
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(!summary.verified, "{summary:?}");
     }
@@ -2599,7 +2395,7 @@ mod tests {
     async fn runs_a_second_apart_reuse_no_trace_numbers() {
         // Many requests per terminal and second: under the old per-second stan offsets the
         // second run reused the first one's stans.
-        let addr = MockSwitch::default().start().await;
+        let addr = MiniSwitch::default().start().await.unwrap();
         let t0 = unix_ms_now();
         let extra = ["--setup", "--terminals", "1", "--window", "64", "--mix", FULL_MIX];
         let first = run_detailed(&cli(&addr, &extra), later(t0, 0)).await.ok().unwrap().summary;
@@ -2643,7 +2439,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn terminals_stop_at_the_last_stan_instead_of_wrapping() {
-        let addr: SocketAddr = MockSwitch::default().start().await.parse().unwrap();
+        let addr: SocketAddr = MiniSwitch::default().start().await.unwrap().parse().unwrap();
         let conn = open(addr, 123_456, 21).await.ok().unwrap();
         let drain = Duration::from_secs(5);
         let pacing = Pacing { window: 8, first_stan: u32::MAX - 2, deadline: None, drain, open_loop: None };
@@ -2665,7 +2461,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_answers_are_errors_but_balances_still_add_up() {
-        let addr = MockSwitch { drop_every: Some(501), ..MockSwitch::default() }.start().await;
+        let addr =
+            MiniSwitch::with_faults(Faults { drop_every: Some(501), ..Faults::default() }).start().await.unwrap();
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(summary.errors > 0, "{summary:?}");
         assert!(summary.verified, "{summary:?}");
@@ -2690,7 +2487,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_type_is_verified_against_the_balances() {
-        let addr = MockSwitch::default().start().await;
+        let addr = MiniSwitch::default().start().await.unwrap();
         let t0 = unix_ms_now();
         let first = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--skew", "zipf:1.1"]), later(t0, 0))
             .await
@@ -2716,21 +2513,24 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn holds_a_capture_leaves_reserved_fail_the_verification() {
-        let addr = MockSwitch { captures_keep_holds: true, ..MockSwitch::default() }.start().await;
+        let addr =
+            MiniSwitch::with_faults(Faults { captures_keep_holds: true, ..Faults::default() }).start().await.unwrap();
         let summary = run(&cli(&addr, &["--setup", "--mix", "hold=1,capture=1"])).await.ok().unwrap();
         assert!(!summary.verified && summary.errors == 0, "{summary:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn loads_that_credit_nothing_fail_the_verification() {
-        let addr = MockSwitch { loads_credit_nothing: true, ..MockSwitch::default() }.start().await;
+        let addr =
+            MiniSwitch::with_faults(Faults { loads_credit_nothing: true, ..Faults::default() }).start().await.unwrap();
         let summary = run(&cli(&addr, &["--setup", "--mix", "sale=1,load=1"])).await.ok().unwrap();
         assert!(!summary.verified && summary.errors == 0, "{summary:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unanswered_postings_of_every_type_still_add_up() {
-        let addr = MockSwitch { drop_every: Some(211), ..MockSwitch::default() }.start().await;
+        let addr =
+            MiniSwitch::with_faults(Faults { drop_every: Some(211), ..Faults::default() }).start().await.unwrap();
         let report = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX]), now()).await.ok().unwrap();
         assert!(report.summary.errors > 0 && report.summary.verified, "{report:?}");
         let lost: u64 = report.kinds.iter().map(|k| k.lost).sum();
@@ -2739,7 +2539,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_sends_at_the_rate_asked() {
-        let addr = MockSwitch::default().start().await;
+        let addr = MiniSwitch::default().start().await.unwrap();
         // 4 terminals sharing 400/s for 1 s: each is due every 10 ms, 100 times in the run.
         let report =
             run_detailed(&cli(&addr, &["--setup", "--rate", "400", "--mix", FULL_MIX]), now()).await.ok().unwrap();
@@ -2755,7 +2555,10 @@ mod tests {
         // for 200/s. Its requests fall ever further behind their schedule: latency from the
         // intended send time grows to most of a second, while each one's service time (from its
         // actual send, behind at most the 4 of the window) stays near 80 ms.
-        let addr = MockSwitch { delay: Some(Duration::from_millis(20)), ..MockSwitch::default() }.start().await;
+        let addr = MiniSwitch::with_faults(Faults { delay: Some(Duration::from_millis(20)), ..Faults::default() })
+            .start()
+            .await
+            .unwrap();
         let extra = ["--setup", "--terminals", "1", "--window", "4", "--rate", "200"];
         let report = run_detailed(&cli(&addr, &extra), now()).await.ok().unwrap();
         let (service_p50, ..) = report.service.unwrap();
@@ -2800,7 +2603,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_write_the_distribution_and_the_plot() {
-        let addr = MockSwitch::default().start().await;
+        let addr = MiniSwitch::default().start().await.unwrap();
         let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{}", std::process::id(), unix_ms_now()));
         std::fs::create_dir_all(&dir).unwrap();
         let (hgrm, plot) = (dir.join("run.hgrm"), dir.join("run.svg"));
