@@ -44,7 +44,7 @@ fn codec(c: &mut Criterion) {
         b.iter(|| {
             let mut buf = wire.clone();
             let mut n = 0;
-            while let Some(_) = protocol::FrameCodec.decode(&mut buf).unwrap() {
+            while let Some(_) = protocol::FrameCodec::default().decode(&mut buf).unwrap() {
                 n += 1;
             }
             assert_eq!(n, 1_000);
@@ -143,10 +143,12 @@ fn end_to_end(c: &mut Criterion) {
     group.sample_size(10);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        runtime.block_on(Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap()))).unwrap();
+    let config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    let admin = config.keys.admin.clone();
+    let server = runtime.block_on(Server::start(config)).unwrap();
     let mut client = runtime.block_on(async {
-        let mut client = protocol::client::Client::connect(server.local_addr, 1001).await.unwrap();
+        let mut client =
+            protocol::client::Client::connect_with_key(server.local_addr, admin.terminal_id, admin.key).await.unwrap();
         client.sign_on(1, 21).await.unwrap();
         let import = Request::ImportRange { first: CardNo(FIRST), last: CardNo(FIRST + 999), product: 1, store_id: 21 };
         client.call(2, import).await.unwrap();

@@ -76,10 +76,18 @@ impl Script {
 /// Runs the demo day; the switch and its data live in a temporary directory.
 pub async fn run() -> Result<(), DemoError> {
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
-    let server =
-        Server::start(Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("literal address"))).await?;
+    let config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().expect("literal address"));
+    let admin = config.keys.admin.clone();
+    let server = Server::start(config).await?;
     println!("cardswitch demo: switch on {} (data in {})", server.local_addr, dir.path().display());
-    let mut client = Client::connect(server.local_addr, TERMINAL).await?;
+    // The admin terminal provisions the demo's terminal (an admin of the store: it imports a
+    // range too), with a key of its own.
+    let key = admin.derive_terminal_key(TERMINAL);
+    let mut provisioner = Client::connect_with_key(server.local_addr, admin.terminal_id, admin.key.clone()).await?;
+    provisioner.sign_on(1, STORE).await?;
+    let provisioned = provisioner.provision(2, TERMINAL, STORE, protocol::TerminalRole::Admin, &key).await?;
+    println!("terminal {TERMINAL} provisioned by admin terminal {}: {}", admin.terminal_id, provisioned.code);
+    let mut client = Client::connect_with_key(server.local_addr, TERMINAL, key).await?;
     let sign_on = client.sign_on(1, STORE).await?;
     println!(
         "terminal {TERMINAL} signed on at store {STORE}: {} (business date {})\n",

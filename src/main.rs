@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cardswitch::keys::{self, CredentialFile};
 use cardswitch::server::{self, Config, Server};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -33,6 +34,15 @@ enum Cmd {
         /// Close a connection that sends no complete frame for this long.
         #[arg(long, default_value_t = server::DEFAULT_IDLE_TIMEOUT_MS)]
         idle_timeout_ms: u64,
+        /// Master key file (64 hex digits), which wraps every stored terminal key; created with
+        /// a random key if missing. Default: $CARDSWITCH_HOME/master.key (~/.cardswitch).
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// Admin credential file (`terminal <id>` and `key <hex>`), provisioned as an admin
+        /// terminal in a data directory that has none; created if missing. Default:
+        /// $CARDSWITCH_HOME/admin.key.
+        #[arg(long)]
+        admin_key_file: Option<PathBuf>,
     },
     /// Run a scripted day against an embedded switch over real TCP and print what happened.
     Demo,
@@ -48,12 +58,18 @@ fn main() -> ExitCode {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = match cli.command {
-        Cmd::Serve { data, listen, partitions, max_connections, idle_timeout_ms } => {
-            let mut config = Config::new(data, listen);
-            config.partitions = partitions.unwrap_or(config.partitions);
-            config.max_connections = max_connections;
-            config.idle_timeout_ms = idle_timeout_ms;
-            runtime.block_on(serve(config))
+        Cmd::Serve { data, listen, partitions, max_connections, idle_timeout_ms, master_key_file, admin_key_file } => {
+            match key_files(master_key_file, admin_key_file) {
+                Ok(keys) => {
+                    let mut config = Config::new(data, listen);
+                    config.partitions = partitions.unwrap_or(config.partitions);
+                    config.max_connections = max_connections;
+                    config.idle_timeout_ms = idle_timeout_ms;
+                    config.keys = keys;
+                    runtime.block_on(serve(config))
+                }
+                Err(error) => Err(error.to_string()),
+            }
         }
         Cmd::Demo => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
     };
@@ -64,6 +80,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The master key and admin credential from their files (defaults in the key directory),
+/// each created with a random key when missing.
+fn key_files(master: Option<PathBuf>, admin: Option<PathBuf>) -> Result<server::Keys, keys::KeyError> {
+    let in_key_dir = |name: &str| keys::default_key_dir().map(|dir| dir.join(name));
+    let master_path = master.map_or_else(|| in_key_dir(keys::MASTER_KEY_FILE), Ok)?;
+    let admin_path = admin.map_or_else(|| in_key_dir(keys::ADMIN_KEY_FILE), Ok)?;
+    let (master, created) = keys::MasterKey::load_or_create(&master_path)?;
+    if created {
+        tracing::info!(path = %master_path.display(), "created a master key file");
+    }
+    let (admin, created) = keys::Credential::load_or_create(&admin_path, keys::DEFAULT_ADMIN_TERMINAL)?;
+    if created {
+        tracing::info!(path = %admin_path.display(), terminal_id = admin.terminal_id, "created an admin credential file");
+    }
+    Ok(server::Keys { master, admin })
 }
 
 async fn serve(config: Config) -> Result<(), String> {

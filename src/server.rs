@@ -6,9 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
 use bytes::BytesMut;
 use futures::StreamExt;
-use protocol::{encode_frame, Frame, FrameCodec, Message, MsgType, Request, Response, ResponseCode, SignOnReply};
+use protocol::{
+    encode_frame, encode_signed, Frame, InboundCodec, Message, MsgType, Request, Response, ResponseCode, SignOnReply,
+    TerminalKey, TerminalReply, TerminalRole,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -17,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::{check_import, validate, CardRange, Command};
+use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, Terminal, ANY_STORE};
 use crate::partition::{reply_frame, Clock, Partitions, SystemClock};
 use crate::store::materializer::Materializer;
 use crate::store::{Store, StoreError};
@@ -35,6 +42,23 @@ pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Pause after a failed accept (e.g. out of file descriptors) instead of spinning.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
+/// The switch's secrets (see `keys`).
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// Wraps every stored terminal key.
+    pub master: MasterKey,
+    /// Provisioned as an admin terminal in a data directory that has no admin terminal.
+    pub admin: Credential,
+}
+
+impl Keys {
+    /// Fresh random keys held in memory only: for tests, the demo and benchmarks, which keep
+    /// the `Config` to restart on the same data directory.
+    pub fn ephemeral() -> Result<Keys, KeyError> {
+        Ok(Keys { master: MasterKey::random()?, admin: Credential::random(crate::keys::DEFAULT_ADMIN_TERMINAL)? })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -42,9 +66,11 @@ pub struct Config {
     pub partitions: usize,
     pub max_connections: usize,
     pub idle_timeout_ms: u64,
+    pub keys: Keys,
 }
 
 impl Config {
+    /// A configuration with defaults and ephemeral keys (see [`Keys::ephemeral`]).
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
@@ -52,6 +78,7 @@ impl Config {
             partitions: default_partitions(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            keys: Keys::ephemeral().expect("the operating system gives random bytes"),
         }
     }
 }
@@ -69,6 +96,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("partitions must be between 1 and {max}, not {given}")]
     Partitions { given: usize, max: usize },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
 }
 
 /// Most partitions a switch runs.
@@ -84,6 +113,43 @@ struct Switch {
     /// Imported ranges; the lock serialises imports, which are rare administrative requests.
     ranges: tokio::sync::Mutex<Vec<CardRange>>,
     idle_timeout: Duration,
+    /// Every provisioned terminal and its key.
+    keyring: Keyring,
+    master: MasterKey,
+    /// Serialises provisioning, a rare administrative request.
+    provisioning: tokio::sync::Mutex<()>,
+    /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
+    declines: Arc<DeclineCounts>,
+}
+
+/// How many responses of each code the switch has sent.
+pub struct DeclineCounts([AtomicU64; 256]);
+
+impl Default for DeclineCounts {
+    fn default() -> Self {
+        DeclineCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl DeclineCounts {
+    fn count(&self, code: ResponseCode) {
+        self.0[code as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses sent with `code` since the switch started.
+    pub fn get(&self, code: ResponseCode) -> u64 {
+        self.0[code as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every code sent at least once that is not `approved`, with its count.
+    pub fn nonzero(&self) -> Vec<(ResponseCode, u64)> {
+        ResponseCode::ALL
+            .iter()
+            .filter(|code| !code.is_approved())
+            .map(|code| (*code, self.get(*code)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
 }
 
 /// A running switch: its address, and a handle to stop it.
@@ -91,6 +157,7 @@ pub struct Server {
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    declines: Arc<DeclineCounts>,
 }
 
 impl Server {
@@ -102,12 +169,14 @@ impl Server {
         }
         let data_dir = config.data_dir.clone();
         let partitions = config.partitions;
-        let (store, recovered) = tokio::task::spawn_blocking(move || {
+        let keys = config.keys.clone();
+        let (store, recovered, keyring) = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let store = Store::open(&data_dir)?;
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
+            let keyring = load_keyring(&store, &keys)?;
             let recovered = store.recover(partitions)?;
-            Ok::<_, StoreError>((store, recovered))
+            Ok::<_, ServerError>((store, recovered, keyring))
         })
         .await
         .expect("recovery does not panic")?;
@@ -134,14 +203,24 @@ impl Server {
             clock,
             ranges: tokio::sync::Mutex::new(ranges),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            keyring,
+            master: config.keys.master.clone(),
+            provisioning: tokio::sync::Mutex::new(()),
+            declines: Arc::new(DeclineCounts::default()),
         });
+        let declines = switch.declines.clone();
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(listener, switch, config.max_connections, shutdown.clone()));
-        Ok(Server { local_addr, shutdown, task })
+        Ok(Server { local_addr, shutdown, task, declines })
+    }
+
+    /// Responses sent per code since the start: how many requests were refused and why.
+    pub fn declines(&self) -> &DeclineCounts {
+        &self.declines
     }
 
     /// Stops accepting, lets in-flight requests finish and be answered, stops the
@@ -150,6 +229,35 @@ impl Server {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
+}
+
+/// The provisioned terminals, each key unwrapped with the master key. A data directory with
+/// no admin terminal gets the admin credential's terminal as one, so that the first
+/// terminals can be provisioned over the wire.
+fn load_keyring(store: &Store, keys: &Keys) -> Result<Keyring, ServerError> {
+    let keyring = Keyring::default();
+    let mut has_admin = false;
+    for stored in store.terminals()? {
+        let terminal = keys.master.open(&stored)?;
+        has_admin |= terminal.role == TerminalRole::Admin;
+        keyring.insert(terminal);
+    }
+    if !has_admin {
+        let admin = &keys.admin;
+        if keyring.get(admin.terminal_id).is_some() {
+            tracing::warn!(
+                terminal_id = admin.terminal_id,
+                "no admin terminal, and the admin credential's terminal id is taken by a pos terminal"
+            );
+        } else {
+            let terminal = Terminal::new(admin.terminal_id, ANY_STORE, TerminalRole::Admin, admin.key.clone(), true);
+            store.put_terminal(&keys.master.seal(&terminal)?)?;
+            keyring.insert(terminal);
+            tracing::info!(terminal_id = admin.terminal_id, "provisioned the admin credential's terminal as admin");
+        }
+    }
+    tracing::info!(terminals = keyring.len(), "terminal keys loaded");
+    Ok(keyring)
 }
 
 async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize, shutdown: CancellationToken) {
@@ -190,6 +298,11 @@ async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize,
     }
     // Every connection has finished (or outlived the grace period), so nothing new reaches
     // the partitions; they finish their queues, commit, and stop.
+    let refused = switch.declines.nonzero();
+    if !refused.is_empty() {
+        let summary: Vec<String> = refused.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        tracing::info!(declines = %summary.join(", "), "declines sent since the start");
+    }
     tokio::task::spawn_blocking(move || {
         switch.partitions.stop();
         switch.materializer.lock().unwrap_or_else(|e| e.into_inner()).stop();
@@ -209,14 +322,33 @@ async fn refuse_connection(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// Requests only `admin` terminals may send.
+fn needs_admin(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::ImportRange { .. } | Request::ProvisionTerminal { .. } | Request::SetTerminalState { .. }
+    )
+}
+
 async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: CancellationToken) {
     let peer = stream.peer_addr().ok();
     let (read_half, write_half) = stream.into_split();
-    let mut frames = FramedRead::new(read_half, FrameCodec);
+    let mut frames = FramedRead::new(read_half, InboundCodec);
     let (replies, outbox) = mpsc::channel::<Frame>(MAX_IN_FLIGHT_PER_CONNECTION + 1);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
-    let writer = tokio::spawn(write_replies(write_half, outbox, in_flight.clone()));
+    // A connection belongs to the first terminal that authenticates on it: from then on every
+    // reply is signed with that terminal's key, and frames of other terminals are refused.
+    let signing_key: Arc<OnceLock<TerminalKey>> = Arc::default();
+    let mut bound: Option<Arc<Terminal>> = None;
+    // The store the bound terminal signed on at.
     let mut session_store: Option<u32> = None;
+    let writer = tokio::spawn(write_replies(
+        write_half,
+        outbox,
+        in_flight.clone(),
+        signing_key.clone(),
+        switch.declines.clone(),
+    ));
     loop {
         // Backpressure: a reply must drain before another request is read.
         let permit = tokio::select! {
@@ -228,7 +360,7 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
             _ = shutdown.cancelled() => break,
             next = tokio::time::timeout(switch.idle_timeout, frames.next()) => next,
         };
-        let frame = match next {
+        let inbound = match next {
             Err(_) => {
                 tracing::debug!(?peer, "idle timeout; closing");
                 break;
@@ -242,12 +374,12 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                 let _ = replies.send(reply_frame(&header, Response::Error { code: error.code(), text })).await;
                 break;
             }
-            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Ok(inbound))) => inbound,
         };
-        let header = frame.header;
-        let request = match frame.message {
+        let header = inbound.frame.header;
+        let request = match inbound.frame.message {
             Message::Request(request) => request,
-            Message::Response(response) => {
+            Message::Response(ref response) => {
                 let text = format!("{} is a response; terminals send requests", response.msg_type());
                 let error = Response::Error { code: ResponseCode::UnknownMessageType, text };
                 let _ = replies.send(reply_frame(&header, error)).await;
@@ -255,43 +387,72 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
             }
         };
         let msg_type = request.msg_type();
-        let answer = |response| reply_frame(&header, response);
-        let inline = match request {
-            Request::Echo => Some(Response::Echo { code: ResponseCode::Approved }),
-            Request::SignOn { store_id } => Some(Response::SignOn(match validate(&request) {
-                Ok(()) => {
+        let decline = |code| Some(Response::decline(msg_type, code));
+        // Authentication first (SPEC §3.1, §5.1): a known terminal, its MAC, enabled.
+        let known = match &bound {
+            Some(terminal) if terminal.terminal_id == header.terminal_id => Some(terminal.clone()),
+            _ => switch.keyring.get(header.terminal_id),
+        };
+        let terminal = match known {
+            None => Err(ResponseCode::UnknownTerminal),
+            Some(terminal) if !inbound.verify(&terminal.key) => Err(ResponseCode::BadMac),
+            Some(terminal) => terminal.usable().map(|()| terminal),
+        };
+        let terminal = match (terminal, &bound) {
+            (Ok(terminal), Some(owner)) if owner.terminal_id != terminal.terminal_id => Err(ResponseCode::NotSignedOn),
+            (Ok(terminal), None) => {
+                let _ = signing_key.set(terminal.key.clone());
+                bound = Some(terminal.clone());
+                Ok(terminal)
+            }
+            (other, _) => other,
+        };
+        let inline = match terminal {
+            Err(code) => {
+                tracing::debug!(?peer, terminal_id = header.terminal_id, stan = header.stan, %code, "not authenticated");
+                decline(code)
+            }
+            // Field validation comes before the session check (precedence: code 7 before 8).
+            Ok(_) if validate(&request).is_err() => decline(ResponseCode::InvalidField),
+            Ok(terminal) => match request {
+                Request::Echo => Some(Response::Echo { code: ResponseCode::Approved }),
+                Request::SignOn { store_id } => Some(Response::SignOn(if !terminal.serves_store(store_id) {
+                    SignOnReply { code: ResponseCode::WrongStore, business_date: 0 }
+                } else {
                     session_store = Some(store_id);
                     let now_ms = switch.clock.now_ms();
                     SignOnReply { code: ResponseCode::Approved, business_date: switch.clock.business_date(now_ms) }
-                }
-                Err(code) => SignOnReply { code, business_date: 0 },
-            })),
-            // Field validation comes before the session check (precedence: code 4 before 5).
-            _ if validate(&request).is_err() => Some(Response::decline(msg_type, ResponseCode::InvalidField)),
-            _ => match (session_store, request.card()) {
-                (None, _) => Some(Response::decline(msg_type, ResponseCode::NotSignedOn)),
-                (Some(_), None) => {
-                    // Range import: rare, administrative, serialised.
-                    let switch = switch.clone();
-                    let replies = replies.clone();
-                    tokio::spawn(async move {
-                        let response = switch.import_range(header, request).await;
-                        let _ = replies.send(reply_frame(&header, response)).await;
-                    });
-                    None
-                }
-                (Some(store_id), Some(card)) => {
-                    let cmd = Command { header, store_id, request };
-                    switch
-                        .partitions
-                        .submit(card, cmd, replies.clone())
-                        .err()
-                        .map(|code| Response::decline(msg_type, code))
-                }
+                })),
+                _ => match session_store {
+                    Some(store_id) => {
+                        if needs_admin(&request) && terminal.role != TerminalRole::Admin {
+                            decline(ResponseCode::NotPermitted)
+                        } else if let Some(card) = request.card() {
+                            let cmd = Command { header, store_id, request };
+                            switch
+                                .partitions
+                                .submit(card, cmd, replies.clone())
+                                .err()
+                                .map(|code| Response::decline(msg_type, code))
+                        } else {
+                            // Administrative requests: rare, serialised, answered when done.
+                            let (switch, replies, sender) = (switch.clone(), replies.clone(), terminal.clone());
+                            tokio::spawn(async move {
+                                let response = match request {
+                                    Request::ImportRange { .. } => switch.import_range(header, request).await,
+                                    _ => switch.administer_terminal(header, request, &sender).await,
+                                };
+                                let _ = replies.send(reply_frame(&header, response)).await;
+                            });
+                            None
+                        }
+                    }
+                    None => decline(ResponseCode::NotSignedOn),
+                },
             },
         };
         if let Some(response) = inline {
-            let _ = replies.send(answer(response)).await;
+            let _ = replies.send(reply_frame(&header, response)).await;
         }
     }
     drop(replies);
@@ -302,6 +463,8 @@ async fn write_replies(
     mut write_half: tokio::net::tcp::OwnedWriteHalf,
     mut outbox: mpsc::Receiver<Frame>,
     in_flight: Arc<Semaphore>,
+    signing_key: Arc<OnceLock<TerminalKey>>,
+    declines: Arc<DeclineCounts>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut batch = Vec::with_capacity(MAX_REPLIES_PER_WRITE);
@@ -310,8 +473,12 @@ async fn write_replies(
             break;
         }
         let count = batch.len();
+        let key = signing_key.get();
         for frame in batch.drain(..) {
-            encode_frame(&frame, &mut buf);
+            if let Message::Response(response) = &frame.message {
+                declines.count(response.code());
+            }
+            encode_signed(&frame, key, &mut buf);
         }
         if write_half.write_all(&buf).await.is_err() {
             break;
@@ -324,6 +491,74 @@ async fn write_replies(
 }
 
 impl Switch {
+    /// Provisions a terminal or changes its state (SPEC §5.17, §5.18), durably, for the admin
+    /// terminal `sender`. Re-sending the same provisioning gives the same result.
+    async fn administer_terminal(
+        self: &Arc<Self>,
+        header: protocol::Header,
+        request: Request,
+        sender: &Terminal,
+    ) -> Response {
+        let msg_type = request.msg_type();
+        let reply = |code, terminal_id, enabled: bool| Response::Terminal {
+            request: msg_type,
+            reply: TerminalReply { code, terminal_id, enabled: u8::from(enabled) },
+        };
+        let _serialised = self.provisioning.lock().await;
+        let (terminal, enabled) = match request {
+            Request::ProvisionTerminal { terminal_id, store_id, role, wrapped_key } => {
+                let role = TerminalRole::from_u8(role).expect("validated");
+                if terminal_id == sender.terminal_id {
+                    // Replacing its own key over the wire could lock the last admin out.
+                    return reply(ResponseCode::NotPermitted, terminal_id, false);
+                }
+                if role == TerminalRole::Pos && store_id == ANY_STORE {
+                    return reply(ResponseCode::InvalidField, terminal_id, false);
+                }
+                let key = sender.key.unwrap_from_transport(&wrapped_key, header.terminal_id, header.stan, terminal_id);
+                (Terminal::new(terminal_id, store_id, role, key, true), true)
+            }
+            Request::SetTerminalState { terminal_id, enabled } => {
+                if terminal_id == sender.terminal_id {
+                    return reply(ResponseCode::NotPermitted, terminal_id, true);
+                }
+                let Some(current) = self.keyring.get(terminal_id) else {
+                    return reply(ResponseCode::UnknownTerminal, terminal_id, false);
+                };
+                let enabled = enabled == 1;
+                let terminal = Terminal::new(terminal_id, current.store_id, current.role, current.key.clone(), enabled);
+                (terminal, enabled)
+            }
+            _ => return Response::decline(msg_type, ResponseCode::UnknownMessageType),
+        };
+        let terminal_id = terminal.terminal_id;
+        let sealed = match self.master.seal(&terminal) {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::error!(%error, terminal_id, "cannot seal a terminal key");
+                return reply(ResponseCode::SystemError, terminal_id, false);
+            }
+        };
+        let switch = self.clone();
+        let stored = tokio::task::spawn_blocking(move || switch.store.put_terminal(&sealed))
+            .await
+            .expect("storing a terminal does not panic");
+        if let Err(error) = stored {
+            tracing::error!(%error, terminal_id, "a terminal could not be stored");
+            return reply(ResponseCode::SystemError, terminal_id, false);
+        }
+        match request {
+            Request::SetTerminalState { .. } => {
+                self.keyring.set_enabled(terminal_id, enabled);
+            }
+            _ => {
+                self.keyring.insert(terminal);
+            }
+        }
+        tracing::info!(terminal_id, by = sender.terminal_id, %msg_type, enabled, "terminal administered");
+        reply(ResponseCode::Approved, terminal_id, enabled)
+    }
+
     /// L1: imports a range after checking it against the others, durably, then tells the
     /// partitions. A retransmitted import gets its original answer (T8).
     async fn import_range(self: &Arc<Self>, header: protocol::Header, request: Request) -> Response {

@@ -17,12 +17,25 @@ const CARDS: u64 = 40;
 const OPENING_MINOR: i64 = 1_000_000;
 const TERMINALS: u32 = 8;
 
-/// Starts `cardswitch serve` and waits for its `listening on ADDR` line.
+mod support;
+use support::{admin, connect, key_of};
+
+/// Starts `cardswitch serve` and waits for its `listening on ADDR` line. Its key files (the
+/// tests' fixed keys) are in `data/keys`.
 fn start(data: &Path) -> (Child, SocketAddr) {
+    let key_dir = data.join("keys");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    std::fs::write(key_dir.join("master.key"), format!("{}\n", protocol::TerminalKey::from_bytes([0x11; 32]).to_hex()))
+        .unwrap();
+    std::fs::write(key_dir.join("admin.key"), admin().to_text()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--partitions", "2"])
+        .arg("--master-key-file")
+        .arg(key_dir.join("master.key"))
+        .arg("--admin-key-file")
+        .arg(key_dir.join("admin.key"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -55,7 +68,7 @@ struct TerminalLog {
 /// Sends sales one at a time (window 1, like a real POS) until the connection dies.
 async fn drive(addr: SocketAddr, terminal: u32) -> TerminalLog {
     let mut log = TerminalLog { terminal, sent: Vec::new(), answered: HashMap::new() };
-    let Ok(mut client) = Client::connect(addr, terminal).await else { return log };
+    let mut client = connect(addr, terminal, STORE).await;
     client.set_call_timeout_ms(5_000);
     if client.sign_on(1, STORE).await.is_err() {
         return log;
@@ -87,7 +100,7 @@ fn sigkill_during_traffic_loses_and_doubles_nothing() {
     let (mut server, addr) = start(dir.path());
 
     runtime.block_on(async {
-        let mut admin = Client::connect(addr, 1).await.unwrap();
+        let mut admin = connect(addr, 1, STORE).await;
         admin.sign_on(1, STORE).await.unwrap();
         let import = Request::ImportRange { first: card(0), last: card(999), product: 1, store_id: STORE };
         assert_eq!(admin.call(2, import).await.unwrap().code(), C::Approved);
@@ -115,8 +128,10 @@ fn sigkill_during_traffic_loses_and_doubles_nothing() {
         let mut spent: HashMap<CardNo, i64> = HashMap::new();
         let mut approved = 0usize;
         for log in &logs {
-            let mut client = Client::connect(addr, log.terminal).await.unwrap();
-            client.sign_on(2, STORE).await.unwrap();
+            // The terminals' keys survived the kill: no provisioning again.
+            let mut client =
+                Client::connect_with_key(addr, log.terminal, key_of(&admin(), log.terminal)).await.unwrap();
+            assert_eq!(client.sign_on(2, STORE).await.unwrap().code, C::Approved);
             for (stan, request) in &log.sent {
                 // Every request is sent again: acknowledged ones must get their original
                 // reply; the one in flight at the kill gets whatever it got, exactly once.
@@ -135,7 +150,7 @@ fn sigkill_during_traffic_loses_and_doubles_nothing() {
         (spent, approved)
     });
     runtime.block_on(async {
-        let mut client = Client::connect(addr, 1).await.unwrap();
+        let mut client = connect(addr, 1, STORE).await;
         client.sign_on(3, STORE).await.unwrap();
         for n in 0..CARDS {
             let balance = card_reply(client.call(100 + n as u32, Request::Balance { card: card(n) }).await.unwrap());
@@ -165,7 +180,7 @@ fn sigterm_finishes_and_exits_zero() {
     let (server, addr) = start(dir.path());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut c = Client::connect(addr, 1).await.unwrap();
+        let mut c = connect(addr, 1, STORE).await;
         assert_eq!(c.call(1, Request::Echo).await.unwrap().code(), C::Approved);
     });
     // SAFETY: kill(2) on our own child's pid has no memory effects.

@@ -7,12 +7,16 @@ use protocol::client::Client;
 use protocol::{CardNo, CardReply, CardState, Category, PaymentMethod, Request, Response, ResponseCode as C};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+use support::connect;
+
 const STORE: u32 = 21;
 const FIRST: u64 = 6200880000000000;
 
 fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.partitions = 2;
+    config.keys = support::keys();
     config
 }
 
@@ -33,7 +37,7 @@ fn sale(card: CardNo, amount_minor: i64) -> Request {
 
 /// Signs on, imports a range of 1,000 cards and sells `sold` of them with 1,000.00 each.
 async fn setup(server: &Server, terminal: u32, sold: u64) -> Client {
-    let mut client = Client::connect(server.local_addr, terminal).await.unwrap();
+    let mut client = connect(server.local_addr, terminal, STORE).await;
     assert_eq!(client.sign_on(1, STORE).await.unwrap().code, C::Approved);
     let import = Request::ImportRange { first: card(0), last: card(999), product: 1, store_id: STORE };
     assert_eq!(client.call(2, import).await.unwrap().code(), C::Approved);
@@ -71,7 +75,7 @@ async fn a_day_over_tcp_survives_a_restart() {
     let mut config = config(dir.path());
     config.partitions = 3;
     let server = Server::start(config).await.unwrap();
-    let mut c = Client::connect(server.local_addr, 1001).await.unwrap();
+    let mut c = connect(server.local_addr, 1001, STORE).await;
     c.sign_on(200, STORE).await.unwrap();
     // T8 after a restart: the original replies, nothing posted twice.
     assert_eq!(reply(c.call(100, sale(card(0), 12_850)).await.unwrap()), s);
@@ -91,7 +95,7 @@ async fn a_day_over_tcp_survives_a_restart() {
 async fn sign_on_comes_first() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path())).await.unwrap();
-    let mut c = Client::connect(server.local_addr, 7).await.unwrap();
+    let mut c = connect(server.local_addr, 7, STORE).await;
     assert_eq!(c.call(1, Request::Echo).await.unwrap().code(), C::Approved);
     assert_eq!(c.call(2, Request::Balance { card: card(0) }).await.unwrap().code(), C::NotSignedOn);
     assert_eq!(c.sign_on(3, 0).await.unwrap().code, C::InvalidField);
@@ -140,10 +144,11 @@ async fn malformed_frames_close_only_their_connection() {
 
     // An unknown message type keeps the header's ids in the error.
     let mut raw = tokio::net::TcpStream::connect(server.local_addr).await.unwrap();
-    let mut frame = vec![0, 0, 0, 20, 1, 0x55, 0, 0];
+    let mut frame = vec![0, 0, 0, 36, 1, 0x55, 0, 0];
     frame.extend_from_slice(&9u32.to_be_bytes());
     frame.extend_from_slice(&77u32.to_be_bytes());
     frame.extend_from_slice(&20261122093005u64.to_be_bytes());
+    frame.extend_from_slice(&[0; protocol::MAC_BYTES]);
     raw.write_all(&frame).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await.unwrap().unwrap();
@@ -166,8 +171,9 @@ async fn connection_limit_and_idle_timeout() {
     config.max_connections = 2;
     config.idle_timeout_ms = 300;
     let server = Server::start(config).await.unwrap();
-    let mut a = Client::connect(server.local_addr, 1).await.unwrap();
-    let mut b = Client::connect(server.local_addr, 2).await.unwrap();
+    // Every connection is the admin terminal's: provisioning others would take a connection.
+    let mut a = connect(server.local_addr, 1, STORE).await;
+    let mut b = connect(server.local_addr, 1, STORE).await;
     assert_eq!(a.call(1, Request::Echo).await.unwrap().code(), C::Approved);
     assert_eq!(b.call(1, Request::Echo).await.unwrap().code(), C::Approved);
     let mut c = Client::connect(server.local_addr, 3).await.unwrap();
@@ -176,7 +182,7 @@ async fn connection_limit_and_idle_timeout() {
     // Idle connections are closed, which frees their places.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(a.next_response().await.is_err());
-    let mut d = Client::connect(server.local_addr, 4).await.unwrap();
+    let mut d = connect(server.local_addr, 1, STORE).await;
     assert_eq!(d.call(1, Request::Echo).await.unwrap().code(), C::Approved);
     server.shutdown().await;
 }
@@ -186,7 +192,7 @@ async fn card_sale_is_per_store_and_pending_for_cheques() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path())).await.unwrap();
     let mut hq = setup(&server, 1001, 0).await;
-    let mut other = Client::connect(server.local_addr, 2002).await.unwrap();
+    let mut other = connect(server.local_addr, 2002, STORE + 1).await;
     other.sign_on(1, STORE + 1).await.unwrap();
     let sell = |method: PaymentMethod| Request::SellCard { card: card(5), amount_minor: 20_000, method: method as u8 };
     assert_eq!(other.call(2, sell(PaymentMethod::Cash)).await.unwrap().code(), C::WrongStore);

@@ -132,6 +132,10 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
         }
         Request::SignOn { store_id } => store_id != 0,
         Request::Echo => true,
+        Request::ProvisionTerminal { terminal_id, role, .. } => {
+            terminal_id != 0 && protocol::TerminalRole::from_u8(role).is_some()
+        }
+        Request::SetTerminalState { terminal_id, enabled } => terminal_id != 0 && enabled <= 1,
     };
     let card_ok = request.card().is_none_or(CardNo::is_valid);
     if ok && card_ok {
@@ -419,9 +423,11 @@ impl Engine {
             Request::Reversal { original_stan, amount_minor, .. } => {
                 self.reversal(ctx, cmd, card_no, original_stan, amount_minor, fx)
             }
-            Request::SignOn { .. } | Request::Echo | Request::ImportRange { .. } => {
-                Err(CardReply::code_only(ResponseCode::UnknownMessageType))
-            }
+            Request::SignOn { .. }
+            | Request::Echo
+            | Request::ImportRange { .. }
+            | Request::ProvisionTerminal { .. }
+            | Request::SetTerminalState { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
         }
     }
 
@@ -600,11 +606,16 @@ impl Engine {
         fx: &mut Effects,
     ) -> Outcome {
         let orig = *self.txns.get(&orig_id).expect("the caller checked the original");
-        let card = self.cards[&card_no];
+        // A reversal reaches here without a sold-card check (it must also answer for stock
+        // cards): an original made before the card's sale was itself undone finds no card.
+        let Some(card) = self.cards.get(&card_no).copied() else {
+            return Err(self.decline(card_no, ResponseCode::CardNotSold));
+        };
         let (cash, bonus, held) = (-orig.cash_delta_minor, -orig.bonus_delta_minor, -orig.held_delta_minor);
-        // Taking value back (a load or refund undone) needs it still on the card, unreserved.
-        let taken = -(cash.min(0) + bonus.min(0));
-        if card.cash_minor + cash < 0 || card.bonus_minor + bonus < 0 || card.available_minor() < taken {
+        // Taking value back (a load or refund undone) needs it still on the card, unreserved;
+        // reopening a hold (a capture undone) needs the value it reserves still there (T4).
+        let available_after = card.available_minor() + cash + bonus - held;
+        if card.cash_minor + cash < 0 || card.bonus_minor + bonus < 0 || available_after < 0 {
             return Err(self.decline(card_no, ResponseCode::InsufficientValue));
         }
         // A sale of a card is undone only while nothing else happened on it; the number then

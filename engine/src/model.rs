@@ -296,6 +296,16 @@ pub fn request_digest(request: &Request) -> u64 {
             h.u64(product.into());
             h.u64(store_id.into());
         }
+        Request::ProvisionTerminal { terminal_id, store_id, role, wrapped_key } => {
+            h.u64(terminal_id.into());
+            h.u64(store_id.into());
+            h.u8(role);
+            wrapped_key.iter().for_each(|b| h.u8(*b));
+        }
+        Request::SetTerminalState { terminal_id, enabled } => {
+            h.u64(terminal_id.into());
+            h.u8(enabled);
+        }
     }
     h.0
 }

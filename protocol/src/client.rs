@@ -8,8 +8,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
 
-use crate::message::{Frame, Header, Message, Request, Response, SignOnReply};
-use crate::types::LocalTime;
+use crate::auth::TerminalKey;
+use crate::message::{Frame, Header, Message, Request, Response, SignOnReply, TerminalReply};
+use crate::types::{LocalTime, TerminalRole};
 use crate::{FrameCodec, ProtocolError};
 
 /// Time zone terminals stamp their local time in unless told otherwise (China Standard Time).
@@ -45,17 +46,37 @@ pub fn local_time_now() -> LocalTime {
 pub struct Client {
     framed: Framed<TcpStream, FrameCodec>,
     terminal_id: u32,
+    /// This terminal's key, which also wraps the keys it provisions.
+    key: Option<TerminalKey>,
     parked: HashMap<u32, (Header, Response)>,
     call_timeout_ms: u64,
 }
 
 impl Client {
+    /// A terminal that signs every frame with `key` and checks the MAC of every reply.
+    pub async fn connect_with_key(
+        addr: impl ToSocketAddrs,
+        terminal_id: u32,
+        key: TerminalKey,
+    ) -> Result<Client, ClientError> {
+        let mut client = Self::open(addr, terminal_id, FrameCodec::with_key(key.clone())).await?;
+        client.key = Some(key);
+        Ok(client)
+    }
+
+    /// A terminal without a key: its frames carry all-zero MACs, which the switch declines
+    /// (`unknown_terminal` or `bad_mac`); for tests of exactly that, and of echo.
     pub async fn connect(addr: impl ToSocketAddrs, terminal_id: u32) -> Result<Client, ClientError> {
+        Self::open(addr, terminal_id, FrameCodec::default()).await
+    }
+
+    async fn open(addr: impl ToSocketAddrs, terminal_id: u32, codec: FrameCodec) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(addr).await.map_err(ClientError::Connect)?;
         stream.set_nodelay(true).map_err(ClientError::Connect)?;
         Ok(Client {
-            framed: Framed::new(stream, FrameCodec),
+            framed: Framed::new(stream, codec),
             terminal_id,
+            key: None,
             parked: HashMap::new(),
             call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
         })
@@ -128,6 +149,41 @@ impl Client {
         match self.call(stan, Request::SignOn { store_id }).await? {
             Response::SignOn(reply) => Ok(reply),
             other => Ok(SignOnReply { code: other.code(), business_date: 0 }),
+        }
+    }
+
+    /// Provisions terminal `terminal_id` with `key` (an admin terminal's request, SPEC §5.17):
+    /// the key travels wrapped under this terminal's own key. A client without a key sends it
+    /// wrapped under none (all zero), which the switch declines before reading it.
+    pub async fn provision(
+        &mut self,
+        stan: u32,
+        terminal_id: u32,
+        store_id: u32,
+        role: TerminalRole,
+        key: &TerminalKey,
+    ) -> Result<TerminalReply, ClientError> {
+        let wrapped_key = match &self.key {
+            Some(own) => own.wrap_for_transport(key, self.terminal_id, stan, terminal_id),
+            None => [0; crate::auth::KEY_BYTES],
+        };
+        let request = Request::ProvisionTerminal { terminal_id, store_id, role: role as u8, wrapped_key };
+        match self.call(stan, request).await? {
+            Response::Terminal { reply, .. } => Ok(reply),
+            other => Ok(TerminalReply { code: other.code(), terminal_id, enabled: 0 }),
+        }
+    }
+
+    /// Enables or disables terminal `terminal_id` (an admin terminal's request, SPEC §5.18).
+    pub async fn set_terminal_state(
+        &mut self,
+        stan: u32,
+        terminal_id: u32,
+        enabled: bool,
+    ) -> Result<TerminalReply, ClientError> {
+        match self.call(stan, Request::SetTerminalState { terminal_id, enabled: u8::from(enabled) }).await? {
+            Response::Terminal { reply, .. } => Ok(reply),
+            other => Ok(TerminalReply { code: other.code(), terminal_id, enabled: 0 }),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Layout of every frame (SPEC.md §2):
 //! ```text
-//! u32 length            bytes that follow (header + body), at most MAX_FRAME_BYTES
+//! u32 length            bytes that follow (header + body + MAC), at most MAX_FRAME_BYTES
 //! u8  version           PROTOCOL_VERSION
 //! u8  msg_type
 //! u16 flags
@@ -10,14 +10,19 @@
 //! u32 stan
 //! u64 local_time        YYYYMMDDhhmmss
 //! ... body              per message type
+//! [16] mac              HMAC-SHA256 of every byte before it, truncated (§3.1)
 //! ```
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::message::{decode_body, encode_body, BodyError, Frame, Header, Reader, KNOWN_FLAGS};
+use crate::auth::{TerminalKey, MAC_BYTES, ZERO_MAC};
+use crate::message::{decode_body, encode_body, BodyError, Frame, Header, Message, Reader, Response, KNOWN_FLAGS};
 use crate::types::{LocalTime, MsgType, ResponseCode};
 use crate::{HEADER_BYTES, LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+/// Fewest bytes a length prefix may declare: a header and a MAC.
+pub const MIN_FRAME_BYTES: usize = HEADER_BYTES + MAC_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -25,8 +30,12 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
     #[error("declared frame length {declared} exceeds the maximum of {MAX_FRAME_BYTES} bytes")]
     TooLarge { declared: usize },
-    #[error("declared frame length {declared} is shorter than the {HEADER_BYTES}-byte header")]
+    #[error(
+        "declared frame length {declared} is shorter than the {HEADER_BYTES}-byte header and the {MAC_BYTES}-byte MAC"
+    )]
     TooShort { declared: usize },
+    #[error("the MAC of the frame for terminal {terminal_id} trace {stan} is wrong")]
+    BadMac { terminal_id: u32, stan: u32 },
     #[error("bad frame from terminal {terminal_id} trace {stan}: {problem}")]
     Body { terminal_id: u32, stan: u32, problem: BodyError },
 }
@@ -36,6 +45,7 @@ impl ProtocolError {
     pub fn code(&self) -> ResponseCode {
         match self {
             ProtocolError::Body { problem, .. } => problem.code(),
+            ProtocolError::BadMac { .. } => ResponseCode::BadMac,
             _ => ResponseCode::Malformed,
         }
     }
@@ -43,19 +53,23 @@ impl ProtocolError {
     /// Terminal id and trace number of the offending frame, when its header was readable.
     pub fn header_ids(&self) -> (u32, u32) {
         match self {
-            ProtocolError::Body { terminal_id, stan, .. } => (*terminal_id, *stan),
+            ProtocolError::Body { terminal_id, stan, .. } | ProtocolError::BadMac { terminal_id, stan } => {
+                (*terminal_id, *stan)
+            }
             _ => (0, 0),
         }
     }
 }
 
-/// Decodes one frame from `bytes`: header and body, without the length prefix. Pure: never
-/// panics and never allocates more than the strings the body declares (each bounded).
+/// Decodes one frame from `bytes`: header, body and MAC, without the length prefix. The MAC is
+/// not checked here: that needs the terminal's key (see [`Inbound::verify`] and
+/// [`FrameCodec::with_key`]). Pure: never panics and never allocates more than the strings
+/// the body declares (each bounded).
 pub fn decode_frame(bytes: &[u8]) -> Result<Frame, ProtocolError> {
-    if bytes.len() < HEADER_BYTES {
+    if bytes.len() < MIN_FRAME_BYTES {
         return Err(ProtocolError::TooShort { declared: bytes.len() });
     }
-    let mut r = Reader::new(bytes);
+    let mut r = Reader::new(&bytes[..bytes.len() - MAC_BYTES]);
     let header_err = |problem| ProtocolError::Body { terminal_id: 0, stan: 0, problem };
     let version = r.u8("version").map_err(header_err)?;
     let raw_type = r.u8("msg_type").map_err(header_err)?;
@@ -77,8 +91,15 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame, ProtocolError> {
     Ok(Frame { header, message })
 }
 
-/// Appends `frame`, length prefix included, to `out`.
+/// Appends `frame`, length prefix included, to `out`, with an all-zero MAC: the frame of a
+/// sender without a key (SPEC §3.1).
 pub fn encode_frame(frame: &Frame, out: &mut BytesMut) {
+    encode_signed(frame, None, out);
+}
+
+/// Appends `frame`, length prefix included, to `out`, with its MAC under `key` (all zero
+/// without a key).
+pub fn encode_signed(frame: &Frame, key: Option<&TerminalKey>, out: &mut BytesMut) {
     let start = out.len();
     out.put_u32(0); // patched below, once the body's length is known
     out.put_u8(PROTOCOL_VERSION);
@@ -88,39 +109,119 @@ pub fn encode_frame(frame: &Frame, out: &mut BytesMut) {
     out.put_u32(frame.header.stan);
     out.put_u64(frame.header.local_time.0);
     encode_body(&frame.message, out);
-    let len = out.len() - start - LENGTH_PREFIX_BYTES;
+    let len = out.len() - start - LENGTH_PREFIX_BYTES + MAC_BYTES;
     debug_assert!(len <= MAX_FRAME_BYTES, "every message this crate encodes fits a frame");
     out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    let mac = key.map_or(ZERO_MAC, |key| key.mac(&out[start..]));
+    out.put_slice(&mac);
 }
 
-/// The codec both the switch and every client use.
+/// Splits the next complete frame (length prefix included) off `src`: `Ok(None)` until it has
+/// fully arrived. A declared length out of bounds is refused before anything is reserved for
+/// it, so a hostile prefix never makes the receiver allocate.
+fn next_frame_bytes(src: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
+    if src.len() < LENGTH_PREFIX_BYTES {
+        return Ok(None);
+    }
+    let declared = u32::from_be_bytes(src[..LENGTH_PREFIX_BYTES].try_into().expect("4 bytes")) as usize;
+    if declared > MAX_FRAME_BYTES {
+        return Err(ProtocolError::TooLarge { declared });
+    }
+    if declared < MIN_FRAME_BYTES {
+        return Err(ProtocolError::TooShort { declared });
+    }
+    let total = LENGTH_PREFIX_BYTES + declared;
+    if src.len() < total {
+        src.reserve(total - src.len());
+        return Ok(None);
+    }
+    Ok(Some(src.split_to(total)))
+}
+
+/// A frame as received, with the bytes its MAC covers, for a receiver that learns which key
+/// to check it with only from the frame's header (the switch).
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub frame: Frame,
+    /// The whole frame: length prefix, header, body and MAC.
+    raw: Bytes,
+}
+
+impl Inbound {
+    /// The MAC the frame carries.
+    pub fn mac(&self) -> [u8; MAC_BYTES] {
+        self.raw[self.raw.len() - MAC_BYTES..].try_into().expect("a frame ends with its MAC")
+    }
+
+    /// True when the frame's MAC is the one `key` gives; constant time.
+    pub fn verify(&self, key: &TerminalKey) -> bool {
+        let (signed, _) = self.raw.split_at(self.raw.len() - MAC_BYTES);
+        key.verify(signed, &self.mac())
+    }
+}
+
+/// The switch's decoder: frames with the bytes to check their MACs against (see [`Inbound`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct FrameCodec;
+pub struct InboundCodec;
+
+impl Decoder for InboundCodec {
+    type Item = Inbound;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, ProtocolError> {
+        let Some(raw) = next_frame_bytes(src)? else { return Ok(None) };
+        let frame = decode_frame(&raw[LENGTH_PREFIX_BYTES..])?;
+        Ok(Some(Inbound { frame, raw: raw.freeze() }))
+    }
+}
+
+/// True for the responses the switch sends without a MAC when it cannot sign them: the
+/// declines of a terminal it has no (valid) key for, and error frames (SPEC §3.1).
+fn may_be_unsigned(frame: &Frame) -> bool {
+    match &frame.message {
+        Message::Response(Response::Error { .. }) => true,
+        Message::Response(response) => matches!(
+            response.code(),
+            ResponseCode::UnknownTerminal | ResponseCode::BadMac | ResponseCode::TerminalDisabled
+        ),
+        Message::Request(_) => false,
+    }
+}
+
+/// The codec of terminals: signs what it sends with the terminal's key and checks the MAC of
+/// what it receives. Without a key (the default) it sends all-zero MACs and checks nothing:
+/// for tests of what the switch does with unauthenticated frames.
+#[derive(Clone, Debug, Default)]
+pub struct FrameCodec {
+    key: Option<TerminalKey>,
+}
+
+impl FrameCodec {
+    pub fn with_key(key: TerminalKey) -> FrameCodec {
+        FrameCodec { key: Some(key) }
+    }
+
+    /// Signs from now on with `key` (the switch, once a terminal has signed on).
+    pub fn set_key(&mut self, key: TerminalKey) {
+        self.key = Some(key);
+    }
+}
 
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        if src.len() < LENGTH_PREFIX_BYTES {
-            return Ok(None);
+        let Some(raw) = next_frame_bytes(src)? else { return Ok(None) };
+        let frame = decode_frame(&raw[LENGTH_PREFIX_BYTES..])?;
+        if let Some(key) = &self.key {
+            let (signed, mac) = raw.split_at(raw.len() - MAC_BYTES);
+            let mac: [u8; MAC_BYTES] = mac.try_into().expect("a frame ends with its MAC");
+            if !key.verify(signed, &mac) && !(mac == ZERO_MAC && may_be_unsigned(&frame)) {
+                return Err(ProtocolError::BadMac { terminal_id: frame.header.terminal_id, stan: frame.header.stan });
+            }
         }
-        let declared = u32::from_be_bytes(src[..LENGTH_PREFIX_BYTES].try_into().expect("4 bytes")) as usize;
-        // Checked before reserving: a hostile prefix never makes us allocate.
-        if declared > MAX_FRAME_BYTES {
-            return Err(ProtocolError::TooLarge { declared });
-        }
-        if declared < HEADER_BYTES {
-            return Err(ProtocolError::TooShort { declared });
-        }
-        let total = LENGTH_PREFIX_BYTES + declared;
-        if src.len() < total {
-            src.reserve(total - src.len());
-            return Ok(None);
-        }
-        let frame = decode_frame(&src[LENGTH_PREFIX_BYTES..total]);
-        src.advance(total);
-        frame.map(Some)
+        Ok(Some(frame))
     }
 }
 
@@ -128,7 +229,7 @@ impl Encoder<&Frame> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        encode_frame(frame, dst);
+        encode_signed(frame, self.key.as_ref(), dst);
         Ok(())
     }
 }
@@ -137,7 +238,7 @@ impl Encoder<Frame> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        encode_frame(&frame, dst);
+        encode_signed(&frame, self.key.as_ref(), dst);
         Ok(())
     }
 }
@@ -166,7 +267,7 @@ mod tests {
         encode_frame(&sale_frame(), &mut wire);
         encode_frame(&sale_frame(), &mut wire);
         for cut in 0..wire.len() {
-            let mut codec = FrameCodec;
+            let mut codec = FrameCodec::default();
             let mut buf = BytesMut::from(&wire[..cut]);
             let mut got = Vec::new();
             while let Some(f) = codec.decode(&mut buf).unwrap() {
@@ -184,7 +285,7 @@ mod tests {
     fn oversized_length_is_refused_before_buffering() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
         let cap = buf.capacity();
-        assert!(matches!(FrameCodec.decode(&mut buf), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(FrameCodec::default().decode(&mut buf), Err(ProtocolError::TooLarge { .. })));
         assert_eq!(buf.capacity(), cap);
     }
 
@@ -192,12 +293,12 @@ mod tests {
     fn trailing_and_truncated_bodies_are_malformed() {
         let mut wire = BytesMut::new();
         encode_frame(&sale_frame(), &mut wire);
-        let body = &wire[LENGTH_PREFIX_BYTES..];
-        let err = decode_frame(&body[..body.len() - 1]).unwrap_err();
+        let body = &wire[LENGTH_PREFIX_BYTES..wire.len() - MAC_BYTES];
+        let mac = &wire[wire.len() - MAC_BYTES..];
+        let err = decode_frame(&[&body[..body.len() - 1], mac].concat()).unwrap_err();
         assert_eq!(err.code(), ResponseCode::Malformed);
         assert_eq!(err.header_ids(), (7, 42));
-        let mut longer = body.to_vec();
-        longer.push(0);
+        let longer = [body, &[0], mac].concat();
         assert!(matches!(decode_frame(&longer), Err(ProtocolError::Body { problem: BodyError::TrailingBytes(1), .. })));
     }
 
@@ -231,7 +332,52 @@ mod tests {
                 .collect();
             let _ = decode_frame(&bytes);
             let mut buf = BytesMut::from(&bytes[..]);
-            while let Ok(Some(_)) = FrameCodec.decode(&mut buf) {}
+            while let Ok(Some(_)) = FrameCodec::default().decode(&mut buf) {}
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = InboundCodec.decode(&mut buf) {}
         }
+    }
+
+    fn key(seed: u8) -> TerminalKey {
+        TerminalKey::from_bytes([seed; crate::auth::KEY_BYTES])
+    }
+
+    #[test]
+    fn signed_frames_verify_under_their_key_only() {
+        let mut wire = BytesMut::new();
+        encode_signed(&sale_frame(), Some(&key(1)), &mut wire);
+        let inbound = InboundCodec.decode(&mut wire.clone()).unwrap().unwrap();
+        assert_eq!(inbound.frame, sale_frame());
+        assert!(inbound.verify(&key(1)));
+        assert!(!inbound.verify(&key(2)));
+        // Any changed byte, in the header, the body or the MAC, breaks it.
+        for i in LENGTH_PREFIX_BYTES..wire.len() {
+            let mut bent = wire.clone();
+            bent[i] ^= 0x01;
+            if let Ok(Some(inbound)) = InboundCodec.decode(&mut bent) {
+                assert!(!inbound.verify(&key(1)), "byte {i}");
+            }
+        }
+        let mut unsigned = BytesMut::new();
+        encode_frame(&sale_frame(), &mut unsigned);
+        assert!(!InboundCodec.decode(&mut unsigned).unwrap().unwrap().verify(&key(1)));
+    }
+
+    #[test]
+    fn a_keyed_codec_refuses_forged_replies_but_takes_unsigned_auth_declines() {
+        let reply = |code| Frame {
+            header: Header { flags: 0, terminal_id: 7, stan: 42, local_time: LocalTime(20261122093005) },
+            message: Message::Response(Response::Echo { code }),
+        };
+        let decode = |frame: &Frame, signer: Option<&TerminalKey>| {
+            let mut wire = BytesMut::new();
+            encode_signed(frame, signer, &mut wire);
+            FrameCodec::with_key(key(1)).decode(&mut wire)
+        };
+        assert!(decode(&reply(ResponseCode::Approved), Some(&key(1))).unwrap().is_some());
+        assert!(matches!(decode(&reply(ResponseCode::Approved), Some(&key(2))), Err(ProtocolError::BadMac { .. })));
+        assert!(matches!(decode(&reply(ResponseCode::Approved), None), Err(ProtocolError::BadMac { .. })));
+        assert!(decode(&reply(ResponseCode::BadMac), None).unwrap().is_some());
+        assert!(decode(&reply(ResponseCode::UnknownTerminal), None).unwrap().is_some());
     }
 }

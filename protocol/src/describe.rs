@@ -11,9 +11,12 @@ use std::fmt::Write;
 
 use bytes::BytesMut;
 
-use crate::codec::encode_frame;
+use crate::auth::{TerminalKey, MAC_BYTES};
+use crate::codec::encode_signed;
 use crate::message::{Frame, Message, MsgType, Request, Response, FLAG_RETRANSMIT, KNOWN_FLAGS};
-use crate::types::{format_minor, CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags};
+use crate::types::{
+    format_minor, CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags, TerminalRole,
+};
 use crate::{HEADER_BYTES, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION};
 
 /// Names of the catalog's product codes carried by an import range (SPEC.md §5.11).
@@ -44,6 +47,7 @@ enum Value {
     HeaderFlags(u16),
     SaleFlags(u8),
     Text(String),
+    Bytes(Vec<u8>),
 }
 
 impl std::fmt::Display for Value {
@@ -93,6 +97,7 @@ impl std::fmt::Display for Value {
                 write!(f, "0x{flags:02x} ({names})")
             }
             Value::Text(text) => write!(f, "{text:?}"),
+            Value::Bytes(bytes) => f.write_str(&hex(bytes)),
         }
     }
 }
@@ -160,6 +165,15 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             Request::SellCard { card, amount_minor, method: m } => {
                 vec![("card", Card(card), 8), ("amount_minor", Amount(amount_minor), 8), ("method", method(m), 1)]
             }
+            Request::ProvisionTerminal { terminal_id, store_id, role, wrapped_key } => vec![
+                ("terminal_id", Int(terminal_id.into()), 4),
+                ("store_id", Int(store_id.into()), 4),
+                ("role", Enum(role, TerminalRole::from_u8(role).map(TerminalRole::as_str)), 1),
+                ("wrapped_key", Value::Bytes(wrapped_key.to_vec()), wrapped_key.len()),
+            ],
+            Request::SetTerminalState { terminal_id, enabled } => {
+                vec![("terminal_id", Int(terminal_id.into()), 4), ("enabled", Int(enabled.into()), 1)]
+            }
         },
         Message::Response(resp) => match resp {
             Response::SignOn(r) => {
@@ -178,6 +192,11 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             Response::ImportRange(r) => {
                 vec![("code", code(r.code), 1), ("card_count", Int(r.card_count), 8)]
             }
+            Response::Terminal { reply, .. } => vec![
+                ("code", code(reply.code), 1),
+                ("terminal_id", Int(reply.terminal_id.into()), 4),
+                ("enabled", Int(reply.enabled.into()), 1),
+            ],
             Response::Error { code: c, text } => {
                 // What the encoder sends: the text cut to its maximum at a character boundary.
                 let mut end = text.len().min(crate::MAX_ERROR_TEXT_BYTES);
@@ -205,23 +224,31 @@ fn header_fields(frame: &Frame) -> Vec<(&'static str, Value, usize)> {
     ]
 }
 
-fn encoded(frame: &Frame) -> BytesMut {
+fn encoded(frame: &Frame, key: Option<&TerminalKey>) -> BytesMut {
     let mut wire = BytesMut::new();
-    encode_frame(frame, &mut wire);
+    encode_signed(frame, key, &mut wire);
     wire
 }
 
-/// The frame as `field = value` lines: the length prefix, the six header fields, then the body
-/// fields in wire order. Message types are shown in hex (`0x11 (sale)`), flags in hex with the
-/// names of the set bits, enumerations as `number (name)`, amounts as `minor (yuan yuan)`,
-/// local times and dates also in calendar form, and text as a quoted, escaped string.
-pub fn describe(frame: &Frame) -> String {
-    let length = encoded(frame).len() - LENGTH_PREFIX_BYTES;
+/// The frame as `field = value` lines: the length prefix, the six header fields, the body
+/// fields in wire order, then the MAC under `key` (all zero without one). Message types are
+/// shown in hex (`0x11 (sale)`), flags in hex with the names of the set bits, enumerations as
+/// `number (name)`, amounts as `minor (yuan yuan)`, local times and dates also in calendar
+/// form, text as a quoted, escaped string and byte strings as hex.
+pub fn describe_signed(frame: &Frame, key: Option<&TerminalKey>) -> String {
+    let wire = encoded(frame, key);
+    let length = wire.len() - LENGTH_PREFIX_BYTES;
     let mut out = format!("length = {length}\n");
     for (name, value, _) in header_fields(frame).into_iter().chain(body_fields(&frame.message)) {
         let _ = writeln!(out, "{name} = {value}");
     }
+    let _ = writeln!(out, "mac = {}", hex(&wire[wire.len() - MAC_BYTES..]));
     out
+}
+
+/// [`describe_signed`] without a key: for logging frames, where the MAC does not matter.
+pub fn describe(frame: &Frame) -> String {
+    describe_signed(frame, None)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -266,18 +293,27 @@ fn hex_section(out: &mut String, title: &str, fields: &[(&'static str, Value, us
     }
 }
 
-/// The encoded frame, length prefix included, as lowercase hex: one line for the length prefix,
-/// one for the header and one for the body, fields separated by spaces, each line preceded by a
-/// `#` comment naming its fields. Text longer than 32 bytes is wrapped at 32 bytes a line.
-pub fn annotated_hex(frame: &Frame) -> String {
-    let wire = encoded(frame);
+/// The encoded frame, length prefix included, as lowercase hex with its MAC under `key` (all
+/// zero without one): one line for the length prefix, one for the header, one for the body
+/// and one for the MAC, fields separated by spaces, each line preceded by a `#` comment naming
+/// its fields. Byte strings longer than 32 bytes are wrapped at 32 bytes a line.
+pub fn annotated_hex(frame: &Frame, key: Option<&TerminalKey>) -> String {
+    let wire = encoded(frame, key);
     let (prefix, rest) = wire.split_at(LENGTH_PREFIX_BYTES);
+    let (rest, mac) = rest.split_at(rest.len() - MAC_BYTES);
     let (header, body) = rest.split_at(HEADER_BYTES);
     let mut out = String::new();
-    let _ = writeln!(out, "# length prefix: {} bytes follow ({HEADER_BYTES} header + {} body)", rest.len(), body.len());
+    let _ = writeln!(
+        out,
+        "# length prefix: {} bytes follow ({HEADER_BYTES} header + {} body + {MAC_BYTES} MAC)",
+        rest.len() + MAC_BYTES,
+        body.len()
+    );
     let _ = writeln!(out, "{}", hex(prefix));
     hex_section(&mut out, "header", &header_fields(frame), header);
     hex_section(&mut out, "body", &body_fields(&frame.message), body);
+    let _ = writeln!(out, "# mac");
+    let _ = writeln!(out, "{}", hex(mac));
     out
 }
 
@@ -316,12 +352,12 @@ mod tests {
     #[test]
     fn hex_groups_cover_the_whole_frame() {
         let frame = sale(2, 1);
-        let digits: String = annotated_hex(&frame)
+        let digits: String = annotated_hex(&frame, None)
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
             .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
             .collect();
-        let wire = encoded(&frame);
+        let wire = encoded(&frame, None);
         assert_eq!(digits, hex(&wire));
     }
 }

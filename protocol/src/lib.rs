@@ -3,6 +3,7 @@
 //! `SPEC.md` next to this crate is normative; this code implements it. Every integer on the
 //! wire is big-endian and fixed width; amounts are signed 64-bit integers of minor units (fen).
 
+pub mod auth;
 pub mod codec;
 pub mod describe;
 pub mod message;
@@ -11,9 +12,12 @@ pub mod types;
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use codec::{decode_frame, encode_frame, FrameCodec, ProtocolError};
-pub use message::{CardReply, Frame, Header, ImportRangeReply, Message, MsgType, Request, Response, SignOnReply};
-pub use types::{CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags};
+pub use auth::{Credential, TerminalKey, MAC_BYTES};
+pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
+pub use message::{
+    CardReply, Frame, Header, ImportRangeReply, Message, MsgType, Request, Response, SignOnReply, TerminalReply,
+};
+pub use types::{CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags, TerminalRole};
 
 /// The protocol version this crate speaks (header byte 0).
 pub const PROTOCOL_VERSION: u8 = 1;

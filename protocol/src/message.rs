@@ -114,6 +114,20 @@ pub enum Request {
         amount_minor: i64,
         method: u8,
     },
+    /// Provisions terminal `terminal_id` (new, or with a new key, store and role) with the key
+    /// `wrapped_key` hides (SPEC §5.17); enabled. Admin terminals only.
+    ProvisionTerminal {
+        terminal_id: u32,
+        store_id: u32,
+        role: u8,
+        wrapped_key: [u8; crate::auth::KEY_BYTES],
+    },
+    /// Enables (`enabled` 1) or disables (0) a provisioned terminal (SPEC §5.18). Admin
+    /// terminals only.
+    SetTerminalState {
+        terminal_id: u32,
+        enabled: u8,
+    },
 }
 
 impl Request {
@@ -131,6 +145,8 @@ impl Request {
             Request::Reversal { .. } => MsgType::Reversal,
             Request::ImportRange { .. } => MsgType::ImportRange,
             Request::SellCard { .. } => MsgType::SellCard,
+            Request::ProvisionTerminal { .. } => MsgType::ProvisionTerminal,
+            Request::SetTerminalState { .. } => MsgType::SetTerminalState,
         }
     }
 
@@ -146,7 +162,11 @@ impl Request {
             | Request::Refund { card, .. }
             | Request::Reversal { card, .. }
             | Request::SellCard { card, .. } => Some(card),
-            Request::SignOn { .. } | Request::Echo | Request::ImportRange { .. } => None,
+            Request::SignOn { .. }
+            | Request::Echo
+            | Request::ImportRange { .. }
+            | Request::ProvisionTerminal { .. }
+            | Request::SetTerminalState { .. } => None,
         }
     }
 }
@@ -198,6 +218,16 @@ pub struct SignOnReply {
     pub business_date: u32,
 }
 
+/// Reply to `provision_terminal` and `set_terminal_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TerminalReply {
+    pub code: ResponseCode,
+    /// The terminal the request named.
+    pub terminal_id: u32,
+    /// 1 when the terminal is enabled after the request, 0 otherwise (also when declined).
+    pub enabled: u8,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImportRangeReply {
     pub code: ResponseCode,
@@ -219,6 +249,11 @@ pub enum Response {
         reply: CardReply,
     },
     ImportRange(ImportRangeReply),
+    /// Reply to `provision_terminal` (`request` says which) or `set_terminal_state`.
+    Terminal {
+        request: MsgType,
+        reply: TerminalReply,
+    },
     /// A frame the switch could not process; the connection closes after it.
     Error {
         code: ResponseCode,
@@ -233,6 +268,7 @@ impl Response {
             Response::Echo { .. } => MsgType::EchoReply,
             Response::Card { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::ImportRange(_) => MsgType::ImportRangeReply,
+            Response::Terminal { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Error { .. } => MsgType::Error,
         }
     }
@@ -243,6 +279,7 @@ impl Response {
             Response::Echo { code } | Response::Error { code, .. } => *code,
             Response::Card { reply, .. } => reply.code,
             Response::ImportRange(r) => r.code,
+            Response::Terminal { reply, .. } => reply.code,
         }
     }
 
@@ -252,6 +289,9 @@ impl Response {
             MsgType::SignOn => Response::SignOn(SignOnReply { code, business_date: 0 }),
             MsgType::Echo => Response::Echo { code },
             MsgType::ImportRange => Response::ImportRange(ImportRangeReply { code, card_count: 0 }),
+            MsgType::ProvisionTerminal | MsgType::SetTerminalState => {
+                Response::Terminal { request, reply: TerminalReply { code, terminal_id: 0, enabled: 0 } }
+            }
             MsgType::Balance
             | MsgType::Sale
             | MsgType::Load
@@ -312,7 +352,7 @@ impl<'a> Reader<'a> {
         Reader { bytes }
     }
 
-    fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], BodyError> {
+    pub(crate) fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], BodyError> {
         if self.bytes.len() < N {
             return Err(BodyError::Truncated { field, needed: N - self.bytes.len() });
         }
@@ -413,6 +453,15 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             amount_minor: r.i64("amount_minor")?,
             method: r.u8("method")?,
         }),
+        T::ProvisionTerminal => request(Request::ProvisionTerminal {
+            terminal_id: r.u32("terminal_id")?,
+            store_id: r.u32("store_id")?,
+            role: r.u8("role")?,
+            wrapped_key: r.take("wrapped_key")?,
+        }),
+        T::SetTerminalState => {
+            request(Request::SetTerminalState { terminal_id: r.u32("terminal_id")?, enabled: r.u8("enabled")? })
+        }
         T::SignOnReply => Ok(Message::Response(Response::SignOn(SignOnReply {
             code: r.code()?,
             business_date: r.u32("business_date")?,
@@ -422,6 +471,13 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             code: r.code()?,
             card_count: r.u64("card_count")?,
         }))),
+        T::ProvisionTerminalReply | T::SetTerminalStateReply => {
+            let reply =
+                TerminalReply { code: r.code()?, terminal_id: r.u32("terminal_id")?, enabled: r.u8("enabled")? };
+            let request = MsgType::from_u8(msg_type as u8 & !MsgType::RESPONSE_BIT)
+                .expect("every terminal reply type has a request type");
+            Ok(Message::Response(Response::Terminal { request, reply }))
+        }
         T::Error => {
             Ok(Message::Response(Response::Error { code: r.code()?, text: r.string("text", MAX_ERROR_TEXT_BYTES)? }))
         }
@@ -497,6 +553,16 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u16(product);
                 out.put_u32(store_id);
             }
+            Request::ProvisionTerminal { terminal_id, store_id, role, wrapped_key } => {
+                out.put_u32(terminal_id);
+                out.put_u32(store_id);
+                out.put_u8(role);
+                out.put_slice(&wrapped_key);
+            }
+            Request::SetTerminalState { terminal_id, enabled } => {
+                out.put_u32(terminal_id);
+                out.put_u8(enabled);
+            }
         },
         Message::Response(resp) => match resp {
             Response::SignOn(r) => {
@@ -516,6 +582,11 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
             Response::ImportRange(r) => {
                 out.put_u8(r.code as u8);
                 out.put_u64(r.card_count);
+            }
+            Response::Terminal { reply, .. } => {
+                out.put_u8(reply.code as u8);
+                out.put_u32(reply.terminal_id);
+                out.put_u8(reply.enabled);
             }
             Response::Error { code, text } => {
                 // Longer texts are cut at a character boundary so the frame stays decodable.

@@ -153,6 +153,8 @@ wire_enum! {
         Reversal = 0x17 => "reversal",
         ImportRange = 0x20 => "import_range",
         SellCard = 0x21 => "sell_card",
+        ProvisionTerminal = 0x22 => "provision_terminal",
+        SetTerminalState = 0x23 => "set_terminal_state",
         SignOnReply = 0x81 => "sign_on_reply",
         EchoReply = 0x82 => "echo_reply",
         BalanceReply = 0x90 => "balance_reply",
@@ -165,6 +167,8 @@ wire_enum! {
         ReversalReply = 0x97 => "reversal_reply",
         ImportRangeReply = 0xA0 => "import_range_reply",
         SellCardReply = 0xA1 => "sell_card_reply",
+        ProvisionTerminalReply = 0xA2 => "provision_terminal_reply",
+        SetTerminalStateReply = 0xA3 => "set_terminal_state_reply",
         Error = 0xFF => "error",
     }
 }
@@ -199,22 +203,33 @@ wire_enum! {
         UnsupportedVersion = 2 => "unsupported_version",
         /// Header byte 1 is not a request type.
         UnknownMessageType = 3 => "unknown_message_type",
+        /// The header names a terminal the switch has no key for (§3.1).
+        UnknownTerminal = 4 => "unknown_terminal",
+        /// The frame's MAC is not the one the terminal's key gives (§3.1).
+        BadMac = 5 => "bad_mac",
+        /// The terminal is provisioned but disabled (§5.18).
+        TerminalDisabled = 6 => "terminal_disabled",
         /// A field is out of its allowed range (amount, card number, enumeration, flags).
-        InvalidField = 4 => "invalid_field",
-        /// The connection has not signed on; every request but sign-on and echo needs it.
-        NotSignedOn = 5 => "not_signed_on",
+        InvalidField = 7 => "invalid_field",
+        /// The connection has not signed on as this terminal; every request but sign-on
+        /// needs it.
+        NotSignedOn = 8 => "not_signed_on",
+        /// The terminal's role does not allow this request (administrative requests need the
+        /// `admin` role, §5.17).
+        NotPermitted = 9 => "not_permitted",
         /// The switch cannot take the request now (queue full, shutting down); nothing was
         /// posted, the same request may be sent again.
-        SystemBusy = 6 => "system_busy",
+        SystemBusy = 10 => "system_busy",
         /// The card's partition stopped after a storage failure; nothing was posted.
-        SystemError = 7 => "system_error",
+        SystemError = 11 => "system_error",
         /// The trace number was used before by this terminal for a different request.
-        TraceReused = 8 => "trace_reused",
+        TraceReused = 12 => "trace_reused",
         /// This trace number was reversed before its original arrived (T7).
-        OriginalReversed = 9 => "original_reversed",
+        OriginalReversed = 13 => "original_reversed",
         /// The card number is in no imported range (L1).
         UnknownCard = 16 => "unknown_card",
-        /// The card's range belongs to another store (L1).
+        /// The card's range belongs to another store (L1), or a sign-on names a store other
+        /// than the terminal's.
         WrongStore = 17 => "wrong_store",
         /// The card was imported but never sold (L2).
         CardNotSold = 18 => "card_not_sold",
@@ -302,6 +317,15 @@ wire_enum! {
         Alipay = 4 => "alipay",
         Cheque = 5 => "cheque",
         Transfer = 6 => "transfer",
+    }
+}
+
+wire_enum! {
+    /// What a terminal may do (§5.17): a `pos` terminal serves cards; an `admin` terminal may
+    /// also import ranges and provision, enable and disable terminals.
+    TerminalRole {
+        Pos = 1 => "pos",
+        Admin = 2 => "admin",
     }
 }
 

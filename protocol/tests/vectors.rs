@@ -1,5 +1,6 @@
 //! Golden frames: `vectors/NAME.hex` is the whole frame (length prefix included) as hex and
-//! `vectors/NAME.txt` its readable form. Each vector is built here in code; the test checks
+//! `vectors/NAME.txt` its readable form. Frames are signed with the test key of SPEC.md §14
+//! (bytes 0x00, 0x01, ..., 0x1f), except the ones the switch sends unsigned (§3.1). Each vector is built here in code; the test checks
 //! that encoding it gives the bytes of `NAME.hex`, that decoding those bytes gives it back, and
 //! that `describe` renders it as `NAME.txt`.
 //!
@@ -11,12 +12,13 @@ use std::fs;
 use std::path::PathBuf;
 
 use bytes::BytesMut;
-use protocol::describe::{annotated_hex, describe};
+use protocol::codec::{encode_signed, InboundCodec};
+use protocol::describe::{annotated_hex, describe_signed};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
-    decode_frame, encode_frame, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header, ImportRangeReply,
-    LocalTime, Message, MsgType, PaymentMethod, Request, Response, ResponseCode, SaleFlags, SignOnReply,
-    LENGTH_PREFIX_BYTES,
+    decode_frame, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header, ImportRangeReply, LocalTime,
+    Message, MsgType, PaymentMethod, Request, Response, ResponseCode, SaleFlags, SignOnReply, TerminalKey,
+    TerminalReply, TerminalRole, LENGTH_PREFIX_BYTES,
 };
 use tokio_util::codec::Decoder;
 
@@ -25,6 +27,32 @@ const STORE: u32 = 21;
 /// The card most vectors act on, and one of a freshly imported range sold over the counter.
 const CARD: CardNo = CardNo(6200880000000017);
 const NEW_CARD: CardNo = CardNo(6200880000010018);
+
+/// The key of terminal `TERMINAL` in every vector (SPEC.md §14).
+fn test_key() -> TerminalKey {
+    TerminalKey::from_bytes(std::array::from_fn(|i| i as u8))
+}
+
+/// The key a provisioning vector hands to terminal 1002 (SPEC.md §14).
+fn provisioned_key() -> TerminalKey {
+    TerminalKey::from_bytes(std::array::from_fn(|i| 0xa0 + i as u8))
+}
+
+/// The key a vector's frame is signed with: none for the frames the switch sends unsigned.
+fn signing_key(frame: &Frame) -> Option<TerminalKey> {
+    match &frame.message {
+        Message::Response(Response::Error { .. }) => None,
+        Message::Response(r)
+            if matches!(
+                r.code(),
+                ResponseCode::UnknownTerminal | ResponseCode::BadMac | ResponseCode::TerminalDisabled
+            ) =>
+        {
+            None
+        }
+        _ => Some(test_key()),
+    }
+}
 
 struct Vector {
     name: &'static str,
@@ -231,6 +259,47 @@ fn vectors() -> Vec<Vector> {
                 text: "body ends early: amount_minor needs 3 more bytes".to_string(),
             },
         ),
+        request(
+            "provision_terminal",
+            "an admin terminal provisions terminal 1002 (pos, store 21) with the key 0xa0..0xbf, wrapped under its own key",
+            header(140, 20261122100000),
+            Request::ProvisionTerminal {
+                terminal_id: 1002,
+                store_id: STORE,
+                role: TerminalRole::Pos as u8,
+                wrapped_key: test_key().wrap_for_transport(&provisioned_key(), TERMINAL, 140, 1002),
+            },
+        ),
+        response(
+            "provision_terminal_reply",
+            "terminal 1002 provisioned and enabled",
+            header(140, 20261122100000),
+            Response::Terminal {
+                request: MsgType::ProvisionTerminal,
+                reply: TerminalReply { code: ResponseCode::Approved, terminal_id: 1002, enabled: 1 },
+            },
+        ),
+        request(
+            "set_terminal_state",
+            "an admin terminal disables terminal 1002",
+            header(141, 20261122100100),
+            Request::SetTerminalState { terminal_id: 1002, enabled: 0 },
+        ),
+        response(
+            "set_terminal_state_reply",
+            "terminal 1002 is disabled",
+            header(141, 20261122100100),
+            Response::Terminal {
+                request: MsgType::SetTerminalState,
+                reply: TerminalReply { code: ResponseCode::Approved, terminal_id: 1002, enabled: 0 },
+            },
+        ),
+        response(
+            "sale_reply_bad_mac",
+            "a sale whose MAC is wrong is declined bad_mac, unsigned, nothing posted",
+            header(142, 20261122100200),
+            card_reply(MsgType::Sale, CardReply::code_only(ResponseCode::BadMac)),
+        ),
         response(
             "error_frame_too_large",
             "Error frame for a length prefix over the maximum: no header was read, so all ids are 0",
@@ -252,7 +321,7 @@ fn vectors_dir() -> PathBuf {
 
 fn encode(frame: &Frame) -> Vec<u8> {
     let mut wire = BytesMut::new();
-    encode_frame(frame, &mut wire);
+    encode_signed(frame, signing_key(frame).as_ref(), &mut wire);
     wire.to_vec()
 }
 
@@ -278,7 +347,7 @@ fn hex_file(vector: &Vector) -> String {
         "# {}: {}\n# Layout: SPEC.md. Written by `UPDATE_VECTORS=1 cargo test -p cardswitch-protocol --test vectors`.\n{}",
         vector.name,
         vector.about,
-        annotated_hex(&vector.frame)
+        annotated_hex(&vector.frame, signing_key(&vector.frame).as_ref())
     )
 }
 
@@ -308,7 +377,8 @@ fn vectors_match_their_files() {
         fs::create_dir_all(&dir).unwrap();
         for v in vectors() {
             fs::write(dir.join(format!("{}.hex", v.name)), hex_file(&v)).unwrap();
-            fs::write(dir.join(format!("{}.txt", v.name)), describe(&v.frame)).unwrap();
+            fs::write(dir.join(format!("{}.txt", v.name)), describe_signed(&v.frame, signing_key(&v.frame).as_ref()))
+                .unwrap();
         }
     }
     for v in vectors() {
@@ -329,12 +399,17 @@ fn vectors_match_their_files() {
             "{}: decoded frame differs",
             v.name
         );
+        // A terminal holding the key accepts it (checking its MAC); the switch's decoder
+        // verifies it under the key, unless the frame is one sent unsigned.
         let mut buf = BytesMut::from(&wire[..]);
-        assert_eq!(FrameCodec.decode(&mut buf).unwrap().as_ref(), Some(&v.frame), "{}", v.name);
+        assert_eq!(FrameCodec::with_key(test_key()).decode(&mut buf).unwrap().as_ref(), Some(&v.frame), "{}", v.name);
         assert!(buf.is_empty(), "{}: codec left bytes behind", v.name);
+        let inbound = InboundCodec.decode(&mut BytesMut::from(&wire[..])).unwrap().unwrap();
+        assert_eq!(inbound.verify(&test_key()), signing_key(&v.frame).is_some(), "{}: MAC", v.name);
 
         // The readable form matches.
-        assert_eq!(describe(&v.frame), read("txt"), "{}: readable form differs from {}.txt", v.name, v.name);
+        let text = describe_signed(&v.frame, signing_key(&v.frame).as_ref());
+        assert_eq!(text, read("txt"), "{}: readable form differs from {}.txt", v.name, v.name);
     }
 }
 
@@ -361,7 +436,7 @@ fn truncated_vectors_never_panic_and_never_decode() {
             // The codec waits for the rest: the length prefix promises more than is there.
             let mut buf = BytesMut::from(cut);
             assert!(
-                matches!(FrameCodec.decode(&mut buf), Ok(None)),
+                matches!(FrameCodec::default().decode(&mut buf), Ok(None)),
                 "{}: codec on {len} of {} bytes",
                 v.name,
                 wire.len()
@@ -376,7 +451,7 @@ fn truncated_vectors_never_panic_and_never_decode() {
                 let declared = (len - LENGTH_PREFIX_BYTES) as u32;
                 fixed[..LENGTH_PREFIX_BYTES].copy_from_slice(&declared.to_be_bytes());
                 let mut buf = BytesMut::from(&fixed[..]);
-                assert!(FrameCodec.decode(&mut buf).is_err(), "{}: codec decoded {len} bytes", v.name);
+                assert!(FrameCodec::default().decode(&mut buf).is_err(), "{}: codec decoded {len} bytes", v.name);
             }
         }
     }

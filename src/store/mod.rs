@@ -41,7 +41,10 @@ pub mod cf {
     /// `marks` → how far the log is materialized into cards, txns and traces;
     /// `terminals` → the largest materialized trace number of each terminal
     pub const META: &str = "meta";
-    pub const STATE: [&str; 5] = [CARDS, TXNS, TRACES, RANGES, META];
+    /// terminal id (u32 BE) → provisioned terminal, its key wrapped under the master key
+    /// (`keys::StoredTerminal`); synced when written
+    pub const TERMINAL_KEYS: &str = "terminal_keys";
+    pub const STATE: [&str; 6] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS];
 }
 
 /// Subdirectory of the data directory holding the log instance.
@@ -72,6 +75,8 @@ pub enum StoreError {
     Corrupt { cf: &'static str, problem: RecordError },
     #[error("injected storage fault: {0}")]
     Injected(String),
+    #[error("corrupt record in column family terminal_keys: {0}")]
+    Terminal(String),
     #[error(
         "{0} holds a RocksDB database directly, the layout before the log and the state were \
          split into {LOG_DIR}/ and {STATE_DIR}/; it is not read, so that nothing in it is \
@@ -242,6 +247,28 @@ impl Store {
         batch.put_cf(self.handle(cf::RANGES), range.first.0.to_be_bytes(), &buf[..n]);
         self.state.write_opt(batch, &self.sync_write)?;
         Ok(())
+    }
+
+    /// Records a provisioned terminal durably (its key wrapped, never in clear).
+    pub fn put_terminal(&self, terminal: &crate::keys::StoredTerminal) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.handle(cf::TERMINAL_KEYS), terminal.terminal_id.to_be_bytes(), terminal.encode());
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// Every provisioned terminal, as stored.
+    pub fn terminals(&self) -> Result<Vec<crate::keys::StoredTerminal>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.iterator_cf(self.handle(cf::TERMINAL_KEYS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let id: [u8; 4] =
+                key.as_ref().try_into().map_err(|_| StoreError::Terminal(format!("key of {} bytes", key.len())))?;
+            let stored = crate::keys::StoredTerminal::decode(u32::from_be_bytes(id), &value)
+                .map_err(|e| StoreError::Terminal(e.to_string()))?;
+            out.push(stored);
+        }
+        Ok(out)
     }
 
     fn marks(&self) -> Result<Marks, StoreError> {

@@ -8,19 +8,24 @@
 //! than that on the same machine.
 //!
 //! It knows sign-on, range import, card sale, sale, load, hold, capture and balance; a reused
-//! (terminal, stan) is declined `trace_reused`; anything else is declined `invalid_field`.
+//! (terminal, stan) is declined `trace_reused`; anything else is declined `invalid_field`. It
+//! authenticates as the switch does (SPEC §3.1): it knows the admin credential, takes the
+//! terminals the admin provisions, checks every frame's MAC and signs every reply, so that the
+//! ceiling it shows includes the MAC's cost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::{FutureExt, SinkExt, StreamExt};
 use protocol::{
-    CardReply, CardState, Frame, FrameCodec, Header, ImportRangeReply, Message, MsgType, Request, Response,
-    ResponseCode, SignOnReply,
+    CardReply, CardState, Credential, Frame, FrameCodec, Header, ImportRangeReply, Inbound, InboundCodec, Message,
+    MsgType, ProtocolError, Request, Response, ResponseCode, SignOnReply, TerminalKey, TerminalReply,
 };
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Most frames answered before the replies are flushed, so one busy connection cannot hold
 /// its replies back indefinitely.
@@ -65,11 +70,35 @@ pub struct Faults {
 }
 
 /// The switch in miniature.
-#[derive(Default)]
 pub struct MiniSwitch {
     state: Mutex<State>,
     faults: Faults,
     postings: AtomicU64,
+    admin: Credential,
+    /// Keys of the terminals the admin provisioned.
+    keys: Mutex<HashMap<u32, TerminalKey>>,
+}
+
+/// Reads frames with what their MACs cover; writes frames signed with the connection's key.
+struct MiniCodec {
+    outbound: FrameCodec,
+}
+
+impl Decoder for MiniCodec {
+    type Item = Inbound;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, ProtocolError> {
+        InboundCodec.decode(src)
+    }
+}
+
+impl Encoder<Frame> for MiniCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.outbound.encode(frame, dst)
+    }
 }
 
 fn card_reply(request: MsgType, code: ResponseCode, txn_id: u64, amount_minor: i64, card: Option<&Card>) -> Response {
@@ -83,9 +112,36 @@ fn card_reply(request: MsgType, code: ResponseCode, txn_id: u64, amount_minor: i
 }
 
 impl MiniSwitch {
+    /// A miniature switch whose admin terminal is `admin`.
+    pub fn new(admin: Credential) -> MiniSwitch {
+        MiniSwitch::with_faults(admin, Faults::default())
+    }
+
     /// A miniature switch that makes `faults`.
-    pub fn with_faults(faults: Faults) -> MiniSwitch {
-        MiniSwitch { faults, ..MiniSwitch::default() }
+    pub fn with_faults(admin: Credential, faults: Faults) -> MiniSwitch {
+        let keys = HashMap::from([(admin.terminal_id, admin.key.clone())]);
+        MiniSwitch { state: Mutex::default(), faults, postings: AtomicU64::new(0), admin, keys: Mutex::new(keys) }
+    }
+
+    /// The answer to a frame: authentication first, as the switch does it.
+    fn answer(&self, inbound: &Inbound, request: Request) -> Response {
+        let header = inbound.frame.header;
+        let key = self.keys.lock().expect("not poisoned").get(&header.terminal_id).cloned();
+        match key {
+            None => return Response::decline(request.msg_type(), ResponseCode::UnknownTerminal),
+            Some(key) if !inbound.verify(&key) => return Response::decline(request.msg_type(), ResponseCode::BadMac),
+            Some(_) => {}
+        }
+        if let Request::ProvisionTerminal { terminal_id, wrapped_key, .. } = request {
+            if header.terminal_id != self.admin.terminal_id {
+                return Response::decline(request.msg_type(), ResponseCode::NotPermitted);
+            }
+            let key = self.admin.key.unwrap_from_transport(&wrapped_key, header.terminal_id, header.stan, terminal_id);
+            self.keys.lock().expect("not poisoned").insert(terminal_id, key);
+            let reply = TerminalReply { code: ResponseCode::Approved, terminal_id, enabled: 1 };
+            return Response::Terminal { request: request.msg_type(), reply };
+        }
+        self.handle(header, request)
     }
 
     /// The answer to one request.
@@ -229,12 +285,22 @@ impl MiniSwitch {
         if stream.set_nodelay(true).is_err() {
             return;
         }
-        let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec);
-        while let Some(Ok(mut frame)) = framed.next().await {
+        let mut framed = tokio_util::codec::Framed::new(stream, MiniCodec { outbound: FrameCodec::default() });
+        let mut signed_on = false;
+        while let Some(Ok(mut inbound)) = framed.next().await {
             let mut answered = 0;
             loop {
+                let frame = &inbound.frame;
                 let Message::Request(request) = frame.message else { return };
-                let response = self.handle(frame.header, request);
+                let response = self.answer(&inbound, request);
+                if !signed_on && matches!(response, Response::SignOn(ref r) if r.code.is_approved()) {
+                    // Replies are signed from the sign-on on, with the terminal's key.
+                    let key = self.keys.lock().expect("not poisoned").get(&frame.header.terminal_id).cloned();
+                    if let Some(key) = key {
+                        framed.codec_mut().outbound.set_key(key);
+                        signed_on = true;
+                    }
+                }
                 if let Some(delay) = self.faults.delay {
                     tokio::time::sleep(delay).await;
                 }
@@ -251,7 +317,7 @@ impl MiniSwitch {
                 }
                 // Another request already here goes into the same write.
                 match framed.next().now_or_never() {
-                    Some(Some(Ok(next))) => frame = next,
+                    Some(Some(Ok(next))) => inbound = next,
                     Some(_) => {
                         let _ = SinkExt::<Frame>::flush(&mut framed).await;
                         return;

@@ -37,7 +37,8 @@ use hdrhistogram::Histogram;
 use protocol::client::local_time_now;
 use protocol::message::{Frame, Header, Message};
 use protocol::{
-    CardNo, Category, FrameCodec, MsgType, PaymentMethod, Request, Response, ResponseCode, MAX_RANGE_CARDS,
+    CardNo, Category, Credential, FrameCodec, MsgType, PaymentMethod, Request, Response, ResponseCode, TerminalKey,
+    TerminalRole, MAX_RANGE_CARDS,
 };
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -169,6 +170,10 @@ struct Cli {
     /// Store the terminals sign on at (and the range belongs to).
     #[arg(long, value_name = "ID", default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
     store: u32,
+    /// Admin credential file through which the run provisions its terminals, each with a key
+    /// derived from the admin key (default: $CARDSWITCH_HOME/admin.key, as the switch uses).
+    #[arg(long, value_name = "PATH")]
+    admin_key_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -518,8 +523,18 @@ fn request_frame(terminal_id: u32, stan: u32, request: Request) -> Frame {
     }
 }
 
-/// Connects, splits the stream and signs on at `store`.
-async fn open(addr: SocketAddr, terminal_id: u32, store: u32) -> Result<Conn, OpenError> {
+/// The key of `terminal_id`: the admin's own, or the one derived for it from the admin's.
+fn terminal_key(admin: &Credential, terminal_id: u32) -> TerminalKey {
+    if terminal_id == admin.terminal_id {
+        admin.key.clone()
+    } else {
+        admin.derive_terminal_key(terminal_id)
+    }
+}
+
+/// Connects, splits the stream and signs on at `store` as `terminal_id`, whose key comes from
+/// `admin` (see [`terminal_key`]).
+async fn open(addr: SocketAddr, terminal_id: u32, store: u32, admin: &Credential) -> Result<Conn, OpenError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Err(_) => return Err(OpenError::Connect(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
         Ok(Err(e)) => return Err(OpenError::Connect(describe_io_error(&e))),
@@ -527,8 +542,9 @@ async fn open(addr: SocketAddr, terminal_id: u32, store: u32) -> Result<Conn, Op
     };
     stream.set_nodelay(true).map_err(|e| OpenError::Connect(describe_io_error(&e)))?;
     let (read, write) = stream.into_split();
+    let codec = FrameCodec::with_key(terminal_key(admin, terminal_id));
     let mut conn =
-        Conn { terminal_id, reader: FramedRead::new(read, FrameCodec), writer: FramedWrite::new(write, FrameCodec) };
+        Conn { terminal_id, reader: FramedRead::new(read, codec.clone()), writer: FramedWrite::new(write, codec) };
     let stan = sign_on_stan_from_clock(unix_ms_now());
     match call(&mut conn, stan, Request::SignOn { store_id: store }, SIGN_ON_TIMEOUT).await {
         Ok(Response::SignOn(reply)) if reply.code.is_approved() => Ok(conn),
@@ -1039,16 +1055,18 @@ struct Admin {
     store: u32,
     terminals: Terminals,
     next_stans: Vec<u64>,
+    credential: Credential,
 }
 
 impl Admin {
-    fn new(addr: SocketAddr, addr_text: &str, store: u32, terminals: Terminals) -> Admin {
+    fn new(addr: SocketAddr, addr_text: &str, store: u32, terminals: Terminals, credential: Credential) -> Admin {
         Admin {
             addr,
             addr_text: addr_text.to_string(),
             store,
             terminals,
             next_stans: vec![u64::from(FIRST_STAN); SETUP_CONNECTIONS],
+            credential,
         }
     }
 
@@ -1103,8 +1121,9 @@ impl Admin {
                 let (addr, store) = (self.addr, self.store);
                 let (todo_shared, cards_shared) = (Arc::clone(&todo_shared), Arc::clone(&cards_shared));
                 let terminal_id = self.terminals.setup(j);
+                let credential = self.credential.clone();
                 tasks.push(tokio::spawn(async move {
-                    let conn = open(addr, terminal_id, store).await?;
+                    let conn = open(addr, terminal_id, store, &credential).await?;
                     let mut position = j;
                     let generate = move || {
                         let at = position;
@@ -1199,6 +1218,70 @@ fn sell_request(card: CardNo) -> Request {
     Request::SellCard { card, amount_minor: OPENING_MINOR, method: PaymentMethod::Cash as u8 }
 }
 
+/// Requests in flight while provisioning.
+const PROVISION_WINDOW: usize = 256;
+
+/// Provisions the run's terminals through the admin credential: the setup and verification
+/// terminals as `admin` (they import the range), the load terminals as `pos`, all at the run's
+/// store, each with its key derived from the admin key, so the run stores no key.
+async fn provision(cli: &Cli, addr: SocketAddr, admin: &Credential, terminals: Terminals) -> Result<(), Failure> {
+    let started = Instant::now();
+    let mut conn = open(addr, admin.terminal_id, cli.store, admin).await.map_err(|e| e.into_failure(&cli.addr))?;
+    let all: Vec<(u32, TerminalRole)> = (0..SETUP_CONNECTIONS)
+        .map(|j| (terminals.setup(j), TerminalRole::Admin))
+        .chain((0..cli.terminals).map(|i| (terminals.load(i), TerminalRole::Pos)))
+        .collect();
+    // Above the sign-on's stan, which came from the clock too: unique within the run.
+    let first_stan = sign_on_stan_from_clock(unix_ms_now()).wrapping_add(1);
+    let failed = |text: String| Failure::Failed(format!("provisioning the run's terminals: {text}"));
+    for (chunk_index, chunk) in all.chunks(PROVISION_WINDOW).enumerate() {
+        let mut waiting = std::collections::HashSet::new();
+        for (i, (terminal_id, role)) in chunk.iter().enumerate() {
+            let stan = first_stan.wrapping_add((chunk_index * PROVISION_WINDOW + i) as u32);
+            let key = terminal_key(admin, *terminal_id);
+            let wrapped_key = admin.key.wrap_for_transport(&key, admin.terminal_id, stan, *terminal_id);
+            let request = Request::ProvisionTerminal {
+                terminal_id: *terminal_id,
+                store_id: cli.store,
+                role: *role as u8,
+                wrapped_key,
+            };
+            conn.writer
+                .feed(request_frame(admin.terminal_id, stan, request))
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            waiting.insert(stan);
+        }
+        SinkExt::<Frame>::flush(&mut conn.writer).await.map_err(|e| failed(e.to_string()))?;
+        let until = Instant::now() + IMPORT_TIMEOUT;
+        while !waiting.is_empty() {
+            match timeout_at(until, conn.reader.next()).await {
+                Err(_) => {
+                    return Err(failed(format!(
+                        "{} answers missing after {} s",
+                        waiting.len(),
+                        IMPORT_TIMEOUT.as_secs()
+                    )))
+                }
+                Ok(None) => return Err(failed("the switch closed the connection".to_string())),
+                Ok(Some(Err(e))) => return Err(failed(e.to_string())),
+                Ok(Some(Ok(Frame { header, message: Message::Response(Response::Terminal { reply, .. }) }))) => {
+                    if !reply.code.is_approved() {
+                        return Err(failed(format!("terminal {} declined: {}", reply.terminal_id, reply.code)));
+                    }
+                    waiting.remove(&header.stan);
+                }
+                Ok(Some(Ok(Frame { message: Message::Response(other), .. }))) => {
+                    return Err(failed(format!("answered with {} ({})", other.msg_type(), other.code())))
+                }
+                Ok(Some(Ok(_))) => return Err(failed("the switch sent a request".to_string())),
+            }
+        }
+    }
+    eprintln!("loadgen: provisioned {} terminals ({:.1} s)", all.len(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn balance_request(card: CardNo) -> Request {
     Request::Balance { card }
 }
@@ -1207,8 +1290,9 @@ fn balance_request(card: CardNo) -> Request {
 /// its balance is exactly the opening value).
 async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
     let started = Instant::now();
-    let mut conn =
-        open(admin.addr, admin.terminals.setup(0), admin.store).await.map_err(|e| e.into_failure(&cli.addr))?;
+    let mut conn = open(admin.addr, admin.terminals.setup(0), admin.store, &admin.credential)
+        .await
+        .map_err(|e| e.into_failure(&cli.addr))?;
     let mut imported = 0u64;
     let mut already = 0u64;
     let mut first = 0u64;
@@ -1478,12 +1562,13 @@ async fn run_load(
     terminals: Terminals,
     cards: CardChoice,
     ledger: Arc<Ledger>,
+    credential: &Credential,
 ) -> Result<RunResult, Failure> {
     // Connect and sign on every terminal first, so they all start together.
     let mut opening = Vec::with_capacity(cli.terminals as usize);
     for i in 0..cli.terminals {
-        let store = cli.store;
-        opening.push(tokio::spawn(async move { open(addr, terminals.load(i), store).await }));
+        let (store, credential) = (cli.store, credential.clone());
+        opening.push(tokio::spawn(async move { open(addr, terminals.load(i), store, &credential).await }));
     }
     let mut conns = Vec::with_capacity(opening.len());
     let mut open_errors = Vec::new();
@@ -1874,7 +1959,10 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
         eprintln!("loadgen: the mix has captures but no holds: every capture is sent as a sale");
     }
 
-    let mut admin = Admin::new(addr, &cli.addr, cli.store, terminals);
+    let credential = Credential::load_admin(cli.admin_key_file.as_deref())
+        .map_err(|e| Failure::Usage(format!("the admin credential: {e}")))?;
+    provision(cli, addr, &credential, terminals).await?;
+    let mut admin = Admin::new(addr, &cli.addr, cli.store, terminals, credential.clone());
     let fresh = if cli.setup { setup(cli, &mut admin).await? } else { false };
     let sample = Sample::new(cli.cards, VERIFY_SAMPLE);
     let start_balances = if fresh {
@@ -1891,7 +1979,7 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
     };
 
     let ledger = Arc::new(Ledger::new(sample));
-    let result = run_load(cli, addr, terminals, cards, Arc::clone(&ledger)).await?;
+    let result = run_load(cli, addr, terminals, cards, Arc::clone(&ledger), &credential).await?;
 
     let responses = result.approved + result.declined;
     let tps = rate(responses, result.measured_s);
@@ -2349,8 +2437,33 @@ mod tests {
     }
 
     /// 4 terminals for 1 s on 300 cards from 62008800, window 8, unless `extra` names others.
+    /// The admin credential of every miniature switch in these tests.
+    fn test_admin() -> Credential {
+        Credential { terminal_id: 1, key: TerminalKey::from_bytes([0x5a; 32]) }
+    }
+
+    /// A credential file holding [`test_admin`], written once for the whole test run.
+    fn test_admin_file() -> &'static str {
+        static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            let path = std::env::temp_dir().join(format!("loadgen-test-admin-{}.key", std::process::id()));
+            std::fs::write(&path, test_admin().to_text()).unwrap();
+            path.to_str().unwrap().to_string()
+        })
+    }
+
     fn cli(addr: &str, extra: &[&str]) -> Cli {
-        let mut args = vec!["loadgen", "--addr", addr, "--duration-s", "1", "--cards", "300"];
+        let mut args = vec![
+            "loadgen",
+            "--addr",
+            addr,
+            "--duration-s",
+            "1",
+            "--cards",
+            "300",
+            "--admin-key-file",
+            test_admin_file(),
+        ];
         if !extra.contains(&"--terminals") {
             args.extend_from_slice(&["--terminals", "4"]);
         }
@@ -2366,7 +2479,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_set_up_sell_and_verify_against_a_switch() {
-        let addr = MiniSwitch::default().start().await.unwrap();
+        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
         let t0 = unix_ms_now();
         let first = run_detailed(&cli(&addr, &["--setup"]), later(t0, 0)).await.ok().unwrap().summary;
         assert!(first.approved > 100, "{first:?}");
@@ -2385,8 +2498,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_given_twice_fail_the_verification() {
-        let addr =
-            MiniSwitch::with_faults(Faults { repeat_every: Some(97), ..Faults::default() }).start().await.unwrap();
+        let addr = MiniSwitch::with_faults(test_admin(), Faults { repeat_every: Some(97), ..Faults::default() })
+            .start()
+            .await
+            .unwrap();
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(!summary.verified, "{summary:?}");
     }
@@ -2395,7 +2510,7 @@ mod tests {
     async fn runs_a_second_apart_reuse_no_trace_numbers() {
         // Many requests per terminal and second: under the old per-second stan offsets the
         // second run reused the first one's stans.
-        let addr = MiniSwitch::default().start().await.unwrap();
+        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
         let t0 = unix_ms_now();
         let extra = ["--setup", "--terminals", "1", "--window", "64", "--mix", FULL_MIX];
         let first = run_detailed(&cli(&addr, &extra), later(t0, 0)).await.ok().unwrap().summary;
@@ -2439,8 +2554,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn terminals_stop_at_the_last_stan_instead_of_wrapping() {
-        let addr: SocketAddr = MiniSwitch::default().start().await.unwrap().parse().unwrap();
-        let conn = open(addr, 123_456, 21).await.ok().unwrap();
+        let addr: SocketAddr = MiniSwitch::new(test_admin()).start().await.unwrap().parse().unwrap();
+        let conn = open(addr, test_admin().terminal_id, 21, &test_admin()).await.ok().unwrap();
         let drain = Duration::from_secs(5);
         let pacing = Pacing { window: 8, first_stan: u32::MAX - 2, deadline: None, drain, open_loop: None };
         let generate = || Some((balance_request(CardNo(62_008_800)), 0u64));
@@ -2450,7 +2565,7 @@ mod tests {
         assert_eq!((outcome.issued, outcome.replies.answers.len()), (3, 3));
         assert!(outcome.failure.is_none() && outcome.lost.is_empty() && outcome.unmatched == 0);
         // The setup and verification connections refuse a pass they have too few stans for.
-        let mut admin = Admin::new(addr, "x", 21, Terminals { base: 100_000 });
+        let mut admin = Admin::new(addr, "x", 21, Terminals { base: 100_000 }, test_admin());
         admin.next_stans[1] = u64::from(u32::MAX) - 1;
         assert!(matches!(admin.first_stan(1, 2), Ok(stan) if stan == u32::MAX - 1));
         assert!(matches!(admin.first_stan(1, 3), Err(Failure::Failed(text)) if text.contains("terminal 100001")));
@@ -2461,8 +2576,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_answers_are_errors_but_balances_still_add_up() {
-        let addr =
-            MiniSwitch::with_faults(Faults { drop_every: Some(501), ..Faults::default() }).start().await.unwrap();
+        let addr = MiniSwitch::with_faults(test_admin(), Faults { drop_every: Some(501), ..Faults::default() })
+            .start()
+            .await
+            .unwrap();
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(summary.errors > 0, "{summary:?}");
         assert!(summary.verified, "{summary:?}");
@@ -2487,7 +2604,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_type_is_verified_against_the_balances() {
-        let addr = MiniSwitch::default().start().await.unwrap();
+        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
         let t0 = unix_ms_now();
         let first = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--skew", "zipf:1.1"]), later(t0, 0))
             .await
@@ -2513,24 +2630,30 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn holds_a_capture_leaves_reserved_fail_the_verification() {
-        let addr =
-            MiniSwitch::with_faults(Faults { captures_keep_holds: true, ..Faults::default() }).start().await.unwrap();
+        let addr = MiniSwitch::with_faults(test_admin(), Faults { captures_keep_holds: true, ..Faults::default() })
+            .start()
+            .await
+            .unwrap();
         let summary = run(&cli(&addr, &["--setup", "--mix", "hold=1,capture=1"])).await.ok().unwrap();
         assert!(!summary.verified && summary.errors == 0, "{summary:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn loads_that_credit_nothing_fail_the_verification() {
-        let addr =
-            MiniSwitch::with_faults(Faults { loads_credit_nothing: true, ..Faults::default() }).start().await.unwrap();
+        let addr = MiniSwitch::with_faults(test_admin(), Faults { loads_credit_nothing: true, ..Faults::default() })
+            .start()
+            .await
+            .unwrap();
         let summary = run(&cli(&addr, &["--setup", "--mix", "sale=1,load=1"])).await.ok().unwrap();
         assert!(!summary.verified && summary.errors == 0, "{summary:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unanswered_postings_of_every_type_still_add_up() {
-        let addr =
-            MiniSwitch::with_faults(Faults { drop_every: Some(211), ..Faults::default() }).start().await.unwrap();
+        let addr = MiniSwitch::with_faults(test_admin(), Faults { drop_every: Some(211), ..Faults::default() })
+            .start()
+            .await
+            .unwrap();
         let report = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX]), now()).await.ok().unwrap();
         assert!(report.summary.errors > 0 && report.summary.verified, "{report:?}");
         let lost: u64 = report.kinds.iter().map(|k| k.lost).sum();
@@ -2539,7 +2662,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_sends_at_the_rate_asked() {
-        let addr = MiniSwitch::default().start().await.unwrap();
+        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
         // 4 terminals sharing 400/s for 1 s: each is due every 10 ms, 100 times in the run.
         let report =
             run_detailed(&cli(&addr, &["--setup", "--rate", "400", "--mix", FULL_MIX]), now()).await.ok().unwrap();
@@ -2555,10 +2678,13 @@ mod tests {
         // for 200/s. Its requests fall ever further behind their schedule: latency from the
         // intended send time grows to most of a second, while each one's service time (from its
         // actual send, behind at most the 4 of the window) stays near 80 ms.
-        let addr = MiniSwitch::with_faults(Faults { delay: Some(Duration::from_millis(20)), ..Faults::default() })
-            .start()
-            .await
-            .unwrap();
+        let addr = MiniSwitch::with_faults(
+            test_admin(),
+            Faults { delay: Some(Duration::from_millis(20)), ..Faults::default() },
+        )
+        .start()
+        .await
+        .unwrap();
         let extra = ["--setup", "--terminals", "1", "--window", "4", "--rate", "200"];
         let report = run_detailed(&cli(&addr, &extra), now()).await.ok().unwrap();
         let (service_p50, ..) = report.service.unwrap();
@@ -2603,7 +2729,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_write_the_distribution_and_the_plot() {
-        let addr = MiniSwitch::default().start().await.unwrap();
+        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
         let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{}", std::process::id(), unix_ms_now()));
         std::fs::create_dir_all(&dir).unwrap();
         let (hgrm, plot) = (dir.join("run.hgrm"), dir.join("run.svg"));

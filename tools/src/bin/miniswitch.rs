@@ -3,11 +3,14 @@
 //! the switch itself costs almost nothing. Not a switch to run: it forgets everything on exit.
 //!
 //! ```text
-//! miniswitch [--listen 127.0.0.1:0] [--threads N]
+//! miniswitch [--listen 127.0.0.1:0] [--threads N] [--admin-key-file PATH]
 //! ```
+//! The admin credential is the switch's (default `$CARDSWITCH_HOME/admin.key`): the load
+//! generator provisions its terminals through it, on either.
 //! Prints `listening on ADDR` once it accepts connections; stops on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -29,10 +32,20 @@ struct Cli {
     /// Runtime worker threads (default: one per core, as the switch's front end has).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS as i64))]
     threads: Option<u16>,
+    /// Admin credential file (default: $CARDSWITCH_HOME/admin.key, as the switch uses).
+    #[arg(long)]
+    admin_key_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let admin = match protocol::Credential::load_admin(cli.admin_key_file.as_deref()) {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("miniswitch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.threads {
         builder.worker_threads(usize::from(threads));
@@ -59,7 +72,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let serving = tokio::spawn(Arc::new(MiniSwitch::default()).serve(listener));
+        let serving = tokio::spawn(Arc::new(MiniSwitch::new(admin)).serve(listener));
         let stopped = tokio::select! {
             result = tokio::signal::ctrl_c() => result.map_err(|e| e.to_string()),
             result = terminated() => result.map_err(|e| e.to_string()),

@@ -4,6 +4,7 @@
 //! Exit status: 0 approved, 1 declined, 2 usage, connection or protocol error.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::types::format_minor;
 use protocol::{
-    CardNo, CardReply, Category, ImportRangeReply, PaymentMethod, Request, Response, SaleFlags, SignOnReply,
-    MAX_RANGE_CARDS,
+    CardNo, CardReply, Category, Credential, ImportRangeReply, PaymentMethod, Request, Response, SaleFlags,
+    SignOnReply, TerminalRole, MAX_RANGE_CARDS,
 };
 
 const EXIT_APPROVED: u8 = 0;
@@ -40,8 +41,14 @@ struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     addr: String,
     /// Terminal id sent in every header.
-    #[arg(long, value_name = "ID", default_value_t = 1001, global = true, help_heading = "Global options")]
-    terminal: u32,
+    #[arg(long, value_name = "ID", global = true, help_heading = "Global options")]
+    terminal: Option<u32>,
+    /// Credential file (`terminal <id>` and `key <hex>`) of the terminal to act as.
+    #[arg(long, value_name = "PATH", global = true, help_heading = "Global options")]
+    key_file: Option<PathBuf>,
+    /// Admin credential file (default: $CARDSWITCH_HOME/admin.key, as the switch uses).
+    #[arg(long, value_name = "PATH", global = true, help_heading = "Global options")]
+    admin_key_file: Option<PathBuf>,
     /// Store the terminal signs on at.
     #[arg(long, value_name = "ID", default_value_t = 1)]
     store: u32,
@@ -185,6 +192,34 @@ enum Op {
         #[arg(long, value_parser = parse_method)]
         method: Option<PaymentMethod>,
     },
+    /// Provision terminal TERMINAL_ID (admin terminals only) with a key derived from the admin
+    /// credential, so that `pos --terminal TERMINAL_ID` can act as it; --out also writes the
+    /// key to a credential file for a real terminal.
+    Provision {
+        /// Terminal to provision.
+        terminal_id: u32,
+        /// Store the terminal signs on at.
+        #[arg(long, value_name = "ID")]
+        at_store: u32,
+        /// pos or admin.
+        #[arg(long, default_value = "pos", value_parser = parse_role)]
+        role: TerminalRole,
+        /// Write the terminal's credential (terminal id and key) to this new file, owner-only.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Enable or disable terminal TERMINAL_ID (admin terminals only).
+    TerminalState {
+        /// Terminal to enable or disable.
+        terminal_id: u32,
+        /// enabled or disabled.
+        #[arg(value_parser = ["enabled", "disabled"])]
+        state: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<TerminalRole, String> {
+    TerminalRole::from_name(text.trim()).ok_or_else(|| format!("unknown role '{text}' (expected pos or admin)"))
 }
 
 impl Op {
@@ -203,6 +238,8 @@ impl Op {
             Op::Reversal { .. } => "reversal",
             Op::ImportRange { .. } => "import-range",
             Op::SellCard { .. } => "sell-card",
+            Op::Provision { .. } => "provision",
+            Op::TerminalState { .. } => "terminal-state",
         }
     }
 
@@ -253,6 +290,13 @@ impl Op {
                     None => return Err("sell-card: --method is required when the opening load is not 0".to_string()),
                 };
                 Request::SellCard { card, amount_minor: amount, method: method as u8 }
+            }
+            // The key is wrapped in `run`, once the stan is known.
+            Op::Provision { terminal_id, at_store, role, .. } => {
+                Request::ProvisionTerminal { terminal_id, store_id: at_store, role: role as u8, wrapped_key: [0; 32] }
+            }
+            Op::TerminalState { terminal_id, ref state } => {
+                Request::SetTerminalState { terminal_id, enabled: u8::from(state == "enabled") }
             }
         })
     }
@@ -363,6 +407,18 @@ fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>>
         (Request::SignOn { store_id }, Response::SignOn(reply)) => Some(sign_on_fields(*store_id, reply)),
         (Request::Echo, Response::Echo { code }) => Some(vec![code_field(*code)]),
         (Request::ImportRange { .. }, Response::ImportRange(reply)) => Some(import_range_fields(request, reply)),
+        (Request::ProvisionTerminal { .. } | Request::SetTerminalState { .. }, Response::Terminal { reply, .. }) => {
+            Some(vec![
+                code_field(reply.code),
+                field("terminal", reply.terminal_id.to_string(), "terminal_id", reply.terminal_id.to_string()),
+                field(
+                    "state",
+                    if reply.enabled == 1 { "enabled" } else { "disabled" },
+                    "enabled",
+                    (reply.enabled == 1).to_string(),
+                ),
+            ])
+        }
         (_, Response::Card { request: answered, reply }) if *answered == request.msg_type() => {
             Some(card_fields(request.card()?, reply))
         }
@@ -420,24 +476,75 @@ fn print_report(cli: &Cli, sent: &Sent<'_>, fields: &[Field]) {
     }
 }
 
+/// The terminal to act as and its credential: the one of --key-file; else the admin
+/// credential itself, or (with --terminal) the key derived from it for that terminal, as
+/// `provision` gives it.
+fn credential(cli: &Cli) -> Result<Credential, Failure> {
+    if let Some(path) = &cli.key_file {
+        let credential = Credential::load(path).map_err(Failure)?;
+        if cli.terminal.is_some_and(|t| t != credential.terminal_id) {
+            return Err(Failure(format!(
+                "--terminal {} does not match terminal {} of {}",
+                cli.terminal.unwrap_or_default(),
+                credential.terminal_id,
+                path.display()
+            )));
+        }
+        return Ok(credential);
+    }
+    let admin = Credential::load_admin(cli.admin_key_file.as_deref()).map_err(Failure)?;
+    Ok(match cli.terminal {
+        Some(terminal_id) if terminal_id != admin.terminal_id => {
+            Credential { terminal_id, key: admin.derive_terminal_key(terminal_id) }
+        }
+        _ => admin,
+    })
+}
+
+/// Writes `credential` to a new owner-only file at `path`.
+fn write_credential(path: &std::path::Path, credential: &Credential) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(credential.to_text().as_bytes()))
+        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
+}
+
 async fn run(cli: &Cli) -> Result<u8, Failure> {
-    let request = cli.op.request(cli.store).map_err(Failure)?;
+    let mut request = cli.op.request(cli.store).map_err(Failure)?;
     let now_ms = unix_ms_now();
     let stan = cli.stan.unwrap_or_else(|| stan_from_clock(now_ms, DEFAULT_UTC_OFFSET_MINUTES));
     debug_assert!((1..=MAX_OPERATION_STAN).contains(&stan));
     let flags = if cli.retransmit { FLAG_RETRANSMIT } else { 0 };
     let addr = cli.addr.as_str();
+    let me = credential(cli)?;
+    let terminal = me.terminal_id;
+    if let Request::ProvisionTerminal { terminal_id, ref mut wrapped_key, .. } = request {
+        let provisioned = Credential { terminal_id, key: me.derive_terminal_key(terminal_id) };
+        *wrapped_key = me.key.wrap_for_transport(&provisioned.key, terminal, stan, terminal_id);
+        if let Op::Provision { out: Some(path), .. } = &cli.op {
+            write_credential(path, &provisioned)?;
+        }
+    }
 
     let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
-    let mut client = match tokio::time::timeout(connect_timeout, Client::connect(addr, cli.terminal)).await {
-        Err(_) => {
-            return Err(Failure(format!(
-                "cannot connect to {addr}: no answer within {} s",
-                DEFAULT_CALL_TIMEOUT_MS / 1000
-            )))
-        }
-        Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, false, e))?,
-    };
+    let mut client =
+        match tokio::time::timeout(connect_timeout, Client::connect_with_key(addr, terminal, me.key.clone())).await {
+            Err(_) => {
+                return Err(Failure(format!(
+                    "cannot connect to {addr}: no answer within {} s",
+                    DEFAULT_CALL_TIMEOUT_MS / 1000
+                )))
+            }
+            Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, false, e))?,
+        };
     client.set_call_timeout_ms(DEFAULT_CALL_TIMEOUT_MS);
 
     if !matches!(request, Request::SignOn { .. } | Request::Echo) {
@@ -451,7 +558,7 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             )));
         };
         if !response.code().is_approved() {
-            let sent = Sent { op: "sign-on", terminal: cli.terminal, stan: sign_on_stan, retransmit: false };
+            let sent = Sent { op: "sign-on", terminal, stan: sign_on_stan, retransmit: false };
             print_report(cli, &sent, &fields);
             eprintln!(
                 "pos: sign-on at store {} declined ({}); {} (stan {stan}) not sent",
@@ -471,7 +578,7 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             response.msg_type()
         )));
     };
-    let sent = Sent { op: what, terminal: cli.terminal, stan, retransmit: cli.retransmit };
+    let sent = Sent { op: what, terminal, stan, retransmit: cli.retransmit };
     print_report(cli, &sent, &fields);
     Ok(if response.code().is_approved() { EXIT_APPROVED } else { EXIT_DECLINED })
 }
@@ -523,7 +630,7 @@ mod tests {
             "--special-price",
         ])
         .unwrap();
-        assert_eq!((cli.terminal, cli.store, cli.stan), (1001, 1, Some(7)));
+        assert_eq!((cli.terminal, cli.store, cli.stan), (None, 1, Some(7)));
         assert_eq!(
             cli.op.request(cli.store),
             Ok(Request::Sale {

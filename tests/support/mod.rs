@@ -1,0 +1,58 @@
+//! What the end-to-end tests share: fixed keys, and terminals provisioned over the wire
+//! through the admin terminal (SPEC §5.17), each with a key derived from the admin's.
+
+#![allow(dead_code)] // each test file uses part of it
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cardswitch::keys::{Credential, MasterKey};
+use cardswitch::server::Keys;
+use protocol::client::Client;
+use protocol::{ResponseCode, TerminalKey, TerminalRole};
+
+/// Trace numbers of the admin's own requests: far above what the tests use, never reused.
+static ADMIN_STAN: AtomicU32 = AtomicU32::new(3_000_000_000);
+
+/// The keys of every switch the tests start in process.
+pub fn keys() -> Keys {
+    Keys { master: MasterKey::from_bytes([0x11; 32]), admin: admin() }
+}
+
+/// The admin credential those switches provision.
+pub fn admin() -> Credential {
+    Credential { terminal_id: 1, key: TerminalKey::from_bytes([0x22; 32]) }
+}
+
+/// The key of `terminal_id`: the admin's own, or the one derived from it.
+pub fn key_of(admin: &Credential, terminal_id: u32) -> TerminalKey {
+    if terminal_id == admin.terminal_id {
+        admin.key.clone()
+    } else {
+        admin.derive_terminal_key(terminal_id)
+    }
+}
+
+/// Provisions `terminal_id` at `store_id` with `role` and its derived key, as `admin`.
+pub async fn provision_as(addr: SocketAddr, admin: &Credential, terminal_id: u32, store_id: u32, role: TerminalRole) {
+    let mut client = Client::connect_with_key(addr, admin.terminal_id, admin.key.clone()).await.unwrap();
+    let sign_on_stan = ADMIN_STAN.fetch_add(1, Ordering::Relaxed);
+    assert_eq!(client.sign_on(sign_on_stan, store_id.max(1)).await.unwrap().code, ResponseCode::Approved);
+    let stan = ADMIN_STAN.fetch_add(1, Ordering::Relaxed);
+    let reply = client.provision(stan, terminal_id, store_id, role, &key_of(admin, terminal_id)).await.unwrap();
+    assert_eq!(reply.code, ResponseCode::Approved, "provisioning {terminal_id}");
+}
+
+/// Provisions `terminal_id` (an admin of `store_id`, so it may also import ranges) unless it
+/// is the admin terminal itself, and connects as it.
+pub async fn connect(addr: SocketAddr, terminal_id: u32, store_id: u32) -> Client {
+    connect_as(addr, &admin(), terminal_id, store_id).await
+}
+
+/// [`connect`] for a switch whose admin credential is `admin`.
+pub async fn connect_as(addr: SocketAddr, admin: &Credential, terminal_id: u32, store_id: u32) -> Client {
+    if terminal_id != admin.terminal_id {
+        provision_as(addr, admin, terminal_id, store_id, TerminalRole::Admin).await;
+    }
+    Client::connect_with_key(addr, terminal_id, key_of(admin, terminal_id)).await.unwrap()
+}
