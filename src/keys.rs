@@ -136,9 +136,10 @@ impl MasterKey {
     /// Reads the master key file at `path` (64 hex digits), creating it with a random key if
     /// it does not exist. True in the second field when it was created.
     pub fn load_or_create(path: &Path) -> Result<(MasterKey, bool), KeyError> {
-        let (text, created) = read_or_create(path, || Ok(format!("{}\n", TerminalKey::from_bytes(random_key_bytes()?).to_hex())))?;
-        let key = TerminalKey::from_hex(&text)
-            .map_err(|problem| KeyError::Format { path: path.to_path_buf(), problem })?;
+        let (text, created) =
+            read_or_create(path, || Ok(format!("{}\n", TerminalKey::from_bytes(random_key_bytes()?).to_hex())))?;
+        let key =
+            TerminalKey::from_hex(&text).map_err(|problem| KeyError::Format { path: path.to_path_buf(), problem })?;
         Ok((MasterKey(*key.expose()), created))
     }
 
@@ -222,7 +223,8 @@ impl CredentialFile for Credential {
     }
 
     fn write_new(&self, path: &Path) -> Result<(), KeyError> {
-        create_private_file(path, &self.to_text()).map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+        create_private_file(path, &self.to_text())
+            .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
     }
 }
 
@@ -384,7 +386,10 @@ mod tests {
         let back = StoredTerminal::decode(1001, &bytes).unwrap();
         assert_eq!(back, stored);
         let opened = master.open(&back).unwrap();
-        assert_eq!((opened.terminal_id, opened.store_id, opened.role, opened.enabled()), (1001, 21, TerminalRole::Pos, true));
+        assert_eq!(
+            (opened.terminal_id, opened.store_id, opened.role, opened.enabled()),
+            (1001, 21, TerminalRole::Pos, true)
+        );
         assert_eq!(opened.key, TerminalKey::from_bytes([9; KEY_BYTES]));
         let wrong = MasterKey::from_bytes([8; KEY_BYTES]);
         assert!(matches!(wrong.open(&back), Err(KeyError::WrongMasterKey { terminal_id: 1001 })));

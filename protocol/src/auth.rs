@@ -151,7 +151,8 @@ impl Credential {
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             match line.split_once(char::is_whitespace) {
                 Some(("terminal", id)) => {
-                    terminal_id = Some(id.trim().parse::<u32>().map_err(|_| "the terminal id is not a number".to_string())?)
+                    terminal_id =
+                        Some(id.trim().parse::<u32>().map_err(|_| "the terminal id is not a number".to_string())?)
                 }
                 Some(("key", hex)) => key = Some(TerminalKey::from_hex(hex)?),
                 _ => return Err(expected.to_string()),
