@@ -40,6 +40,27 @@ fn codec(c: &mut Criterion) {
     });
     let mut wire = BytesMut::new();
     frames.iter().for_each(|f| encode_frame(f, &mut wire));
+    let key = protocol::TerminalKey::from_bytes([7; 32]);
+    group.bench_function("sign_1000_sales", |b| {
+        b.iter(|| {
+            let mut out = BytesMut::with_capacity(64 * 1_000);
+            frames.iter().for_each(|f| protocol::encode_signed(f, Some(&key), &mut out));
+            out
+        })
+    });
+    let mut signed = BytesMut::new();
+    frames.iter().for_each(|f| protocol::encode_signed(f, Some(&key), &mut signed));
+    group.bench_function("decode_and_verify_1000_sales", |b| {
+        b.iter(|| {
+            let mut buf = signed.clone();
+            let mut n = 0;
+            while let Some(inbound) = protocol::InboundCodec.decode(&mut buf).unwrap() {
+                assert!(inbound.verify(&key));
+                n += 1;
+            }
+            assert_eq!(n, 1_000);
+        })
+    });
     group.bench_function("decode_1000_sales", |b| {
         b.iter(|| {
             let mut buf = wire.clone();
