@@ -4,6 +4,7 @@
 //! `store` is RocksDB, `server` moves frames. See `docs/design.md`.
 
 pub mod demo;
+pub mod journal_cmd;
 pub mod keys;
 pub mod partition;
 pub mod server;

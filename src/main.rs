@@ -46,6 +46,12 @@ enum Cmd {
     },
     /// Run a scripted day against an embedded switch over real TCP and print what happened.
     Demo,
+    /// Print every journal entry of a stopped switch's data directory, one JSON object a line.
+    Journal {
+        /// Data directory of a stopped switch.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Demo => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
+        Cmd::Journal { data } => cardswitch::journal_cmd::print_journal(&data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

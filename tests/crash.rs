@@ -2,10 +2,9 @@
 //! every acknowledged change is there exactly once and retransmissions get original replies.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use protocol::client::Client;
@@ -20,31 +19,9 @@ const TERMINALS: u32 = 8;
 mod support;
 use support::{admin, connect, key_of};
 
-/// Starts `cardswitch serve` and waits for its `listening on ADDR` line. Its key files (the
-/// tests' fixed keys) are in `data/keys`.
+/// Starts the real binary on `data` (see `support::start_binary`).
 fn start(data: &Path) -> (Child, SocketAddr) {
-    let key_dir = data.join("keys");
-    std::fs::create_dir_all(&key_dir).unwrap();
-    std::fs::write(key_dir.join("master.key"), format!("{}\n", protocol::TerminalKey::from_bytes([0x11; 32]).to_hex()))
-        .unwrap();
-    std::fs::write(key_dir.join("admin.key"), admin().to_text()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--partitions", "2"])
-        .arg("--master-key-file")
-        .arg(key_dir.join("master.key"))
-        .arg("--admin-key-file")
-        .arg(key_dir.join("admin.key"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the cardswitch binary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (child, addr.parse().unwrap())
+    support::start_binary(env!("CARGO_BIN_EXE_cardswitch"), data, None)
 }
 
 fn card(n: u64) -> CardNo {

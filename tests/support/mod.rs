@@ -3,7 +3,10 @@
 
 #![allow(dead_code)] // each test file uses part of it
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cardswitch::keys::{Credential, MasterKey};
@@ -55,4 +58,49 @@ pub async fn connect_as(addr: SocketAddr, admin: &Credential, terminal_id: u32, 
         provision_as(addr, admin, terminal_id, store_id, TerminalRole::Admin).await;
     }
     Client::connect_with_key(addr, terminal_id, key_of(admin, terminal_id)).await.unwrap()
+}
+
+/// Starts the `cardswitch` binary at `binary` on `data` with two partitions and the tests'
+/// fixed keys (written to `data/keys`), and waits for its `listening on ADDR` line. With
+/// `max_file_bytes`, no file it writes may grow past that size (`RLIMIT_FSIZE`): a disk that
+/// fills up. Its log goes to `data/keys/switch.log`.
+pub fn start_binary(binary: &str, data: &Path, max_file_bytes: Option<u64>) -> (Child, SocketAddr) {
+    let key_dir = data.join("keys");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let master = format!("{}\n", TerminalKey::from_bytes([0x11; 32]).to_hex());
+    std::fs::write(key_dir.join("master.key"), master).unwrap();
+    std::fs::write(key_dir.join("admin.key"), admin().to_text()).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(key_dir.join("switch.log")).unwrap();
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--partitions", "2"])
+        .arg("--master-key-file")
+        .arg(key_dir.join("master.key"))
+        .arg("--admin-key-file")
+        .arg(key_dir.join("admin.key"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    if let Some(limit) = max_file_bytes {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only async-signal-safe calls: setrlimit and signal.
+        unsafe {
+            command.pre_exec(move || {
+                // Writing past the limit must fail with EFBIG, not kill the process.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().expect("the cardswitch binary starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, addr.parse().unwrap())
 }

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod chaos;
 pub mod latency;
 pub mod miniswitch;
 pub mod mix;
