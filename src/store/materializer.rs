@@ -32,6 +32,10 @@ const QUEUE_RECHECK_MS: u64 = 10;
 /// Folded records are written at least this often, so that partitions may drop old records
 /// from memory soon even under light traffic.
 pub const MATERIALIZE_INTERVAL_MS: u64 = 1_000;
+/// The materialized state is made durable (flushed) at least this often. It is written
+/// without the WAL, so until a flush a crash loses it and recovery replays the log instead:
+/// this bounds that replay to about this much traffic, whatever happens to the memtables.
+pub const STATE_FLUSH_INTERVAL_MS: u64 = 60_000;
 
 /// Per partition, the last group commit whose records are in the materialized state: a
 /// partition may drop a record from memory once its last write is at or below its mark.
@@ -146,6 +150,8 @@ struct Folder<'a> {
     marks: Marks,
     failed: bool,
     last_flush: Instant,
+    /// When the state was last made durable.
+    last_durable: Instant,
 }
 
 impl Folder<'_> {
@@ -154,7 +160,12 @@ impl Folder<'_> {
         if self.pending.records == 0 || self.failed {
             return;
         }
-        match self.store.materialize(&self.pending, &self.marks) {
+        let mut written = self.store.materialize(&self.pending, &self.marks);
+        if written.is_ok() && self.last_durable.elapsed() >= Duration::from_millis(STATE_FLUSH_INTERVAL_MS) {
+            self.last_durable = Instant::now();
+            written = self.store.flush_state();
+        }
+        match written {
             Ok(()) => {
                 for (mark, value) in self.published.iter().zip(&self.marks.marks) {
                     mark.store(*value, Ordering::Release);
@@ -194,8 +205,15 @@ fn run(
 ) {
     debug_assert_eq!(marks.marks.len(), partitions);
     let interval = Duration::from_millis(MATERIALIZE_INTERVAL_MS);
-    let mut folder =
-        Folder { store, published, pending: Pending::default(), marks, failed: false, last_flush: Instant::now() };
+    let mut folder = Folder {
+        store,
+        published,
+        pending: Pending::default(),
+        marks,
+        failed: false,
+        last_flush: Instant::now(),
+        last_durable: Instant::now(),
+    };
     loop {
         match receiver.recv_timeout(interval) {
             Ok(logged) => {

@@ -335,6 +335,16 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the materialized state durable: flushes every state column family's memtables
+    /// together (atomic flush), marks included, so recovery replays the log from there on.
+    pub fn flush_state(&self) -> Result<(), StoreError> {
+        let handles: Vec<&rocksdb::ColumnFamily> = cf::STATE.iter().map(|name| self.handle(name)).collect();
+        let mut options = rocksdb::FlushOptions::default();
+        options.set_wait(true);
+        self.state.flush_cfs_opt(&handles, &options)?;
+        Ok(())
+    }
+
     /// Reads the state back: the materialized column families, then the log records they do
     /// not cover yet, each routed to the partition that owns its card. The replayed records
     /// are materialized (and the marks set for `partitions`) before this returns, so the
@@ -395,6 +405,11 @@ impl Store {
         let covered = Marks { max_txn_id: marks.max_txn_id, marks: vec![out.max_batch_id; partitions] };
         if pending.records > 0 || marks.marks.len() != partitions {
             self.materialize(&pending, &covered)?;
+            // Made durable now: materialized state skips the WAL, so without a flush a crash
+            // before the next one would replay all of this again, and every crash in a row
+            // would add to what the next start replays (restarts grew from 0.06 s to 6 s over
+            // 400 SIGKILLs).
+            self.flush_state()?;
         }
         out.marks = covered;
         out.disk_max_stan = self.terminals.lock().unwrap_or_else(|e| e.into_inner()).clone();
