@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use cardswitch::keys::MasterKey;
-use cardswitch::server::{Config, Server, ServerError};
+use cardswitch::server::{Server, ServerError};
 use protocol::client::Client;
 use protocol::{
     encode_signed, CardNo, Category, Frame, Header, LocalTime, Message, PaymentMethod, Request, Response,
@@ -12,18 +12,12 @@ use protocol::{
 };
 
 mod support;
+use support::config;
 use support::{admin, connect, key_of, provision_as};
 
 const STORE: u32 = 21;
 const FIRST: u64 = 6200880000000000;
 const POS: u32 = 1001;
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.partitions = 2;
-    config.keys = support::keys();
-    config
-}
 
 fn card(n: u64) -> CardNo {
     CardNo(FIRST + n)

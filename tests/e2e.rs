@@ -2,23 +2,17 @@
 
 use std::time::Duration;
 
-use cardswitch::server::{Config, Server};
+use cardswitch::server::Server;
 use protocol::client::Client;
 use protocol::{CardNo, CardReply, CardState, Category, PaymentMethod, Request, Response, ResponseCode as C};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
+use support::config;
 use support::connect;
 
 const STORE: u32 = 21;
 const FIRST: u64 = 6200880000000000;
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.partitions = 2;
-    config.keys = support::keys();
-    config
-}
 
 fn card(n: u64) -> CardNo {
     CardNo(FIRST + n)

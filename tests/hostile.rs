@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use cardswitch::server::{Config, Server};
+use cardswitch::server::Server;
 use protocol::client::Client;
 use protocol::{
     encode_signed, CardNo, Category, Frame, Header, LocalTime, Message, PaymentMethod, Request, Response,
@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod support;
+use support::config;
 use support::{admin, connect};
 
 const STORE: u32 = 21;
@@ -22,13 +23,6 @@ const FIRST: u64 = 6200880000000000;
 const OPENING_MINOR: i64 = 100_000;
 /// How long a test waits for the switch to answer or close.
 const WAIT: Duration = Duration::from_secs(5);
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.partitions = 2;
-    config.keys = support::keys();
-    config
-}
 
 fn card(n: u64) -> CardNo {
     CardNo(FIRST + n)

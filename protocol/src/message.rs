@@ -150,6 +150,20 @@ impl Request {
         }
     }
 
+    /// The amount the request names, if it names one (a reversal: its original's).
+    pub fn amount_minor(&self) -> Option<i64> {
+        match *self {
+            Request::Sale { amount_minor, .. }
+            | Request::Load { amount_minor, .. }
+            | Request::Hold { amount_minor, .. }
+            | Request::Capture { amount_minor, .. }
+            | Request::Refund { amount_minor, .. }
+            | Request::Reversal { amount_minor, .. }
+            | Request::SellCard { amount_minor, .. } => Some(amount_minor),
+            _ => None,
+        }
+    }
+
     /// The card the request acts on, which decides the partition that owns it.
     pub fn card(&self) -> Option<CardNo> {
         match *self {

@@ -10,12 +10,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cardswitch::keys::{Credential, MasterKey};
-use cardswitch::server::Keys;
+use cardswitch::server::{Config, Keys};
 use protocol::client::Client;
 use protocol::{ResponseCode, TerminalKey, TerminalRole};
 
 /// Trace numbers of the admin's own requests: far above what the tests use, never reused.
 static ADMIN_STAN: AtomicU32 = AtomicU32::new(3_000_000_000);
+
+/// A switch in `dir` with two partitions and the tests' keys, listening on a free port.
+pub fn config(dir: &Path) -> Config {
+    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.partitions = 2;
+    config.keys = keys();
+    config
+}
 
 /// The keys of every switch the tests start in process.
 pub fn keys() -> Keys {

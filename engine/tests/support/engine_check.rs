@@ -432,16 +432,7 @@ impl Driver {
                     return (term, 0, 100, None);
                 }
                 let s = own[own.len() - 1 - usize::from(n) % own.len()];
-                let amount = match s.request {
-                    Request::Sale { amount_minor, .. }
-                    | Request::Load { amount_minor, .. }
-                    | Request::Hold { amount_minor, .. }
-                    | Request::Capture { amount_minor, .. }
-                    | Request::Refund { amount_minor, .. }
-                    | Request::Reversal { amount_minor, .. }
-                    | Request::SellCard { amount_minor, .. } => amount_minor,
-                    _ => 0,
-                };
+                let amount = s.request.amount_minor().unwrap_or(0);
                 (term, s.header.stan, amount, s.request.card())
             }
         }

@@ -742,16 +742,11 @@ fn is_remembered(code: ResponseCode) -> bool {
     )
 }
 
-/// The amount a reversal of `request` repeats.
+/// The amount a reversal of `request` repeats (a reversal is never reversed: 0).
 fn amount_of(request: &Request) -> i64 {
-    match *request {
-        Request::Sale { amount_minor, .. }
-        | Request::Load { amount_minor, .. }
-        | Request::Hold { amount_minor, .. }
-        | Request::Capture { amount_minor, .. }
-        | Request::Refund { amount_minor, .. }
-        | Request::SellCard { amount_minor, .. } => amount_minor,
-        _ => 0,
+    match request {
+        Request::Reversal { .. } => 0,
+        other => other.amount_minor().unwrap_or(0),
     }
 }
 

@@ -127,16 +127,7 @@ fn entry_kind(request: &Request) -> Option<EntryKind> {
 
 /// The amount a request names (a reversal: its original's).
 fn request_amount(request: &Request) -> i64 {
-    match *request {
-        Request::Sale { amount_minor, .. }
-        | Request::Load { amount_minor, .. }
-        | Request::Hold { amount_minor, .. }
-        | Request::Capture { amount_minor, .. }
-        | Request::Refund { amount_minor, .. }
-        | Request::Reversal { amount_minor, .. }
-        | Request::SellCard { amount_minor, .. } => amount_minor,
-        _ => 0,
-    }
+    request.amount_minor().unwrap_or(0)
 }
 
 /// What a posting of `sent` does to its card: (value, held), value being cash + bonus.
