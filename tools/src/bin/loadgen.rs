@@ -2452,6 +2452,11 @@ mod tests {
         })
     }
 
+    /// A miniature switch with `faults`, serving on loopback; its address.
+    async fn mini(faults: Faults) -> String {
+        MiniSwitch::with_faults(test_admin(), faults).start().await.unwrap()
+    }
+
     fn cli(addr: &str, extra: &[&str]) -> Cli {
         let mut args = vec![
             "loadgen",
@@ -2479,7 +2484,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_set_up_sell_and_verify_against_a_switch() {
-        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
+        let addr = mini(Faults::default()).await;
         let t0 = unix_ms_now();
         let first = run_detailed(&cli(&addr, &["--setup"]), later(t0, 0)).await.ok().unwrap().summary;
         assert!(first.approved > 100, "{first:?}");
@@ -2498,10 +2503,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_given_twice_fail_the_verification() {
-        let addr = MiniSwitch::with_faults(test_admin(), Faults { repeat_every: Some(97), ..Faults::default() })
-            .start()
-            .await
-            .unwrap();
+        let addr = mini(Faults { repeat_every: Some(97), ..Faults::default() }).await;
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(!summary.verified, "{summary:?}");
     }
@@ -2510,7 +2512,7 @@ mod tests {
     async fn runs_a_second_apart_reuse_no_trace_numbers() {
         // Many requests per terminal and second: under the old per-second stan offsets the
         // second run reused the first one's stans.
-        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
+        let addr = mini(Faults::default()).await;
         let t0 = unix_ms_now();
         let extra = ["--setup", "--terminals", "1", "--window", "64", "--mix", FULL_MIX];
         let first = run_detailed(&cli(&addr, &extra), later(t0, 0)).await.ok().unwrap().summary;
@@ -2554,7 +2556,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn terminals_stop_at_the_last_stan_instead_of_wrapping() {
-        let addr: SocketAddr = MiniSwitch::new(test_admin()).start().await.unwrap().parse().unwrap();
+        let addr: SocketAddr = mini(Faults::default()).await.parse().unwrap();
         let conn = open(addr, test_admin().terminal_id, 21, &test_admin()).await.ok().unwrap();
         let drain = Duration::from_secs(5);
         let pacing = Pacing { window: 8, first_stan: u32::MAX - 2, deadline: None, drain, open_loop: None };
@@ -2576,10 +2578,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_answers_are_errors_but_balances_still_add_up() {
-        let addr = MiniSwitch::with_faults(test_admin(), Faults { drop_every: Some(501), ..Faults::default() })
-            .start()
-            .await
-            .unwrap();
+        let addr = mini(Faults { drop_every: Some(501), ..Faults::default() }).await;
         let summary = run(&cli(&addr, &["--setup"])).await.ok().unwrap();
         assert!(summary.errors > 0, "{summary:?}");
         assert!(summary.verified, "{summary:?}");
@@ -2604,7 +2603,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_type_is_verified_against_the_balances() {
-        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
+        let addr = mini(Faults::default()).await;
         let t0 = unix_ms_now();
         let first = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--skew", "zipf:1.1"]), later(t0, 0))
             .await
@@ -2630,30 +2629,21 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn holds_a_capture_leaves_reserved_fail_the_verification() {
-        let addr = MiniSwitch::with_faults(test_admin(), Faults { captures_keep_holds: true, ..Faults::default() })
-            .start()
-            .await
-            .unwrap();
+        let addr = mini(Faults { captures_keep_holds: true, ..Faults::default() }).await;
         let summary = run(&cli(&addr, &["--setup", "--mix", "hold=1,capture=1"])).await.ok().unwrap();
         assert!(!summary.verified && summary.errors == 0, "{summary:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn loads_that_credit_nothing_fail_the_verification() {
-        let addr = MiniSwitch::with_faults(test_admin(), Faults { loads_credit_nothing: true, ..Faults::default() })
-            .start()
-            .await
-            .unwrap();
+        let addr = mini(Faults { loads_credit_nothing: true, ..Faults::default() }).await;
         let summary = run(&cli(&addr, &["--setup", "--mix", "sale=1,load=1"])).await.ok().unwrap();
         assert!(!summary.verified && summary.errors == 0, "{summary:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unanswered_postings_of_every_type_still_add_up() {
-        let addr = MiniSwitch::with_faults(test_admin(), Faults { drop_every: Some(211), ..Faults::default() })
-            .start()
-            .await
-            .unwrap();
+        let addr = mini(Faults { drop_every: Some(211), ..Faults::default() }).await;
         let report = run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX]), now()).await.ok().unwrap();
         assert!(report.summary.errors > 0 && report.summary.verified, "{report:?}");
         let lost: u64 = report.kinds.iter().map(|k| k.lost).sum();
@@ -2662,7 +2652,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_sends_at_the_rate_asked() {
-        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
+        let addr = mini(Faults::default()).await;
         // 4 terminals sharing 400/s for 1 s: each is due every 10 ms, 100 times in the run.
         let report =
             run_detailed(&cli(&addr, &["--setup", "--rate", "400", "--mix", FULL_MIX]), now()).await.ok().unwrap();
@@ -2729,7 +2719,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_write_the_distribution_and_the_plot() {
-        let addr = MiniSwitch::new(test_admin()).start().await.unwrap();
+        let addr = mini(Faults::default()).await;
         let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{}", std::process::id(), unix_ms_now()));
         std::fs::create_dir_all(&dir).unwrap();
         let (hgrm, plot) = (dir.join("run.hgrm"), dir.join("run.svg"));
