@@ -5,6 +5,7 @@
 //! group commit before any reply leaves. Replaying the same commands on the same state gives
 //! the same replies and effects.
 
+pub mod catalog;
 pub mod model;
 pub mod recent;
 
