@@ -84,7 +84,7 @@ fn engine_with_cards() -> Engine {
         terminal_id: 1,
         stan: 1,
     });
-    let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1 };
+    let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1, catalog_version: 0 };
     let mut fx = Effects::default();
     for n in 0..CARDS {
         let request =
@@ -99,7 +99,7 @@ fn engine_apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine_apply");
     let mut engine = engine_with_cards();
     engine.reserve_cache(MAX_CACHED_RECORDS + 8_192);
-    let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1 };
+    let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1, catalog_version: 0 };
     let mut stan = 1_000_000u32;
     for batch in [1usize, 64, 1_024, 4_096] {
         group.throughput(Throughput::Elements(batch as u64));
@@ -123,7 +123,7 @@ fn engine_apply(c: &mut Criterion) {
 
 /// The effects of `batch` sales, as a partition would commit them.
 fn sales_effects(engine: &mut Engine, stan: &mut u32, batch: usize) -> Effects {
-    let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1 };
+    let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1, catalog_version: 0 };
     let mut fx = Effects::default();
     for _ in 0..batch {
         *stan = stan.wrapping_add(1);

@@ -44,7 +44,7 @@ pub fn entry_json(entry: &JournalEntry) -> String {
         "{{\"txn_id\":{},\"kind\":\"{}\",\"card\":\"{}\",\"product\":{},\"business_date\":{},\"time_ms\":{},\
          \"local_time\":{},\"terminal_id\":{},\"store_id\":{},\"stan\":{},\"operator_id\":{},\"amount_minor\":{},\
          \"cash_delta_minor\":{},\"bonus_delta_minor\":{},\"held_delta_minor\":{},\"ref_txn_id\":{},\"method\":{},\
-         \"category\":{},\"sale_flags\":{}}}",
+         \"category\":{},\"sale_flags\":{},\"catalog_version\":{}}}",
         entry.txn_id,
         entry.kind.name(),
         entry.card.0,
@@ -64,6 +64,7 @@ pub fn entry_json(entry: &JournalEntry) -> String {
         entry.method,
         entry.category,
         entry.sale_flags,
+        entry.catalog_version,
     )
 }
 
@@ -94,6 +95,7 @@ mod tests {
             method: 0,
             category: 3,
             sale_flags: 0,
+            catalog_version: 2,
         }
     }
 
@@ -105,7 +107,7 @@ mod tests {
              \"business_date\":20261122,\"time_ms\":1795311005123,\"local_time\":20261122093005,\
              \"terminal_id\":1001,\"store_id\":21,\"stan\":123,\"operator_id\":0,\"amount_minor\":12345,\
              \"cash_delta_minor\":-9345,\"bonus_delta_minor\":-3000,\"held_delta_minor\":-13000,\
-             \"ref_txn_id\":418200,\"method\":0,\"category\":3,\"sale_flags\":0}"
+             \"ref_txn_id\":418200,\"method\":0,\"category\":3,\"sale_flags\":0,\"catalog_version\":2}"
         );
     }
 

@@ -43,6 +43,10 @@ enum Cmd {
         /// $CARDSWITCH_HOME/admin.key.
         #[arg(long)]
         admin_key_file: Option<PathBuf>,
+        /// Product catalog (TOML, see catalogs/); its version is recorded with every journal
+        /// entry. Without one, only the core rules apply (catalog version 0).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
     /// Run a scripted day against an embedded switch over real TCP and print what happened.
     Demo,
@@ -64,17 +68,30 @@ fn main() -> ExitCode {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = match cli.command {
-        Cmd::Serve { data, listen, partitions, max_connections, idle_timeout_ms, master_key_file, admin_key_file } => {
-            match key_files(master_key_file, admin_key_file) {
-                Ok(keys) => {
+        Cmd::Serve {
+            data,
+            listen,
+            partitions,
+            max_connections,
+            idle_timeout_ms,
+            master_key_file,
+            admin_key_file,
+            catalog,
+        } => {
+            let setup = key_files(master_key_file, admin_key_file)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| Ok((keys, catalog.as_deref().map(load_catalog).transpose()?)));
+            match setup {
+                Ok((keys, catalog)) => {
                     let mut config = Config::new(data, listen);
                     config.partitions = partitions.unwrap_or(config.partitions);
                     config.max_connections = max_connections;
                     config.idle_timeout_ms = idle_timeout_ms;
                     config.keys = keys;
+                    config.catalog = catalog.map(std::sync::Arc::new);
                     runtime.block_on(serve(config))
                 }
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(error),
             }
         }
         Cmd::Demo => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
@@ -87,6 +104,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads and checks the catalog file at `path`; the error names the file, the key and the
+/// problem.
+fn load_catalog(path: &std::path::Path) -> Result<cardswitch::engine::catalog::Catalog, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the catalog {}: {e}", path.display()))?;
+    let catalog = cardswitch::engine::catalog::Catalog::from_toml_str(&path.display().to_string(), &text)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(path = %path.display(), version = catalog.version, "catalog loaded");
+    Ok(catalog)
 }
 
 /// The master key and admin credential from their files (defaults in the key directory),

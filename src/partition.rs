@@ -89,6 +89,7 @@ impl Partitions {
         log: Arc<dyn CommitLog>,
         clock: Arc<dyn Clock>,
         materializer: Option<(Feed, MaterializedMarks)>,
+        catalog_version: u32,
     ) -> Partitions {
         let count = recovered.partitions.len();
         let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
@@ -116,6 +117,7 @@ impl Partitions {
                 clock: clock.clone(),
                 materializer: materializer.clone(),
                 failed: failed.clone(),
+                catalog_version,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("partition-{index}"))
@@ -178,6 +180,8 @@ struct Worker {
     clock: Arc<dyn Clock>,
     materializer: Option<(Feed, MaterializedMarks)>,
     failed: Arc<AtomicBool>,
+    /// Stamped on every journal entry (see `Context::catalog_version`).
+    catalog_version: u32,
 }
 
 impl Worker {
@@ -189,7 +193,12 @@ impl Worker {
             let Ok(first) = rx.recv() else { break };
             let now_ms = self.clock.now_ms();
             let batch_id = self.batch_ids.take();
-            let ctx = Context { now_ms, business_date: self.clock.business_date(now_ms), batch_id };
+            let ctx = Context {
+                now_ms,
+                business_date: self.clock.business_date(now_ms),
+                batch_id,
+                catalog_version: self.catalog_version,
+            };
             let mut next = Some(first);
             let mut taken = 0;
             while let Some(work) = next.take() {
@@ -345,7 +354,7 @@ mod tests {
     #[test]
     fn a_failed_commit_is_never_acknowledged_and_stops_the_partition() {
         let log = Arc::new(FailingLog { ok_commits: 1, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None);
+        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None, 0);
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
@@ -361,7 +370,7 @@ mod tests {
     #[test]
     fn replies_wait_for_the_group_commit() {
         let log = Arc::new(FailingLog { ok_commits: usize::MAX, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None);
+        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None, 0);
         for n in 0..20u32 {
             let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
             assert_eq!(call(&partitions, 10 + n, sell).code, ResponseCode::Approved);

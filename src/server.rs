@@ -67,6 +67,9 @@ pub struct Config {
     pub max_connections: usize,
     pub idle_timeout_ms: u64,
     pub keys: Keys,
+    /// The product catalog in force; its version is stamped on every journal entry. None:
+    /// the core rules only (version 0).
+    pub catalog: Option<Arc<crate::engine::catalog::Catalog>>,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             keys: Keys::ephemeral().expect("the operating system gives random bytes"),
+            catalog: None,
         }
     }
 }
@@ -197,6 +201,7 @@ impl Server {
                 store.clone(),
                 clock.clone(),
                 Some((materializer.feed(), materializer.marks())),
+                config.catalog.as_ref().map_or(0, |catalog| catalog.version),
             ),
             materializer: std::sync::Mutex::new(materializer),
             store,

@@ -34,6 +34,8 @@ pub struct Context {
     /// The group commit this batch will be written in: what the engine remembers of a
     /// record's last write, so it keeps the record in memory until that commit is on disk.
     pub batch_id: u64,
+    /// Version of the product catalog in force, stamped on every journal entry.
+    pub catalog_version: u32,
 }
 
 /// Something a command needs that is not in memory but may be on disk. The partition fetches
@@ -720,6 +722,7 @@ impl Engine {
             method: p.method,
             category: p.category,
             sale_flags: p.sale_flags,
+            catalog_version: ctx.catalog_version,
         });
         card.reply(ResponseCode::Approved, txn_id, p.amount_minor)
     }

@@ -247,6 +247,9 @@ pub struct JournalEntry {
     /// Category and flags of a sale or hold (T10); 0 otherwise.
     pub category: u8,
     pub sale_flags: u8,
+    /// Version of the product catalog in force when it was posted, so that a later change of
+    /// the rules never reinterprets history; 0: the core rules, before any catalog.
+    pub catalog_version: u32,
 }
 
 /// A 64-bit digest of a request's content (type and body, not header): what "the same

@@ -24,7 +24,7 @@ impl World {
         engine.add_range(range(FIRST, CardNo(FIRST.0 + 999), STORE));
         World {
             engine,
-            ctx: Context { now_ms: 1_795_311_005_000, business_date: DAY, batch_id: 1 },
+            ctx: Context { now_ms: 1_795_311_005_000, business_date: DAY, batch_id: 1, catalog_version: 0 },
             journal: Vec::new(),
             stan: 0,
         }
@@ -115,6 +115,7 @@ fn with_bonus(world: &mut World, card_no: CardNo, bonus_minor: i64) {
         method: 0,
         category: 0,
         sale_flags: 0,
+        catalog_version: 0,
     });
 }
 

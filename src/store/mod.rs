@@ -641,7 +641,7 @@ mod tests {
     const FIRST: u64 = 6200880000000000;
 
     fn apply(engine: &mut Engine, stan: u32, request: Request) -> Vec<u8> {
-        let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1 };
+        let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1, catalog_version: 0 };
         let header = Header { flags: 0, terminal_id: 5, stan, local_time: LocalTime(20261122093005) };
         let mut fx = Effects::default();
         engine.apply(ctx, &Command { header, store_id: 21, request }, &mut fx);

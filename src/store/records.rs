@@ -8,6 +8,9 @@ use crate::engine::{Card, CardRange, Effects, JournalEntry, Trace, TraceKey, Txn
 /// The largest encoded record (a journal entry is 100 bytes).
 pub const MAX_RECORD_BYTES: usize = 128;
 const FORMAT_V1: u8 = 1;
+/// Journal entries with the catalog version (`JournalEntry::catalog_version`); every other
+/// record is still written as version 1.
+const FORMAT_V2: u8 = 2;
 const TRACE_ANSWERED: u8 = 1;
 const TRACE_REVERSED_UNSEEN: u8 = 2;
 
@@ -32,8 +35,11 @@ struct W<'a> {
 
 impl<'a> W<'a> {
     fn new(buf: &'a mut [u8]) -> Self {
+        W::versioned(buf, FORMAT_V1)
+    }
+    fn versioned(buf: &'a mut [u8], version: u8) -> Self {
         let mut w = W { buf, at: 0 };
-        w.put(&[FORMAT_V1]);
+        w.put(&[version]);
         w
     }
     fn put(&mut self, bytes: &[u8]) {
@@ -65,13 +71,18 @@ impl<'a> W<'a> {
 struct R<'a> {
     bytes: &'a [u8],
     len: usize,
+    /// The record's format version.
+    version: u8,
 }
 
 impl<'a> R<'a> {
     fn new(bytes: &'a [u8]) -> Result<Self, RecordError> {
-        let mut r = R { bytes, len: bytes.len() };
+        let mut r = R { bytes, len: bytes.len(), version: FORMAT_V1 };
         match r.u8()? {
-            FORMAT_V1 => Ok(r),
+            v @ (FORMAT_V1 | FORMAT_V2) => {
+                r.version = v;
+                Ok(r)
+            }
             v => Err(RecordError::Version(v)),
         }
     }
@@ -160,7 +171,7 @@ pub fn decode_card(key: &[u8], value: &[u8]) -> Result<(CardNo, Card), RecordErr
 }
 
 pub fn encode_journal(e: &JournalEntry, buf: &mut [u8]) -> usize {
-    let mut w = W::new(buf);
+    let mut w = W::versioned(buf, FORMAT_V2);
     w.u8(e.kind as u8)
         .u64(e.card.0)
         .u16(e.product)
@@ -178,7 +189,8 @@ pub fn encode_journal(e: &JournalEntry, buf: &mut [u8]) -> usize {
         .u64(e.ref_txn_id)
         .u8(e.method)
         .u8(e.category)
-        .u8(e.sale_flags);
+        .u8(e.sale_flags)
+        .u32(e.catalog_version);
     w.at
 }
 
@@ -205,6 +217,8 @@ pub fn decode_journal(key: &[u8], value: &[u8]) -> Result<JournalEntry, RecordEr
         method: r.u8()?,
         category: r.u8()?,
         sale_flags: r.u8()?,
+        // Entries written before catalogs existed carry none.
+        catalog_version: if r.version >= FORMAT_V2 { r.u32()? } else { 0 },
     };
     r.finish(entry)
 }
@@ -467,5 +481,43 @@ mod tests {
         let unseen = Trace::ReversedUnseen { card: CardNo(6200880000000017), amount_minor: 5 };
         let n = encode_trace(&unseen, &mut buf);
         assert_eq!(decode_trace(&trace_key(&k), &buf[..n]), Ok((k, unseen)));
+    }
+
+    /// Journal entries carry the catalog version (format 2); entries written before catalogs
+    /// existed (format 1) still decode, with catalog version 0.
+    #[test]
+    fn journal_entries_carry_the_catalog_version_and_old_ones_still_decode() {
+        let entry = JournalEntry {
+            txn_id: 418_301,
+            kind: crate::engine::TxnKind::Sale,
+            card: CardNo(6200880000000017),
+            product: 1,
+            business_date: 20261122,
+            time_ms: 1_795_311_005_123,
+            local_time: 20261122093005,
+            terminal_id: 1001,
+            store_id: 21,
+            stan: 123,
+            operator_id: 0,
+            amount_minor: 12_345,
+            cash_delta_minor: -12_345,
+            bonus_delta_minor: 0,
+            held_delta_minor: 0,
+            ref_txn_id: 0,
+            method: 0,
+            category: 1,
+            sale_flags: 0,
+            catalog_version: 3,
+        };
+        let mut buf = [0u8; MAX_RECORD_BYTES];
+        let n = encode_journal(&entry, &mut buf);
+        let key = entry.txn_id.to_be_bytes();
+        assert_eq!(decode_journal(&key, &buf[..n]).unwrap(), entry);
+        // The same entry as format 1 wrote it: no catalog version at the end.
+        let mut old = buf[..n - 4].to_vec();
+        old[0] = FORMAT_V1;
+        assert_eq!(decode_journal(&key, &old).unwrap(), JournalEntry { catalog_version: 0, ..entry });
+        // A format-2 entry cut before its catalog version is damaged, not old.
+        assert!(decode_journal(&key, &buf[..n - 4]).is_err());
     }
 }

@@ -348,7 +348,12 @@ impl Driver {
         Driver {
             engine,
             mode,
-            ctx: Context { now_ms: START_MS, business_date: date_from_days(FIRST_DAY), batch_id: 1 },
+            ctx: Context {
+                now_ms: START_MS,
+                business_date: date_from_days(FIRST_DAY),
+                batch_id: 1,
+                catalog_version: 0,
+            },
             day: FIRST_DAY,
             stans: [1; 3],
             reuse_next: None,
