@@ -8,11 +8,11 @@
 //! Both default to files in `$CARDSWITCH_HOME` (default `~/.cardswitch`) and are created,
 //! with fresh random keys, when missing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hmac::{Hmac, Mac};
 use protocol::auth::KEY_BYTES;
@@ -228,6 +228,29 @@ impl CredentialFile for Credential {
     }
 }
 
+/// Trace numbers a terminal's recent remembered requests used, kept per terminal (not per
+/// card partition) because a reused stan may name a card of another partition than the one
+/// that remembers it (T8). Older ones are found on disk by the card's partition.
+pub const RECENT_STANS_PER_TERMINAL: usize = 4_096;
+
+/// What a terminal's recent trace numbers say about a new request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StanUse {
+    /// Not among the recent ones (new, or old enough for the partition to look up).
+    Unseen,
+    /// Used by a request with the same content: a retransmission.
+    Same,
+    /// Used by a request with other content (T8: `trace_reused`).
+    Reused,
+}
+
+/// The last [`RECENT_STANS_PER_TERMINAL`] stans of one terminal with their requests' digests.
+#[derive(Debug, Default)]
+struct RecentStans {
+    digests: HashMap<u32, u64>,
+    order: VecDeque<u32>,
+}
+
 /// A provisioned terminal as the switch holds it.
 #[derive(Debug)]
 pub struct Terminal {
@@ -239,6 +262,7 @@ pub struct Terminal {
     enabled: AtomicBool,
     /// Set when a newer provisioning replaced this one: connections holding it stop.
     superseded: AtomicBool,
+    recent_stans: Mutex<RecentStans>,
 }
 
 impl Terminal {
@@ -250,6 +274,27 @@ impl Terminal {
             key,
             enabled: AtomicBool::new(enabled),
             superseded: AtomicBool::new(false),
+            recent_stans: Mutex::default(),
+        }
+    }
+
+    /// Records that `stan` carries a request with content `digest`, unless it already carried
+    /// another one, and says which.
+    pub fn use_stan(&self, stan: u32, digest: u64) -> StanUse {
+        let mut recent = self.recent_stans.lock().unwrap_or_else(|e| e.into_inner());
+        match recent.digests.get(&stan) {
+            Some(seen) if *seen == digest => StanUse::Same,
+            Some(_) => StanUse::Reused,
+            None => {
+                if recent.order.len() >= RECENT_STANS_PER_TERMINAL {
+                    if let Some(oldest) = recent.order.pop_front() {
+                        recent.digests.remove(&oldest);
+                    }
+                }
+                recent.digests.insert(stan, digest);
+                recent.order.push_back(stan);
+                StanUse::Unseen
+            }
         }
     }
 
@@ -427,5 +472,19 @@ mod tests {
         assert_eq!(m1.0, m2.0);
         std::fs::write(dir.path().join("bad.key"), "terminal x\n").unwrap();
         assert!(matches!(Credential::load_or_create(&dir.path().join("bad.key"), 1), Err(KeyError::Format { .. })));
+    }
+
+    #[test]
+    fn a_terminal_remembers_its_recent_stans_with_their_content() {
+        let t = terminal(1);
+        assert_eq!(t.use_stan(7, 100), StanUse::Unseen);
+        assert_eq!(t.use_stan(7, 100), StanUse::Same);
+        assert_eq!(t.use_stan(7, 101), StanUse::Reused);
+        // The window is bounded: the oldest stan leaves it (the partitions' records and the
+        // disk still know it).
+        for stan in 8..8 + RECENT_STANS_PER_TERMINAL as u32 {
+            assert_eq!(t.use_stan(stan, 0), StanUse::Unseen);
+        }
+        assert_eq!(t.use_stan(7, 101), StanUse::Unseen);
     }
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::{check_import, validate, CardRange, Command};
-use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, Terminal, ANY_STORE};
+use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, StanUse, Terminal, ANY_STORE};
 use crate::partition::{reply_frame, Clock, Partitions, SystemClock};
 use crate::store::materializer::Materializer;
 use crate::store::{Store, StoreError};
@@ -433,12 +433,22 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                         if needs_admin(&request) && terminal.role != TerminalRole::Admin {
                             decline(ResponseCode::NotPermitted)
                         } else if let Some(card) = request.card() {
-                            let cmd = Command { header, store_id, request };
-                            switch
-                                .partitions
-                                .submit(card, cmd, replies.clone())
-                                .err()
-                                .map(|code| Response::decline(msg_type, code))
+                            let remembered = !matches!(request, Request::Balance { .. });
+                            if remembered
+                                && terminal.use_stan(header.stan, crate::engine::request_digest(&request))
+                                    == StanUse::Reused
+                            {
+                                // The stan names another card's request, possibly one held by
+                                // another partition, which this card's would not see (T8).
+                                decline(ResponseCode::TraceReused)
+                            } else {
+                                let cmd = Command { header, store_id, request };
+                                switch
+                                    .partitions
+                                    .submit(card, cmd, replies.clone())
+                                    .err()
+                                    .map(|code| Response::decline(msg_type, code))
+                            }
                         } else {
                             // Administrative requests: rare, serialised, answered when done.
                             let (switch, replies, sender) = (switch.clone(), replies.clone(), terminal.clone());

@@ -195,3 +195,22 @@ async fn card_sale_is_per_store_and_pending_for_cheques() {
     assert_eq!(hq.call(4, sale(card(5), 100)).await.unwrap().code(), C::CardPendingFunds);
     server.shutdown().await;
 }
+
+/// T8: a stan reused for a request on a card of another partition is refused, although that
+/// partition has never seen the stan; the original's retransmission still gets its reply.
+#[tokio::test]
+async fn a_stan_reused_across_partitions_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let mut c = setup(&server, 1001, 20).await;
+    let partition = |n: u64| cardswitch::engine::partition_of(card(n), 2);
+    let other = (1..20).find(|&n| partition(n) != partition(0)).expect("20 cards span both partitions");
+    let first = reply(c.call(700, sale(card(0), 1_000)).await.unwrap());
+    assert_eq!(first.code, C::Approved);
+    assert_eq!(c.call(700, sale(card(other), 1_000)).await.unwrap().code(), C::TraceReused);
+    assert_eq!(reply(c.call(700, sale(card(0), 1_000)).await.unwrap()), first, "a retransmission");
+    let untouched = reply(c.call(701, Request::Balance { card: card(other) }).await.unwrap());
+    assert_eq!(untouched.cash_minor, 100_000);
+    assert!(server.declines().get(C::TraceReused) >= 1);
+    server.shutdown().await;
+}
