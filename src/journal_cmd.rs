@@ -69,12 +69,13 @@ pub fn entry_json(entry: &JournalEntry) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::TxnKind;
     use protocol::CardNo;
 
-    fn capture() -> JournalEntry {
+    /// A capture journal entry with every field set: shared by the tests of its encodings.
+    pub(crate) fn capture() -> JournalEntry {
         JournalEntry {
             txn_id: 418_301,
             kind: TxnKind::Capture,

@@ -487,28 +487,7 @@ mod tests {
     /// existed (format 1) still decode, with catalog version 0.
     #[test]
     fn journal_entries_carry_the_catalog_version_and_old_ones_still_decode() {
-        let entry = JournalEntry {
-            txn_id: 418_301,
-            kind: crate::engine::TxnKind::Sale,
-            card: CardNo(6200880000000017),
-            product: 1,
-            business_date: 20261122,
-            time_ms: 1_795_311_005_123,
-            local_time: 20261122093005,
-            terminal_id: 1001,
-            store_id: 21,
-            stan: 123,
-            operator_id: 0,
-            amount_minor: 12_345,
-            cash_delta_minor: -12_345,
-            bonus_delta_minor: 0,
-            held_delta_minor: 0,
-            ref_txn_id: 0,
-            method: 0,
-            category: 1,
-            sale_flags: 0,
-            catalog_version: 3,
-        };
+        let entry = crate::journal_cmd::tests::capture();
         let mut buf = [0u8; MAX_RECORD_BYTES];
         let n = encode_journal(&entry, &mut buf);
         let key = entry.txn_id.to_be_bytes();
