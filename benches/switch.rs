@@ -9,6 +9,7 @@ use cardswitch::server::{Config, Server};
 use cardswitch::store::records::encode_batch;
 use cardswitch::store::{CommitLog, Store};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use protocol::Verification;
 use protocol::{encode_frame, CardNo, Frame, Header, LocalTime, Message, PaymentMethod, Request};
 use tokio_util::codec::Decoder;
 
@@ -23,7 +24,13 @@ fn sale(stan: u32) -> Frame {
     let card = CardNo(FIRST + u64::from(stan) % CARDS);
     Frame {
         header: header(stan),
-        message: Message::Request(Request::Sale { card, amount_minor: 1_250, category: 1, flags: 0 }),
+        message: Message::Request(Request::Sale {
+            card,
+            amount_minor: 1_250,
+            category: 1,
+            flags: 0,
+            verification: Verification::NONE,
+        }),
     }
 }
 
@@ -89,7 +96,7 @@ fn engine_with_cards() -> Engine {
     for n in 0..CARDS {
         let request =
             Request::SellCard { card: CardNo(FIRST + n), amount_minor: 100_000_000, method: PaymentMethod::Cash as u8 };
-        engine.apply(ctx, &Command { header: header(n as u32), store_id: 21, request }, &mut fx);
+        engine.apply(ctx, &Command::new(header(n as u32), 21, request), &mut fx);
         fx.clear();
     }
     engine
@@ -109,7 +116,7 @@ fn engine_apply(c: &mut Criterion) {
                 for _ in 0..batch {
                     stan = stan.wrapping_add(1);
                     let Message::Request(request) = sale(stan).message else { unreachable!() };
-                    engine.apply(ctx, &Command { header: header(stan), store_id: 21, request }, &mut fx);
+                    engine.apply(ctx, &Command::new(header(stan), 21, request), &mut fx);
                 }
                 fx.clear();
                 // As a partition does after each group commit (everything counts as on disk
@@ -128,7 +135,7 @@ fn sales_effects(engine: &mut Engine, stan: &mut u32, batch: usize) -> Effects {
     for _ in 0..batch {
         *stan = stan.wrapping_add(1);
         let Message::Request(request) = sale(*stan).message else { unreachable!() };
-        engine.apply(ctx, &Command { header: header(*stan), store_id: 21, request }, &mut fx);
+        engine.apply(ctx, &Command::new(header(*stan), 21, request), &mut fx);
     }
     fx
 }
@@ -197,7 +204,17 @@ fn end_to_end(c: &mut Criterion) {
                         stan += 1;
                         let card = CardNo(FIRST + u64::from(stan) % 1_000);
                         client
-                            .send(stan, 0, Request::Sale { card, amount_minor: 100, category: 1, flags: 0 })
+                            .send(
+                                stan,
+                                0,
+                                Request::Sale {
+                                    card,
+                                    amount_minor: 100,
+                                    category: 1,
+                                    flags: 0,
+                                    verification: Verification::NONE,
+                                },
+                            )
                             .await
                             .unwrap();
                         sent += 1;

@@ -3,6 +3,7 @@
 
 use protocol::client::{Client, ClientError};
 use protocol::types::format_minor;
+use protocol::Verification;
 use protocol::{CardNo, CardReply, Category, PaymentMethod, Request, Response, ResponseCode};
 
 use crate::server::{Config, Server, ServerError};
@@ -126,26 +127,38 @@ pub async fn run() -> Result<(), DemoError> {
     )
     .await?;
     let retail = Category::Retail as u8;
-    let sale = Request::Sale { card: ALICE, amount_minor: 12_850, category: retail, flags: 0 };
+    let sale = Request::Sale {
+        card: ALICE,
+        amount_minor: 12_850,
+        category: retail,
+        flags: 0,
+        verification: Verification::NONE,
+    };
     let sale_stan = s.stan + 1;
     let first = s.row("sale 128.50 (retail)", None, sale, Approved).await?;
     let again = s.row("  same sale retransmitted (same stan)", Some(sale_stan), sale, Approved).await?;
     assert_eq!(first, again, "T8: a retransmission gets the original reply");
-    let big = Request::Sale { card: ALICE, amount_minor: 100_000, category: retail, flags: 0 };
+    let big = Request::Sale {
+        card: ALICE,
+        amount_minor: 100_000,
+        category: retail,
+        flags: 0,
+        verification: Verification::NONE,
+    };
     s.row("sale 1,000.00: declined, not enough value", None, big, InsufficientValue).await?;
     let room = Category::Room as u8;
     let hold = s
         .row(
             "hold 600.00 deposit at check-in",
             None,
-            Request::Hold { card: BOB, amount_minor: 60_000, category: room },
+            Request::Hold { card: BOB, amount_minor: 60_000, category: room, verification: Verification::NONE },
             Approved,
         )
         .await?;
     s.row(
         "sale 1,500.00 while the deposit is held",
         None,
-        Request::Sale { card: BOB, amount_minor: 150_000, category: room, flags: 0 },
+        Request::Sale { card: BOB, amount_minor: 150_000, category: room, flags: 0, verification: Verification::NONE },
         InsufficientValue,
     )
     .await?;
@@ -161,7 +174,13 @@ pub async fn run() -> Result<(), DemoError> {
     s.row(
         "sale 36.00 (dining), reply lost on the way",
         None,
-        Request::Sale { card: ALICE, amount_minor: 3_600, category: dining, flags: 0 },
+        Request::Sale {
+            card: ALICE,
+            amount_minor: 3_600,
+            category: dining,
+            flags: 0,
+            verification: Verification::NONE,
+        },
         Approved,
     )
     .await?;
@@ -190,7 +209,13 @@ pub async fn run() -> Result<(), DemoError> {
     s.row(
         "  the late original is declined",
         Some(early_stan),
-        Request::Sale { card: ALICE, amount_minor: 5_000, category: retail, flags: 0 },
+        Request::Sale {
+            card: ALICE,
+            amount_minor: 5_000,
+            category: retail,
+            flags: 0,
+            verification: Verification::NONE,
+        },
         OriginalReversed,
     )
     .await?;
@@ -198,7 +223,13 @@ pub async fn run() -> Result<(), DemoError> {
     s.row(
         "sale on an unsold card",
         None,
-        Request::Sale { card: CardNo(FIRST + 33), amount_minor: 100, category: retail, flags: 0 },
+        Request::Sale {
+            card: CardNo(FIRST + 33),
+            amount_minor: 100,
+            category: retail,
+            flags: 0,
+            verification: Verification::NONE,
+        },
         CardNotSold,
     )
     .await?;

@@ -4,7 +4,9 @@
 //! Tools that check the switch from outside (they speak the protocol and never link RocksDB)
 //! read the journal through this. Card numbers are JSON strings, because they can exceed the
 //! 2^53 that a JSON reader holding numbers as doubles keeps exact; every other field is an
-//! integer, and `kind` is the transaction kind's name.
+//! integer, and `kind` is the transaction kind's name. Readers skip fields they do not know, so
+//! fields are added, never renamed or removed (`gross_minor` and `points_delta` came with
+//! discounts and points; entries written before them read as the amount and 0).
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -44,7 +46,7 @@ pub fn entry_json(entry: &JournalEntry) -> String {
         "{{\"txn_id\":{},\"kind\":\"{}\",\"card\":\"{}\",\"product\":{},\"business_date\":{},\"time_ms\":{},\
          \"local_time\":{},\"terminal_id\":{},\"store_id\":{},\"stan\":{},\"operator_id\":{},\"amount_minor\":{},\
          \"cash_delta_minor\":{},\"bonus_delta_minor\":{},\"held_delta_minor\":{},\"ref_txn_id\":{},\"method\":{},\
-         \"category\":{},\"sale_flags\":{},\"catalog_version\":{}}}",
+         \"category\":{},\"sale_flags\":{},\"gross_minor\":{},\"points_delta\":{},\"catalog_version\":{}}}",
         entry.txn_id,
         entry.kind.name(),
         entry.card.0,
@@ -64,6 +66,8 @@ pub fn entry_json(entry: &JournalEntry) -> String {
         entry.method,
         entry.category,
         entry.sale_flags,
+        entry.gross_minor,
+        entry.points_delta,
         entry.catalog_version,
     )
 }
@@ -96,6 +100,8 @@ pub(crate) mod tests {
             method: 0,
             category: 3,
             sale_flags: 0,
+            gross_minor: 15_000,
+            points_delta: 123,
             catalog_version: 2,
         }
     }
@@ -108,7 +114,8 @@ pub(crate) mod tests {
              \"business_date\":20261122,\"time_ms\":1795311005123,\"local_time\":20261122093005,\
              \"terminal_id\":1001,\"store_id\":21,\"stan\":123,\"operator_id\":0,\"amount_minor\":12345,\
              \"cash_delta_minor\":-9345,\"bonus_delta_minor\":-3000,\"held_delta_minor\":-13000,\
-             \"ref_txn_id\":418200,\"method\":0,\"category\":3,\"sale_flags\":0,\"catalog_version\":2}"
+             \"ref_txn_id\":418200,\"method\":0,\"category\":3,\"sale_flags\":0,\"gross_minor\":15000,\
+             \"points_delta\":123,\"catalog_version\":2}"
         );
     }
 

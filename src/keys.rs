@@ -143,6 +143,12 @@ impl MasterKey {
         Ok((MasterKey(*key.expose()), created))
     }
 
+    /// The deployment's PIN key (`engine::PinKey`): derived, so it needs no file of its own
+    /// and changes only with the master key, which already refuses to start on a mismatch.
+    pub fn pin_secret(&self) -> [u8; KEY_BYTES] {
+        hmac(&self.0, &[b"cardswitch pin hash v1"])
+    }
+
     fn pad(&self, terminal_id: u32, nonce: &[u8; NONCE_BYTES]) -> [u8; KEY_BYTES] {
         hmac(&self.0, &[b"cardswitch key at rest v1", &terminal_id.to_be_bytes(), nonce])
     }

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode};
 use tokio::sync::mpsc;
 
-use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource, Need};
+use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource, Need, Rules};
 use crate::store::materializer::{Feed, Logged, MaterializedMarks};
 use crate::store::records::encode_batch;
 use crate::store::{CommitLog, Recovered};
@@ -89,8 +89,9 @@ impl Partitions {
         log: Arc<dyn CommitLog>,
         clock: Arc<dyn Clock>,
         materializer: Option<(Feed, MaterializedMarks)>,
-        catalog_version: u32,
+        rules: Rules,
     ) -> Partitions {
+        let catalog_version = rules.catalog.version;
         let count = recovered.partitions.len();
         let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
         for (index, state) in recovered.partitions.into_iter().enumerate() {
@@ -103,6 +104,8 @@ impl Partitions {
                 state.traces,
                 recovered.disk_max_stan.clone(),
             );
+            engine.set_rules(rules.clone());
+            engine.restore_day_spend(state.day_spend);
             if materializer.is_some() {
                 // What eviction will keep it at, plus one batch of slack.
                 engine.reserve_cache(MAX_CACHED_RECORDS + MAX_BATCH);
@@ -291,6 +294,7 @@ mod tests {
     use super::*;
     use crate::engine::CardRange;
     use crate::store::{PartitionState, StoreError};
+    use protocol::Verification;
 
     const FIRST: u64 = 6200880000000000;
 
@@ -344,7 +348,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let header = Header { flags: 0, terminal_id: 7, stan, local_time: LocalTime(20261122093005) };
         let card = request.card().unwrap();
-        partitions.submit(card, Command { header, store_id: 21, request }, tx).unwrap();
+        partitions.submit(card, Command::new(header, 21, request), tx).unwrap();
         match rx.blocking_recv().unwrap().message {
             Message::Response(Response::Card { reply, .. }) => reply,
             other => panic!("{other:?}"),
@@ -354,12 +358,18 @@ mod tests {
     #[test]
     fn a_failed_commit_is_never_acknowledged_and_stops_the_partition() {
         let log = Arc::new(FailingLog { ok_commits: 1, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None, 0);
+        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None, Rules::core());
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
         // The second commit fails: the sale is refused, not approved.
-        let sale = Request::Sale { card, amount_minor: 100, category: Category::Retail as u8, flags: 0 };
+        let sale = Request::Sale {
+            card,
+            amount_minor: 100,
+            category: Category::Retail as u8,
+            flags: 0,
+            verification: Verification::NONE,
+        };
         assert_eq!(call(&partitions, 2, sale), CardReply::code_only(ResponseCode::SystemError));
         assert!(partitions.any_failed());
         // Fail-stop: even reads are refused from now on.
@@ -370,7 +380,7 @@ mod tests {
     #[test]
     fn replies_wait_for_the_group_commit() {
         let log = Arc::new(FailingLog { ok_commits: usize::MAX, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None, 0);
+        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None, Rules::core());
         for n in 0..20u32 {
             let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
             assert_eq!(call(&partitions, 10 + n, sell).code, ResponseCode::Approved);

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use bytes::BytesMut;
 use futures::StreamExt;
 use protocol::{
-    encode_frame, encode_signed, Frame, InboundCodec, Message, MsgType, Request, Response, ResponseCode, SignOnReply,
-    TerminalKey, TerminalReply, TerminalRole,
+    encode_frame, encode_signed, Frame, Header, InboundCodec, Message, MsgType, Request, Response, ResponseCode,
+    SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,7 +22,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{check_import, validate, CardRange, Command};
+use crate::engine::{check_import, validate, CardRange, Command, Pin, PinKey, Rules};
 use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, StanUse, Terminal, ANY_STORE};
 use crate::partition::{reply_frame, Clock, Partitions, SystemClock};
 use crate::store::materializer::Materializer;
@@ -194,6 +194,8 @@ impl Server {
             "recovered"
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let catalog = config.catalog.clone().unwrap_or_else(|| Arc::new(crate::engine::catalog::Catalog::core()));
+        let rules = Rules::new(catalog, PinKey::new(&config.keys.master.pin_secret()));
         let materializer = Materializer::start(store.clone(), partitions, recovered.marks.clone());
         let switch = Arc::new(Switch {
             partitions: Partitions::start(
@@ -201,7 +203,7 @@ impl Server {
                 store.clone(),
                 clock.clone(),
                 Some((materializer.feed(), materializer.marks())),
-                config.catalog.as_ref().map_or(0, |catalog| catalog.version),
+                rules.clone(),
             ),
             materializer: std::sync::Mutex::new(materializer),
             store,
@@ -328,6 +330,36 @@ async fn refuse_connection(mut stream: TcpStream) {
 }
 
 /// Requests only `admin` terminals may send.
+/// The operator a sale or hold names to approve an override (R2); 0 for none.
+fn approver_of(request: &Request) -> u32 {
+    match request {
+        Request::Sale { verification, .. } | Request::Hold { verification, .. } => verification.approver_id,
+        _ => 0,
+    }
+}
+
+/// Opens what a sale or hold carries (SPEC §3.2): the PIN, and the override's approver.
+/// A sealed field that does not open is `invalid_field`; an override is refused until
+/// operators with roles and passcodes exist to approve it (O1), so nothing is lifted on a
+/// claim alone.
+fn verify(request: &Request, header: &Header, key: &TerminalKey) -> Result<(Option<Pin>, u32), ResponseCode> {
+    let (Request::Sale { verification, .. } | Request::Hold { verification, .. }) = request else {
+        return Ok((None, 0));
+    };
+    let pin = match verification.pin.open(key, SecretKind::Pin, header.terminal_id, header.stan) {
+        Ok(None) => None,
+        Ok(Some(bytes)) => Some(Pin::new(&bytes).ok_or(ResponseCode::InvalidField)?),
+        Err(_) => return Err(ResponseCode::InvalidField),
+    };
+    if verification.approver_id == 0 && !verification.approver_passcode.is_none() {
+        return Err(ResponseCode::InvalidField);
+    }
+    if verification.approver_id != 0 {
+        return Err(ResponseCode::OverrideRefused);
+    }
+    Ok((pin, 0))
+}
+
 fn needs_admin(request: &Request) -> bool {
     matches!(
         request,
@@ -442,12 +474,26 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                                 // another partition, which this card's would not see (T8).
                                 decline(ResponseCode::TraceReused)
                             } else {
-                                let cmd = Command { header, store_id, request };
-                                switch
-                                    .partitions
-                                    .submit(card, cmd, replies.clone())
-                                    .err()
-                                    .map(|code| Response::decline(msg_type, code))
+                                match verify(&request, &header, &terminal.key) {
+                                    Err(code) => {
+                                        tracing::warn!(
+                                            terminal_id = header.terminal_id,
+                                            stan = header.stan,
+                                            %code,
+                                            approver_id = approver_of(&request),
+                                            "verification refused"
+                                        );
+                                        decline(code)
+                                    }
+                                    Ok((pin, approver_id)) => {
+                                        let cmd = Command { header, store_id, request, pin, approver_id };
+                                        switch
+                                            .partitions
+                                            .submit(card, cmd, replies.clone())
+                                            .err()
+                                            .map(|code| Response::decline(msg_type, code))
+                                    }
+                                }
                             }
                         } else {
                             // Administrative requests: rare, serialised, answered when done.

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use cardswitch::keys::MasterKey;
 use cardswitch::server::{Server, ServerError};
 use protocol::client::Client;
+use protocol::Verification;
 use protocol::{
     encode_signed, CardNo, Category, Frame, Header, LocalTime, Message, PaymentMethod, Request, Response,
     ResponseCode as C, TerminalKey, TerminalRole,
@@ -24,7 +25,13 @@ fn card(n: u64) -> CardNo {
 }
 
 fn sale(n: u64, amount_minor: i64) -> Request {
-    Request::Sale { card: card(n), amount_minor, category: Category::Retail as u8, flags: 0 }
+    Request::Sale {
+        card: card(n),
+        amount_minor,
+        category: Category::Retail as u8,
+        flags: 0,
+        verification: Verification::NONE,
+    }
 }
 
 /// A request frame for `terminal_id`, signed with `key` (or unsigned).

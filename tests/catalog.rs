@@ -1,6 +1,7 @@
 //! The catalog in force is recorded with every journal entry; a bad catalog file stops the
 //! switch from starting, with an error naming the file, the key and the problem.
 
+use protocol::Verification;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -26,11 +27,18 @@ async fn every_journal_entry_records_the_catalog_version_in_force() {
     let mut client = connect(server.local_addr, admin().terminal_id, STORE).await;
     assert_eq!(client.sign_on(1, STORE).await.unwrap().code, C::Approved);
     let card = CardNo(FIRST);
-    let import = Request::ImportRange { first: card, last: CardNo(FIRST + 9), product: 1, store_id: STORE };
+    // A gift card (product 2): no PIN to enter.
+    let import = Request::ImportRange { first: card, last: CardNo(FIRST + 9), product: 2, store_id: STORE };
     assert_eq!(client.call(2, import).await.unwrap().code(), C::Approved);
     let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
     assert_eq!(client.call(3, sell).await.unwrap().code(), C::Approved);
-    let sale = Request::Sale { card, amount_minor: 1_000, category: Category::Retail as u8, flags: 0 };
+    let sale = Request::Sale {
+        card,
+        amount_minor: 1_000,
+        category: Category::Retail as u8,
+        flags: 0,
+        verification: Verification::NONE,
+    };
     assert_eq!(client.call(4, sale).await.unwrap().code(), C::Approved);
     server.shutdown().await;
 
@@ -43,7 +51,13 @@ async fn every_journal_entry_records_the_catalog_version_in_force() {
     let server = Server::start(support::config(dir.path())).await.unwrap();
     let mut client = connect(server.local_addr, admin().terminal_id, STORE).await;
     assert_eq!(client.sign_on(1, STORE).await.unwrap().code, C::Approved);
-    let sale = Request::Sale { card, amount_minor: 1_000, category: Category::Retail as u8, flags: 0 };
+    let sale = Request::Sale {
+        card,
+        amount_minor: 1_000,
+        category: Category::Retail as u8,
+        flags: 0,
+        verification: Verification::NONE,
+    };
     assert_eq!(client.call(5, sale).await.unwrap().code(), C::Approved);
     server.shutdown().await;
     let store = cardswitch::store::Store::open(dir.path()).unwrap();
@@ -69,4 +83,58 @@ fn a_bad_catalog_stops_the_switch_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.toml") && stderr.contains("load_min"), "{stderr}");
     assert!(output.stdout.is_empty(), "it never listened");
+}
+
+/// T2, L3, L4 over TCP: the PIN travels sealed under the terminal's key, the switch checks it
+/// against the keyed hash it keeps, and the count of wrong PINs survives a restart.
+#[tokio::test]
+async fn t2_l4_pins_travel_sealed_and_wrong_ones_count_across_a_restart() {
+    use protocol::{Sealed, SecretKind};
+    let dir = tempfile::tempdir().unwrap();
+    let retail = include_str!("../catalogs/retail.toml");
+    let start = || async {
+        let mut config = config(dir.path());
+        config.catalog = Some(Arc::new(Catalog::from_toml_str("retail.toml", retail).unwrap()));
+        Server::start(config).await.unwrap()
+    };
+    let terminal = admin().terminal_id;
+    let key = support::key_of(&admin(), terminal);
+    let card = CardNo(FIRST);
+    let sale = |stan: u32, pin: Option<&str>, approver_id: u32| {
+        let pin = pin.map_or(Sealed::NONE, |p| Sealed::seal(&key, SecretKind::Pin, terminal, stan, p).unwrap());
+        let verification = Verification { pin, approver_id, ..Verification::NONE };
+        Request::Sale { card, amount_minor: 1_000, category: Category::Retail as u8, flags: 0, verification }
+    };
+    let card_reply = |response: protocol::Response| match response {
+        protocol::Response::Card { reply, .. } => reply,
+        other => panic!("not a card reply: {other:?}"),
+    };
+
+    let server = start().await;
+    let mut client = connect(server.local_addr, terminal, STORE).await;
+    assert_eq!(client.sign_on(1, STORE).await.unwrap().code, C::Approved);
+    let import = Request::ImportRange { first: card, last: CardNo(FIRST + 9), product: 1, store_id: STORE };
+    assert_eq!(client.call(2, import).await.unwrap().code(), C::Approved);
+    let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
+    let sold = card_reply(client.call(3, sell).await.unwrap());
+    assert_ne!(sold.notices & protocol::CardReply::NOTICE_PIN_MUST_CHANGE, 0, "L3");
+    assert_eq!(client.call(4, sale(4, None, 0)).await.unwrap().code(), C::PinRequired);
+    let right = card_reply(client.call(5, sale(5, Some("000000"), 0)).await.unwrap());
+    assert_eq!((right.code, right.discount_minor, right.amount_minor), (C::Approved, 50, 950), "T3: bronze 5%");
+    assert_ne!(right.notices & protocol::CardReply::NOTICE_PIN_MUST_CHANGE, 0, "L3: the debit says so");
+    let wrong = card_reply(client.call(6, sale(6, Some("123456"), 0)).await.unwrap());
+    assert_eq!((wrong.code, wrong.pin_attempts_left), (C::WrongPin, 4));
+    // A PIN sealed for another trace number does not open: refused as a bad field.
+    assert_eq!(client.call(7, sale(8, Some("000000"), 0)).await.unwrap().code(), C::InvalidField);
+    // No override is taken on a claim alone (O1).
+    assert_eq!(client.call(9, sale(9, Some("000000"), 7)).await.unwrap().code(), C::OverrideRefused);
+    server.shutdown().await;
+
+    let server = start().await;
+    let mut client = connect(server.local_addr, terminal, STORE).await;
+    assert_eq!(client.sign_on(10, STORE).await.unwrap().code, C::Approved);
+    let wrong = card_reply(client.call(11, sale(11, Some("654321"), 0)).await.unwrap());
+    assert_eq!((wrong.code, wrong.pin_attempts_left), (C::WrongPin, 3), "the count survived the restart");
+    assert_eq!(client.call(12, sale(12, Some("000000"), 0)).await.unwrap().code(), C::Approved);
+    server.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! Crash and recovery with the real binary: SIGKILL during traffic, restart, and check that
 //! every acknowledged change is there exactly once and retransmissions get original replies.
 
+use protocol::Verification;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -58,6 +59,7 @@ async fn drive(addr: SocketAddr, terminal: u32) -> TerminalLog {
             amount_minor,
             category: Category::Retail as u8,
             flags: 0,
+            verification: Verification::NONE,
         };
         log.sent.push((stan, request));
         match client.call(stan, request).await {

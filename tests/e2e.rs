@@ -1,5 +1,6 @@
 //! End to end over real TCP on port 0, with a real RocksDB in a temporary directory.
 
+use protocol::Verification;
 use std::time::Duration;
 
 use cardswitch::server::Server;
@@ -26,7 +27,7 @@ fn reply(response: Response) -> CardReply {
 }
 
 fn sale(card: CardNo, amount_minor: i64) -> Request {
-    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0 }
+    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
 }
 
 /// Signs on, imports a range of 1,000 cards and sells `sold` of them with 1,000.00 each.
@@ -50,9 +51,17 @@ async fn a_day_over_tcp_survives_a_restart() {
     let s = reply(c.call(100, sale(card(0), 12_850)).await.unwrap());
     assert_eq!((s.code, s.cash_minor), (C::Approved, 87_150));
     let hold = reply(
-        c.call(101, Request::Hold { card: card(1), amount_minor: 60_000, category: Category::Room as u8 })
-            .await
-            .unwrap(),
+        c.call(
+            101,
+            Request::Hold {
+                card: card(1),
+                amount_minor: 60_000,
+                category: Category::Room as u8,
+                verification: Verification::NONE,
+            },
+        )
+        .await
+        .unwrap(),
     );
     let cap = reply(
         c.call(102, Request::Capture { card: card(1), hold_txn_id: hold.txn_id, amount_minor: 45_800 }).await.unwrap(),
@@ -138,7 +147,7 @@ async fn malformed_frames_close_only_their_connection() {
 
     // An unknown message type keeps the header's ids in the error.
     let mut raw = tokio::net::TcpStream::connect(server.local_addr).await.unwrap();
-    let mut frame = vec![0, 0, 0, 36, 1, 0x55, 0, 0];
+    let mut frame = vec![0, 0, 0, 36, protocol::PROTOCOL_VERSION, 0x55, 0, 0];
     frame.extend_from_slice(&9u32.to_be_bytes());
     frame.extend_from_slice(&77u32.to_be_bytes());
     frame.extend_from_slice(&20261122093005u64.to_be_bytes());

@@ -5,6 +5,7 @@
 //! there exactly once. Injected commit failures (write or fsync) are covered in process by
 //! `partition::tests`.
 
+use protocol::Verification;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,13 @@ fn a_full_disk_stops_the_switch_without_losing_an_acknowledged_sale() {
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..MAX_SALES {
             let n = u64::from(i) % CARDS;
-            let sale = Request::Sale { card: card(n), amount_minor: 100, category: Category::Retail as u8, flags: 0 };
+            let sale = Request::Sale {
+                card: card(n),
+                amount_minor: 100,
+                category: Category::Retail as u8,
+                flags: 0,
+                verification: Verification::NONE,
+            };
             match client.call(1_000 + i, sale).await {
                 Ok(Response::Card { reply, .. }) if reply.code == C::Approved => {
                     *spent.entry(card(n)).or_default() += 100;

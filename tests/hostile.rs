@@ -1,6 +1,7 @@
 //! Hostile input over real TCP: each kind gets a clear decline or error frame, or a closed
 //! connection; the switch keeps serving everyone else and posts nothing.
 
+use protocol::Verification;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -101,7 +102,13 @@ async fn malformed_frames_get_an_error_frame_and_a_closed_connection() {
     let mut good = stocked(addr).await;
     let mut stan = 1_000;
 
-    let sale = Request::Sale { card: card(0), amount_minor: 500, category: Category::Retail as u8, flags: 0 };
+    let sale = Request::Sale {
+        card: card(0),
+        amount_minor: 500,
+        category: Category::Retail as u8,
+        flags: 0,
+        verification: Verification::NONE,
+    };
     let valid = signed(admin().terminal_id, 77, sale);
     let cases: Vec<(&str, Vec<u8>, C)> = vec![
         // A length over the maximum (also what a "negative" i32 length reads as).
@@ -171,28 +178,60 @@ async fn out_of_range_fields_are_declined_and_post_nothing() {
     let mut stan = 100;
     let retail = Category::Retail as u8;
     let cases: Vec<(&str, Request, C)> = vec![
-        ("zero amount", Request::Sale { card: card(0), amount_minor: 0, category: retail, flags: 0 }, C::InvalidField),
+        (
+            "zero amount",
+            Request::Sale {
+                card: card(0),
+                amount_minor: 0,
+                category: retail,
+                flags: 0,
+                verification: Verification::NONE,
+            },
+            C::InvalidField,
+        ),
         (
             "negative amount",
-            Request::Sale { card: card(0), amount_minor: -500, category: retail, flags: 0 },
+            Request::Sale {
+                card: card(0),
+                amount_minor: -500,
+                category: retail,
+                flags: 0,
+                verification: Verification::NONE,
+            },
             C::InvalidField,
         ),
         (
             "amount over the maximum",
-            Request::Sale { card: card(0), amount_minor: protocol::MAX_AMOUNT_MINOR + 1, category: retail, flags: 0 },
+            Request::Sale {
+                card: card(0),
+                amount_minor: protocol::MAX_AMOUNT_MINOR + 1,
+                category: retail,
+                flags: 0,
+                verification: Verification::NONE,
+            },
             C::InvalidField,
         ),
         ("i64::MAX amount", Request::Load { card: card(0), amount_minor: i64::MAX, method: 1 }, C::InvalidField),
-        ("i64::MIN amount", Request::Hold { card: card(0), amount_minor: i64::MIN, category: retail }, C::InvalidField),
+        (
+            "i64::MIN amount",
+            Request::Hold { card: card(0), amount_minor: i64::MIN, category: retail, verification: Verification::NONE },
+            C::InvalidField,
+        ),
         ("load not in whole yuan", Request::Load { card: card(0), amount_minor: 150, method: 1 }, C::InvalidField),
         (
             "unknown category",
-            Request::Sale { card: card(0), amount_minor: 100, category: 0, flags: 0 },
+            Request::Sale { card: card(0), amount_minor: 100, category: 0, flags: 0, verification: Verification::NONE },
             C::InvalidField,
         ),
         (
             "reserved sale flags",
-            Request::Sale { card: card(0), amount_minor: 100, category: retail, flags: 0x80 },
+            Request::Sale {
+                card: card(0),
+                amount_minor: 100,
+                category: retail,
+                flags: 0x80,
+                verification: Verification::NONE,
+            },
             C::InvalidField,
         ),
         ("unknown payment method", Request::Load { card: card(0), amount_minor: 100, method: 99 }, C::InvalidField),
@@ -200,17 +239,35 @@ async fn out_of_range_fields_are_declined_and_post_nothing() {
         ("card number too long", Request::Balance { card: CardNo(u64::MAX) }, C::InvalidField),
         (
             "unknown card",
-            Request::Sale { card: CardNo(9_900_000_000_000_001), amount_minor: 100, category: retail, flags: 0 },
+            Request::Sale {
+                card: CardNo(9_900_000_000_000_001),
+                amount_minor: 100,
+                category: retail,
+                flags: 0,
+                verification: Verification::NONE,
+            },
             C::UnknownCard,
         ),
         (
             "card never sold",
-            Request::Sale { card: card(50), amount_minor: 100, category: retail, flags: 0 },
+            Request::Sale {
+                card: card(50),
+                amount_minor: 100,
+                category: retail,
+                flags: 0,
+                verification: Verification::NONE,
+            },
             C::CardNotSold,
         ),
         (
             "more than the balance",
-            Request::Sale { card: card(0), amount_minor: OPENING_MINOR + 1, category: retail, flags: 0 },
+            Request::Sale {
+                card: card(0),
+                amount_minor: OPENING_MINOR + 1,
+                category: retail,
+                flags: 0,
+                verification: Verification::NONE,
+            },
             C::InsufficientValue,
         ),
         (
@@ -257,7 +314,13 @@ async fn stalled_frames_are_cut_off_and_floods_are_refused() {
         }
         good
     });
-    let sale = Request::Sale { card: card(0), amount_minor: 500, category: Category::Retail as u8, flags: 0 };
+    let sale = Request::Sale {
+        card: card(0),
+        amount_minor: 500,
+        category: Category::Retail as u8,
+        flags: 0,
+        verification: Verification::NONE,
+    };
     let whole = signed(admin().terminal_id, 90, sale);
     let mut stalled = TcpStream::connect(addr).await.unwrap();
     stalled.write_all(&whole[..whole.len() / 2]).await.unwrap();

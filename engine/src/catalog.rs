@@ -84,6 +84,10 @@ pub struct ProductSettings {
     pub real_name: bool,
     /// PIN checked on every debit and hold (T2).
     pub pin_required: bool,
+    /// The PIN every card of the product starts with, to be changed by the holder (L3).
+    /// Required when `pin_required`; a product-wide default printed on the card's mailer, so
+    /// not a secret, and never stored with a card (cards keep a keyed hash).
+    pub initial_pin: Option<String>,
     /// Earns points (K2); gift cards never do (P2).
     pub points: bool,
     /// Gets member tier and birthday discounts (K1, K3; not gift cards, P2).
@@ -259,6 +263,61 @@ impl Catalog {
         self.member_tiers.iter().rev().find(|t| t.threshold_minor <= cumulative_spend_minor)
     }
 
+    /// The rules in force without a catalog (version 0): every product sellable and
+    /// unrestricted, no PIN, points, discounts, bonus or expiry; loads of whole yuan up to the
+    /// protocol's largest amount. What the switch enforced before catalogs existed.
+    pub fn core() -> Catalog {
+        let categories: Vec<Category> = Category::ALL.to_vec();
+        let products = Product::ALL
+            .iter()
+            .map(|&product| ProductSettings {
+                product,
+                enabled: true,
+                real_name: false,
+                pin_required: false,
+                initial_pin: None,
+                points: false,
+                member_discount: false,
+                fixed_discount_rate: None,
+                validity_days: None,
+                load_min_minor: 100,
+                load_max_minor: MAX_AMOUNT_MINOR,
+                balance_max_minor: MAX_AMOUNT_MINOR,
+                reloadable: true,
+                refundable: false,
+                transferable: true,
+                holds: true,
+                pay_first: PayFirst::Bonus,
+                card_fee_minor: 0,
+                replacement_fee_minor: 0,
+                categories: categories.clone(),
+                limits: Vec::new(),
+            })
+            .collect();
+        Catalog {
+            version: 0,
+            categories,
+            settings: Settings {
+                pin_lockout_count: DEFAULT_PIN_LOCKOUT_COUNT,
+                dormancy_days: DEFAULT_DORMANCY_DAYS,
+                dormancy_notice_days: DEFAULT_DORMANCY_NOTICE_DAYS,
+                hold_expiry_days: DEFAULT_HOLD_EXPIRY_DAYS,
+                day_cutover_minutes: 0,
+            },
+            products,
+            bonus_rules: Vec::new(),
+            member_tiers: Vec::new(),
+            points: PointsSettings {
+                rates: Vec::new(),
+                redeem_points_per_yuan: DEFAULT_REDEEM_POINTS_PER_YUAN,
+                expiry_days: DEFAULT_POINTS_EXPIRY_DAYS,
+                inactivity_lapse_days: DEFAULT_POINTS_INACTIVITY_LAPSE_DAYS,
+            },
+            birthday: None,
+            companies: Vec::new(),
+        }
+    }
+
     /// Parses and validates catalog text. `source_name` (a file name) only labels errors.
     pub fn from_toml_str(source_name: &str, text: &str) -> Result<Catalog, CatalogError> {
         let fail = |problems| CatalogError { source_name: source_name.to_string(), problems };
@@ -335,6 +394,7 @@ mod raw {
         pub enabled: bool,
         pub real_name: bool,
         pub pin_required: bool,
+        pub initial_pin: Option<String>,
         pub points: bool,
         pub member_discount: bool,
         pub fixed_discount_percent: Option<String>,
@@ -645,6 +705,21 @@ impl Check {
             self.problem(format!("{key}.real_name"), "member cards are issued against an ID only (M1)");
         }
 
+        let initial_pin = match (&raw.initial_pin, raw.pin_required) {
+            (Some(pin), _) if !crate::rules::Pin::is_valid(pin.as_bytes()) => {
+                self.problem(format!("{key}.initial_pin"), format!("`{pin}` is not 4 to 12 digits (L3)"));
+                None
+            }
+            (None, true) => {
+                self.problem(
+                    format!("{key}.initial_pin"),
+                    "missing: a product that requires a PIN starts its cards with one (L3)",
+                );
+                None
+            }
+            (pin, _) => pin.clone(),
+        };
+
         let pay_first = match raw.pay_first.as_deref() {
             None | Some("bonus") => PayFirst::Bonus,
             Some("cash") => PayFirst::Cash,
@@ -711,6 +786,7 @@ impl Check {
             enabled: raw.enabled,
             real_name: raw.real_name,
             pin_required: raw.pin_required,
+            initial_pin,
             points: raw.points,
             member_discount: raw.member_discount,
             fixed_discount_rate,

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod model;
 pub mod recent;
+pub mod rules;
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,6 +19,10 @@ use protocol::{
 
 pub use model::*;
 pub use recent::Recent;
+pub use rules::{Pin, PinKey, Rules};
+
+use catalog::{Catalog, PayFirst, ProductSettings};
+use rules::{apply_rate, in_birthday_window};
 
 /// The most value one card may hold, in minor units.
 pub const MAX_BALANCE_MINOR: i64 = MAX_AMOUNT_MINOR;
@@ -54,6 +59,18 @@ pub struct Command {
     /// The store the terminal signed on at.
     pub store_id: u32,
     pub request: Request,
+    /// The PIN the request carried, opened by the session (T2).
+    pub pin: Option<Pin>,
+    /// An operator the session verified as allowed to override a restriction (R2, O1); 0:
+    /// no override.
+    pub approver_id: u32,
+}
+
+impl Command {
+    /// A request without PIN or override.
+    pub fn new(header: Header, store_id: u32, request: Request) -> Command {
+        Command { header, store_id, request, pin: None, approver_id: 0 }
+    }
 }
 
 /// What applying commands changed and must be persisted before any of their replies is sent.
@@ -65,11 +82,18 @@ pub struct Effects {
     pub journal: Vec<JournalEntry>,
     pub txns: Vec<(u64, Txn)>,
     pub traces: Vec<(TraceKey, Trace)>,
+    /// A card's debits today in a category with a per-day limit (R3): (card, category) →
+    /// (business date, gross minor units).
+    pub day_spend: Vec<((CardNo, u8), (BusinessDate, i64))>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.cards.is_empty() && self.journal.is_empty() && self.txns.is_empty() && self.traces.is_empty()
+        self.cards.is_empty()
+            && self.journal.is_empty()
+            && self.txns.is_empty()
+            && self.traces.is_empty()
+            && self.day_spend.is_empty()
     }
 
     pub fn clear(&mut self) {
@@ -77,6 +101,7 @@ impl Effects {
         self.journal.clear();
         self.txns.clear();
         self.traces.clear();
+        self.day_spend.clear();
     }
 }
 
@@ -166,11 +191,23 @@ pub struct Engine {
     absent_traces: HashSet<TraceKey>,
     absent_txns: HashSet<u64>,
     ids: Option<IdSource>,
+    rules: Rules,
+    /// See [`Effects::day_spend`].
+    day_spend: HashMap<(CardNo, u8), (BusinessDate, i64), foldhash::fast::RandomState>,
 }
 
 impl Engine {
     pub fn new(ids: IdSource) -> Engine {
         Engine { ids: Some(ids), ..Engine::default() }
+    }
+
+    /// Sets the catalog and PIN key the engine applies (the core rules until then).
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// Reserves memory for `records` transactions and as many trace records.
@@ -360,47 +397,75 @@ impl Engine {
     }
 
     fn execute(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, fx: &mut Effects) -> Outcome {
+        let catalog = self.rules.catalog.clone();
         match cmd.request {
             Request::Balance { .. } => {
                 let card = self.sold_card(card_no)?;
-                Ok(card.reply(ResponseCode::Approved, 0, 0))
+                Ok(self.with_tier(&card, card.reply(ResponseCode::Approved, 0, 0)))
             }
             Request::SellCard { amount_minor, method, .. } => {
                 self.sell_card(ctx, cmd, card_no, amount_minor, method, fx)
             }
             Request::Load { amount_minor, method, .. } => {
-                let card = self.active_card(card_no)?;
-                if card.cash_minor + card.bonus_minor + amount_minor > MAX_BALANCE_MINOR {
-                    return Err(self.decline(card_no, ResponseCode::BalanceLimitExceeded));
+                let card = self.active_card(ctx, card_no)?;
+                let settings = self.settings(card_no, &card, &catalog)?;
+                if !settings.reloadable && card.first_load_date != 0 {
+                    return Err(self.decline(card_no, ResponseCode::NotReloadable));
                 }
-                let posting =
-                    Posting { kind: TxnKind::Load, amount_minor, cash: amount_minor, method, ..Posting::default() };
+                let posting = self.load_posting(ctx, card_no, &card, settings, amount_minor, method)?;
                 Ok(self.post_new(ctx, cmd, card_no, posting, fx))
             }
             Request::Sale { amount_minor, category, flags, .. } => {
-                let card = self.active_card(card_no)?;
-                if card.available_minor() < amount_minor {
+                let card = self.active_card(ctx, card_no)?;
+                let settings = self.settings(card_no, &card, &catalog)?;
+                self.check_pin(ctx, cmd, card_no, settings, fx)?;
+                let card = self.cards[&card_no];
+                let category = Category::from_u8(category).expect("validated");
+                self.check_category(ctx, cmd, card_no, settings, category, amount_minor)?;
+                let debit = self.price(ctx, &card, settings, category, flags, amount_minor);
+                if card.available_minor() < debit.net_minor {
                     return Err(self.decline(card_no, ResponseCode::InsufficientValue));
                 }
-                let (cash, bonus) = debit_split(&card, amount_minor);
+                let (cash, bonus) = debit_split(&card, settings.pay_first, debit.net_minor);
                 let posting = Posting {
                     kind: TxnKind::Sale,
-                    amount_minor,
+                    amount_minor: debit.net_minor,
+                    gross_minor: amount_minor,
                     cash: -cash,
                     bonus: -bonus,
-                    category,
+                    points: debit.points,
+                    spend: debit.net_minor,
+                    category: category as u8,
                     sale_flags: flags,
+                    operator_id: cmd.approver_id,
                     ..Posting::default()
                 };
-                Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+                self.count_day_spend(ctx, card_no, settings, category, amount_minor, fx);
+                let reply = self.post_new(ctx, cmd, card_no, posting, fx);
+                Ok(self.after_debit(ctx, card_no, settings, reply, fx))
             }
             Request::Hold { amount_minor, category, .. } => {
-                let card = self.active_card(card_no)?;
+                let card = self.active_card(ctx, card_no)?;
+                let settings = self.settings(card_no, &card, &catalog)?;
+                if !settings.holds {
+                    return Err(self.decline(card_no, ResponseCode::HoldsNotAllowed));
+                }
+                self.check_pin(ctx, cmd, card_no, settings, fx)?;
+                let card = self.cards[&card_no];
+                let category = Category::from_u8(category).expect("validated");
+                self.check_category(ctx, cmd, card_no, settings, category, amount_minor)?;
                 if card.available_minor() < amount_minor {
                     return Err(self.decline(card_no, ResponseCode::InsufficientValue));
                 }
-                let posting =
-                    Posting { kind: TxnKind::Hold, amount_minor, held: amount_minor, category, ..Posting::default() };
+                let posting = Posting {
+                    kind: TxnKind::Hold,
+                    amount_minor,
+                    gross_minor: amount_minor,
+                    held: amount_minor,
+                    category: category as u8,
+                    operator_id: cmd.approver_id,
+                    ..Posting::default()
+                };
                 Ok(self.post_new(ctx, cmd, card_no, posting, fx))
             }
             Request::Capture { hold_txn_id, amount_minor, .. } => {
@@ -434,6 +499,251 @@ impl Engine {
         }
     }
 
+    /// The product settings of `card` in the catalog in force; a product the catalog does not
+    /// sell, or a `special` product not enabled (P3), is declined.
+    fn settings<'c>(
+        &self,
+        card_no: CardNo,
+        card: &Card,
+        catalog: &'c Catalog,
+    ) -> Result<&'c ProductSettings, CardReply> {
+        Product::from_code(card.product)
+            .and_then(|product| catalog.product(product))
+            .filter(|settings| settings.enabled)
+            .ok_or_else(|| self.decline(card_no, ResponseCode::ProductDisabled))
+    }
+
+    /// T2, L4: the PIN of a product that requires one. A wrong PIN counts towards the lockout
+    /// (persisted with the decline); a right one clears the count.
+    fn check_pin(
+        &mut self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        settings: &ProductSettings,
+        fx: &mut Effects,
+    ) -> Result<(), CardReply> {
+        if !settings.pin_required {
+            return Ok(());
+        }
+        let Some(pin) = cmd.pin else {
+            return Err(self.decline(card_no, ResponseCode::PinRequired));
+        };
+        let lockout = self.rules.catalog.settings.pin_lockout_count.clamp(1, 255) as u8;
+        let expected = match self.cards[&card_no].pin_hash {
+            // A card sold before its product required a PIN still has the initial one (L3).
+            0 => {
+                settings.initial_pin.as_deref().and_then(|p| Pin::new(p.as_bytes())).map(|p| self.pin_hash(card_no, &p))
+            }
+            hash => Some(hash),
+        };
+        let right = expected == Some(self.pin_hash(card_no, &pin));
+        let card = self.cards.get_mut(&card_no).expect("checked by the caller");
+        if right {
+            if card.pin_failures != 0 {
+                card.pin_failures = 0;
+                fx.cards.push((card_no, Some(*card)));
+            }
+            return Ok(());
+        }
+        card.pin_failures = card.pin_failures.saturating_add(1);
+        if card.pin_failures >= lockout {
+            card.state = CardState::PinLocked;
+        }
+        let card = *card;
+        fx.cards.push((card_no, Some(card)));
+        let _ = ctx;
+        let mut reply = card.reply(ResponseCode::WrongPin, 0, 0);
+        reply.gross_minor = 0;
+        reply.pin_attempts_left = lockout.saturating_sub(card.pin_failures);
+        Err(reply)
+    }
+
+    pub fn pin_hash(&self, card_no: CardNo, pin: &Pin) -> u32 {
+        self.rules.pin_key.hash(card_no, pin)
+    }
+
+    /// R1–R3: the product may pay for the category, and the per-transaction and per-day limits
+    /// of the category hold, unless an approved override lifts a limit that allows it.
+    fn check_category(
+        &self,
+        ctx: Context,
+        cmd: &Command,
+        card_no: CardNo,
+        settings: &ProductSettings,
+        category: Category,
+        gross_minor: i64,
+    ) -> Result<(), CardReply> {
+        if !settings.allows(category) {
+            return Err(self.decline(card_no, ResponseCode::CategoryNotAllowed));
+        }
+        let Some(limit) = settings.limit(category) else { return Ok(()) };
+        if limit.override_allowed && cmd.approver_id != 0 {
+            return Ok(());
+        }
+        let exceeded = |limit_minor: i64| {
+            let mut reply = self.decline(card_no, ResponseCode::LimitExceeded);
+            reply.limit_minor = limit_minor;
+            Err(reply)
+        };
+        if let Some(max) = limit.per_txn_max_minor.filter(|max| gross_minor > *max) {
+            return exceeded(max);
+        }
+        if let Some(max) = limit.per_day_max_minor {
+            if self.day_spend_minor(ctx, card_no, category) + gross_minor > max {
+                return exceeded(max);
+            }
+        }
+        Ok(())
+    }
+
+    /// Today's debits of the card in a category with a per-day limit (R3).
+    fn day_spend_minor(&self, ctx: Context, card_no: CardNo, category: Category) -> i64 {
+        match self.day_spend.get(&(card_no, category as u8)) {
+            Some((date, spent)) if *date == ctx.business_date => *spent,
+            _ => 0,
+        }
+    }
+
+    fn count_day_spend(
+        &mut self,
+        ctx: Context,
+        card_no: CardNo,
+        settings: &ProductSettings,
+        category: Category,
+        gross_minor: i64,
+        fx: &mut Effects,
+    ) {
+        if settings.limit(category).is_some_and(|l| l.per_day_max_minor.is_some()) {
+            let spent = self.day_spend_minor(ctx, card_no, category) + gross_minor;
+            let key = (card_no, category as u8);
+            self.day_spend.insert(key, (ctx.business_date, spent));
+            fx.day_spend.push((key, (ctx.business_date, spent)));
+        }
+    }
+
+    /// Restores what [`Effects::day_spend`] persisted (entries of other days are ignored
+    /// when read).
+    pub fn restore_day_spend(&mut self, entries: impl IntoIterator<Item = ((CardNo, u8), (BusinessDate, i64))>) {
+        self.day_spend.extend(entries);
+    }
+
+    /// T3, K1–K3: the discount on a gross amount and the points the net earns.
+    fn price(
+        &self,
+        ctx: Context,
+        card: &Card,
+        settings: &ProductSettings,
+        category: Category,
+        flags: u8,
+        gross_minor: i64,
+    ) -> Debit {
+        let catalog = &self.rules.catalog;
+        let promoted = flags & SaleFlags::KNOWN != 0;
+        let mut rate = settings.fixed_discount_rate.unwrap_or_default();
+        // Member discounts: not on a sale already promoted (T3); the best one applies, they
+        // do not add up.
+        if settings.member_discount && !promoted {
+            if let Some(tier) = catalog.member_tier(card.spend_minor) {
+                rate = rate.max(tier.discount_rate);
+            }
+            if let Some(birthday) = &catalog.birthday {
+                if in_birthday_window(ctx.business_date, card.birthday_mmdd, birthday.days_before) {
+                    rate = rate.max(birthday.discount_rate);
+                }
+            }
+        }
+        let discount_minor = apply_rate(gross_minor, rate);
+        let net_minor = gross_minor - discount_minor;
+        // K2: points on the net, rounded down; none for promoted, group-purchase or
+        // special-price sales, nor for products without points (P2).
+        let points = match catalog.points.rate(category) {
+            Some(rate) if settings.points && !promoted => net_minor / rate.spend_per_point_minor,
+            _ => 0,
+        };
+        Debit { net_minor, points }
+    }
+
+    /// The card's tier (K1) in a reply, for products with member discounts.
+    fn with_tier(&self, card: &Card, mut reply: CardReply) -> CardReply {
+        let catalog = &self.rules.catalog;
+        let member =
+            Product::from_code(card.product).and_then(|p| catalog.product(p)).is_some_and(|s| s.member_discount);
+        if member {
+            reply.tier = catalog
+                .member_tiers
+                .iter()
+                .rposition(|t| t.threshold_minor <= card.spend_minor)
+                .map_or(0, |i| i as u8 + 1);
+        }
+        reply
+    }
+
+    /// L9: a gift card spent to zero is marked for recycling.
+    fn after_debit(
+        &mut self,
+        _ctx: Context,
+        card_no: CardNo,
+        settings: &ProductSettings,
+        reply: CardReply,
+        fx: &mut Effects,
+    ) -> CardReply {
+        let card = self.cards.get_mut(&card_no).expect("just posted");
+        if settings.product == Product::Gift && card.cash_minor + card.bonus_minor == 0 {
+            card.flags |= CardFlags::RECYCLE;
+            let card = *card;
+            fx.cards.push((card_no, Some(card)));
+            return CardReply { notices: reply.notices | CardReply::NOTICE_RECYCLE, ..reply };
+        }
+        reply
+    }
+
+    /// V1–V4: a load of `amount_minor` within the product's bounds, with the bonus the rule in
+    /// force gives (none on staff cards).
+    fn load_posting(
+        &self,
+        ctx: Context,
+        card_no: CardNo,
+        card: &Card,
+        settings: &ProductSettings,
+        amount_minor: i64,
+        method: u8,
+    ) -> Result<Posting, CardReply> {
+        let limit = |code, limit_minor| {
+            let mut reply = self.decline(card_no, code);
+            reply.limit_minor = limit_minor;
+            reply
+        };
+        if amount_minor < settings.load_min_minor {
+            return Err(limit(ResponseCode::LoadBelowMinimum, settings.load_min_minor));
+        }
+        if amount_minor > settings.load_max_minor {
+            return Err(limit(ResponseCode::LoadAboveMaximum, settings.load_max_minor));
+        }
+        let bonus =
+            match Product::from_code(card.product).and_then(|p| self.rules.catalog.bonus_rule(p, ctx.business_date)) {
+                Some(rule) if !card.has(CardFlags::STAFF) => rule
+                    .tiers
+                    .iter()
+                    .find(|t| (t.load_min_minor..=t.load_max_minor).contains(&amount_minor))
+                    .map_or(0, |t| apply_rate(amount_minor, t.bonus_rate)),
+                _ => 0,
+            };
+        let max = settings.balance_max_minor.min(MAX_BALANCE_MINOR);
+        if card.cash_minor + card.bonus_minor + amount_minor + bonus > max {
+            return Err(limit(ResponseCode::BalanceLimitExceeded, max));
+        }
+        Ok(Posting {
+            kind: TxnKind::Load,
+            amount_minor,
+            gross_minor: amount_minor,
+            cash: amount_minor,
+            bonus,
+            method,
+            ..Posting::default()
+        })
+    }
+
     fn sell_card(
         &mut self,
         ctx: Context,
@@ -454,19 +764,26 @@ impl Engine {
         // L2: paid by cheque or transfer, the card waits for finance to confirm the funds.
         let pending = PaymentMethod::from_u8(method).is_some_and(PaymentMethod::needs_confirmation);
         let state = if pending { CardState::PendingFunds } else { CardState::Active };
-        let card = Card {
-            state,
-            product: range.product,
-            store_id: range.store_id,
-            cash_minor: 0,
-            bonus_minor: 0,
-            held_minor: 0,
-            first_load_date: 0,
-            last_activity_date: 0,
+        let mut card = Card::new(range.product, range.store_id, state);
+        let catalog = self.rules.catalog.clone();
+        let settings = match self.settings(card_no, &card, &catalog) {
+            Ok(settings) => settings,
+            // Not yet a card: the decline names the number's stock state.
+            Err(reply) => return Err(reply),
         };
+        let mut posting = Posting { kind: TxnKind::SellCard, method, ..Posting::default() };
+        if amount_minor > 0 {
+            posting = Posting {
+                kind: TxnKind::SellCard,
+                ..self.load_posting(ctx, card_no, &card, settings, amount_minor, method)?
+            };
+        }
+        // L3: the product's initial PIN, to be changed.
+        if let Some(pin) = settings.initial_pin.as_deref().and_then(|p| Pin::new(p.as_bytes())) {
+            card.pin_hash = self.pin_hash(card_no, &pin);
+            card.flags |= CardFlags::PIN_MUST_CHANGE;
+        }
         self.cards.insert(card_no, card);
-        let posting =
-            Posting { kind: TxnKind::SellCard, amount_minor, cash: amount_minor, method, ..Posting::default() };
         Ok(self.post_new(ctx, cmd, card_no, posting, fx))
     }
 
@@ -487,24 +804,33 @@ impl Engine {
         if hold.status != TxnStatus::Posted {
             return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
         }
+        let catalog = self.rules.catalog.clone();
+        let settings = self.settings(card_no, &card, &catalog)?;
+        // T3: the final amount is a sale of the hold's category, discounted and earning points.
+        let category = Category::from_u8(hold.category).unwrap_or(Category::Other);
+        let debit = self.price(ctx, &card, settings, category, 0, amount_minor);
         // T4: the hold is released and the final amount debited; more than the hold needs
         // available value for the excess.
-        if card.available_minor() + hold.held_delta_minor < amount_minor {
+        if card.available_minor() + hold.held_delta_minor < debit.net_minor {
             return Err(self.decline(card_no, ResponseCode::InsufficientValue));
         }
-        let (cash, bonus) = debit_split(&card, amount_minor);
+        let (cash, bonus) = debit_split(&card, settings.pay_first, debit.net_minor);
         let posting = Posting {
             kind: TxnKind::Capture,
-            amount_minor,
+            amount_minor: debit.net_minor,
+            gross_minor: amount_minor,
             cash: -cash,
             bonus: -bonus,
             held: -hold.held_delta_minor,
+            points: debit.points,
+            spend: debit.net_minor,
             ref_txn_id: hold_id,
-            category: 0,
+            category: hold.category,
             ..Posting::default()
         };
         self.set_status(ctx, hold_id, TxnStatus::Captured, fx);
-        Ok(self.post_new(ctx, cmd, card_no, posting, fx))
+        let reply = self.post_new(ctx, cmd, card_no, posting, fx);
+        Ok(self.after_debit(ctx, card_no, settings, reply, fx))
     }
 
     fn refund(
@@ -516,7 +842,7 @@ impl Engine {
         amount_minor: i64,
         fx: &mut Effects,
     ) -> Outcome {
-        self.live_card(card_no)?;
+        let card = self.live_card(card_no)?;
         let orig = self.original(card_no, orig_id)?;
         if !matches!(orig.kind, TxnKind::Sale | TxnKind::Capture) {
             return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
@@ -524,6 +850,7 @@ impl Engine {
         if orig.status != TxnStatus::Posted {
             return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
         }
+        // T5: against the net the card paid: a discounted sale refunds at most its net.
         if orig.refunded_minor + amount_minor > orig.amount_minor {
             return Err(self.decline(card_no, ResponseCode::RefundExceedsOriginal));
         }
@@ -534,15 +861,27 @@ impl Engine {
         let bonus_cumulative =
             div_round_half_up(i128::from(refunded_minor) * i128::from(bonus_total), i128::from(orig.amount_minor));
         let bonus = bonus_cumulative - orig.refunded_bonus_minor;
+        // T5: points earned by the original are taken back in proportion, rounded down, so
+        // refunding everything takes back exactly what was earned; never more than the card
+        // still has (the rest was redeemed or lapsed).
+        let points_cumulative =
+            (i128::from(refunded_minor) * i128::from(orig.points_delta) / i128::from(orig.amount_minor)) as i64;
+        let points_due = points_cumulative - orig.refunded_points;
+        let points_back = points_due.min(card.points.max(0));
         let posting = Posting {
             kind: TxnKind::Refund,
             amount_minor,
+            gross_minor: amount_minor,
             cash: amount_minor - bonus,
             bonus,
+            points: -points_back,
+            spend: -amount_minor.min(card.spend_minor),
             ref_txn_id: orig_id,
+            category: orig.category,
             ..Posting::default()
         };
-        let updated = Txn { refunded_minor, refunded_bonus_minor: bonus_cumulative, ..orig };
+        let updated =
+            Txn { refunded_minor, refunded_bonus_minor: bonus_cumulative, refunded_points: points_cumulative, ..orig };
         self.put_txn(ctx, orig_id, updated, fx);
         Ok(self.post_new(ctx, cmd, card_no, posting, fx))
     }
@@ -577,8 +916,11 @@ impl Engine {
         if matches!(orig_type, MsgType::Void | MsgType::Reversal) {
             return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
         }
-        // A declined original moved nothing, so only its card can be compared.
-        if orig_card != card_no || (orig_reply.code.is_approved() && orig_reply.amount_minor != amount_minor) {
+        // A declined original moved nothing, so only its card can be compared. A reversal
+        // repeats the original request's amount: a debit's gross, not the net it moved (T3);
+        // records from before gross amounts were kept have none.
+        let orig_amount = if orig_reply.gross_minor != 0 { orig_reply.gross_minor } else { orig_reply.amount_minor };
+        if orig_card != card_no || (orig_reply.code.is_approved() && orig_amount != amount_minor) {
             return Err(self.decline(card_no, ResponseCode::OriginalMismatch));
         }
         if !orig_reply.code.is_approved() {
@@ -615,6 +957,9 @@ impl Engine {
             return Err(self.decline(card_no, ResponseCode::CardNotSold));
         };
         let (cash, bonus, held) = (-orig.cash_delta_minor, -orig.bonus_delta_minor, -orig.held_delta_minor);
+        // Points and spend go back too (T6), as far as the card still has them.
+        let points = (-orig.points_delta).max(-card.points.max(0));
+        let spend = (-orig.spend_delta_minor).max(-card.spend_minor);
         // Taking value back (a load or refund undone) needs it still on the card, unreserved;
         // reopening a hold (a capture undone) needs the value it reserves still there (T4).
         let available_after = card.available_minor() + cash + bonus - held;
@@ -636,6 +981,7 @@ impl Engine {
                     let updated = Txn {
                         refunded_minor: sale.refunded_minor - orig.amount_minor,
                         refunded_bonus_minor: sale.refunded_bonus_minor - orig.bonus_delta_minor,
+                        refunded_points: sale.refunded_points + orig.points_delta,
                         ..sale
                     };
                     self.put_txn(ctx, orig.ref_txn_id, updated, fx);
@@ -648,10 +994,14 @@ impl Engine {
         let posting = Posting {
             kind,
             amount_minor: orig.amount_minor,
+            gross_minor: orig.amount_minor,
             cash,
             bonus,
             held,
+            points,
+            spend,
             ref_txn_id: orig_id,
+            category: orig.category,
             ..Posting::default()
         };
         let reply = self.post(ctx, cmd, card_no, posting, fx);
@@ -680,6 +1030,10 @@ impl Engine {
             ref_txn_id: p.ref_txn_id,
             refunded_minor: 0,
             refunded_bonus_minor: 0,
+            points_delta: p.points,
+            refunded_points: 0,
+            spend_delta_minor: p.spend,
+            category: p.category,
         };
         self.put_txn(ctx, reply.txn_id, txn, fx);
         reply
@@ -688,16 +1042,30 @@ impl Engine {
     /// Changes the card's buckets and journals the change: the one place balances move.
     fn post(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, p: Posting, fx: &mut Effects) -> CardReply {
         let txn_id = self.ids.as_mut().expect("an engine that posts has an id source").take();
+        let validity_days = Product::from_code(self.cards[&card_no].product)
+            .and_then(|product| self.rules.catalog.product(product))
+            .and_then(|settings| settings.validity_days);
         let card = self.cards.get_mut(&card_no).expect("postings are made on sold cards");
         card.cash_minor += p.cash;
         card.bonus_minor += p.bonus;
         card.held_minor += p.held;
+        card.points += p.points;
+        card.spend_minor += p.spend;
+        if p.spend > 0 {
+            card.last_spend_date = ctx.business_date;
+        }
+        // L8: any posting ends a dormancy notice.
+        card.flags &= !CardFlags::DORMANT_NOTICE;
         assert!(
             card.cash_minor >= 0 && card.bonus_minor >= 0 && card.held_minor >= 0,
             "a posting never makes a bucket negative: {card:?}"
         );
         if p.cash > 0 && card.first_load_date == 0 && matches!(p.kind, TxnKind::Load | TxnKind::SellCard) {
             card.first_load_date = ctx.business_date;
+            // L7: valid N days from the first load; later loads do not extend it.
+            if let Some(days) = validity_days {
+                card.expiry_date = rules::add_days(ctx.business_date, i64::from(days));
+            }
         }
         card.last_activity_date = ctx.business_date;
         let card = *card;
@@ -713,7 +1081,7 @@ impl Engine {
             terminal_id: cmd.header.terminal_id,
             store_id: cmd.store_id,
             stan: cmd.header.stan,
-            operator_id: 0,
+            operator_id: p.operator_id,
             amount_minor: p.amount_minor,
             cash_delta_minor: p.cash,
             bonus_delta_minor: p.bonus,
@@ -722,9 +1090,17 @@ impl Engine {
             method: p.method,
             category: p.category,
             sale_flags: p.sale_flags,
+            gross_minor: p.gross_minor,
+            points_delta: p.points,
             catalog_version: ctx.catalog_version,
         });
-        card.reply(ResponseCode::Approved, txn_id, p.amount_minor)
+        let reply = CardReply {
+            gross_minor: p.gross_minor,
+            discount_minor: p.gross_minor - p.amount_minor,
+            points_earned: p.points,
+            ..card.reply(ResponseCode::Approved, txn_id, p.amount_minor)
+        };
+        self.with_tier(&card, reply)
     }
 
     fn set_status(&mut self, ctx: Context, txn_id: u64, status: TxnStatus, fx: &mut Effects) {
@@ -763,10 +1139,14 @@ impl Engine {
         Ok(card)
     }
 
-    /// The card if it may spend, hold and load: active (T1, L5).
-    fn active_card(&self, card_no: CardNo) -> Result<Card, CardReply> {
+    /// The card if it may spend, hold and load: active (T1, L5) and not past its validity
+    /// (L7; the day-end expiry may not have run yet).
+    fn active_card(&self, ctx: Context, card_no: CardNo) -> Result<Card, CardReply> {
         let card = self.sold_card(card_no)?;
         let code = match card.state {
+            CardState::Active if card.expiry_date != 0 && ctx.business_date >= card.expiry_date => {
+                ResponseCode::CardExpired
+            }
             CardState::Active => return Ok(card),
             CardState::Unknown => ResponseCode::UnknownCard,
             CardState::Stock => ResponseCode::CardNotSold,
@@ -811,10 +1191,17 @@ pub fn check_import(ranges: &[CardRange], range: &CardRange) -> Result<u64, Resp
 #[derive(Clone, Copy, Debug)]
 struct Posting {
     kind: TxnKind,
+    /// What the card paid or received; a debit's net.
     amount_minor: i64,
+    /// A debit before discounts (T3).
+    gross_minor: i64,
     cash: i64,
     bonus: i64,
     held: i64,
+    points: i64,
+    /// Change of cumulative net spend (K1).
+    spend: i64,
+    operator_id: u32,
     ref_txn_id: u64,
     method: u8,
     category: u8,
@@ -826,9 +1213,13 @@ impl Default for Posting {
         Posting {
             kind: TxnKind::Sale,
             amount_minor: 0,
+            gross_minor: 0,
             cash: 0,
             bonus: 0,
             held: 0,
+            points: 0,
+            spend: 0,
+            operator_id: 0,
             ref_txn_id: 0,
             method: 0,
             category: 0,
@@ -837,10 +1228,25 @@ impl Default for Posting {
     }
 }
 
-/// Splits a debit over the buckets, bonus first (T1's default): (from cash, from bonus).
-fn debit_split(card: &Card, amount_minor: i64) -> (i64, i64) {
-    let from_bonus = amount_minor.min(card.bonus_minor);
-    (amount_minor - from_bonus, from_bonus)
+/// A debit priced by the rules (T3, K2).
+struct Debit {
+    net_minor: i64,
+    points: i64,
+}
+
+/// Splits a debit over the buckets in the product's order (T1; bonus first by default):
+/// (from cash, from bonus).
+fn debit_split(card: &Card, pay_first: PayFirst, amount_minor: i64) -> (i64, i64) {
+    match pay_first {
+        PayFirst::Bonus => {
+            let from_bonus = amount_minor.min(card.bonus_minor);
+            (amount_minor - from_bonus, from_bonus)
+        }
+        PayFirst::Cash => {
+            let from_cash = amount_minor.min(card.cash_minor);
+            (from_cash, amount_minor - from_cash)
+        }
+    }
 }
 
 /// `numerator / denominator` rounded half up, for non-negative operands (money rounds half up).
@@ -848,5 +1254,7 @@ fn div_round_half_up(numerator: i128, denominator: i128) -> i64 {
     ((2 * numerator + denominator) / (2 * denominator)) as i64
 }
 
+#[cfg(test)]
+mod rule_tests;
 #[cfg(test)]
 mod tests;

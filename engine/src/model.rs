@@ -101,6 +101,37 @@ pub struct Card {
     pub first_load_date: BusinessDate,
     /// Business date of the last posting: dormancy counts from it (L8).
     pub last_activity_date: BusinessDate,
+    /// Last day the card expires on (L7): set at the first load, never extended; 0: no expiry.
+    pub expiry_date: BusinessDate,
+    /// Business date of the last debit: points lapse a year after it (K5).
+    pub last_spend_date: BusinessDate,
+    /// Keyed hash of the PIN ([`crate::PinKey`]); 0 before a PIN is set. Never the PIN.
+    pub pin_hash: u32,
+    /// Wrong PINs in a row (L4); reset by a right one.
+    pub pin_failures: u8,
+    /// Bit set of [`CardFlags`].
+    pub flags: u8,
+    /// The holder's birthday as MMDD for the birthday discount (K3); 0 unknown.
+    pub birthday_mmdd: u16,
+    /// Points earned and not yet redeemed or lapsed (K2, K4, K5).
+    pub points: i64,
+    /// Cumulative net spend, minor units: the member tier (K1) follows it.
+    pub spend_minor: i64,
+}
+
+/// Bits of [`Card::flags`].
+pub struct CardFlags;
+
+impl CardFlags {
+    /// Still on the product's initial PIN: every reply says so until it is changed (L3).
+    pub const PIN_MUST_CHANGE: u8 = 1 << 0;
+    /// A staff member's card: loads earn no bonus (V4), self-use is flagged (T9).
+    pub const STAFF: u8 = 1 << 1;
+    /// Listed for dormancy notice (L8); cleared by the next posting.
+    pub const DORMANT_NOTICE: u8 = 1 << 2;
+    /// A gift card spent to zero, waiting to be returned and closed (L9).
+    pub const RECYCLE: u8 = 1 << 3;
+    pub const KNOWN: u8 = Self::PIN_MUST_CHANGE | Self::STAFF | Self::DORMANT_NOTICE | Self::RECYCLE;
 }
 
 impl Card {
@@ -108,7 +139,44 @@ impl Card {
         self.cash_minor + self.bonus_minor - self.held_minor
     }
 
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// A card just sold, before any posting.
+    pub fn new(product: u16, store_id: u32, state: CardState) -> Card {
+        Card {
+            state,
+            product,
+            store_id,
+            cash_minor: 0,
+            bonus_minor: 0,
+            held_minor: 0,
+            first_load_date: 0,
+            last_activity_date: 0,
+            expiry_date: 0,
+            last_spend_date: 0,
+            pin_hash: 0,
+            pin_failures: 0,
+            flags: 0,
+            birthday_mmdd: 0,
+            points: 0,
+            spend_minor: 0,
+        }
+    }
+
+    /// The reply fields that describe the card itself; the caller adds what the request did.
     pub fn reply(&self, code: protocol::ResponseCode, txn_id: u64, amount_minor: i64) -> CardReply {
+        let mut notices = 0;
+        if self.has(CardFlags::PIN_MUST_CHANGE) {
+            notices |= CardReply::NOTICE_PIN_MUST_CHANGE;
+        }
+        if self.has(CardFlags::DORMANT_NOTICE) {
+            notices |= CardReply::NOTICE_DORMANT;
+        }
+        if self.has(CardFlags::RECYCLE) {
+            notices |= CardReply::NOTICE_RECYCLE;
+        }
         CardReply {
             code,
             state: self.state,
@@ -117,6 +185,10 @@ impl Card {
             cash_minor: self.cash_minor,
             bonus_minor: self.bonus_minor,
             held_minor: self.held_minor,
+            gross_minor: amount_minor,
+            points_balance: self.points,
+            notices,
+            ..CardReply::default()
         }
     }
 }
@@ -192,6 +264,14 @@ pub struct Txn {
     /// A sale or capture: refunds so far, in all and from bonus (T5).
     pub refunded_minor: i64,
     pub refunded_bonus_minor: i64,
+    /// Points the posting earned (K2; negative: took back), and of a sale the points its
+    /// refunds took back so far (T5).
+    pub points_delta: i64,
+    pub refunded_points: i64,
+    /// Change of the card's cumulative net spend (K1).
+    pub spend_delta_minor: i64,
+    /// A sale or hold: its category (T10), which a capture inherits.
+    pub category: u8,
 }
 
 /// What the switch remembers of a terminal's trace number (T7, T8).
@@ -247,6 +327,10 @@ pub struct JournalEntry {
     /// Category and flags of a sale or hold (T10); 0 otherwise.
     pub category: u8,
     pub sale_flags: u8,
+    /// A sale or capture: the amount before discounts (T3); otherwise the amount.
+    pub gross_minor: i64,
+    /// Points earned (K2) or taken back (T5, K5) by the posting.
+    pub points_delta: i64,
     /// Version of the product catalog in force when it was posted, so that a later change of
     /// the rules never reinterprets history; 0: the core rules, before any catalog.
     pub catalog_version: u32,
@@ -262,21 +346,23 @@ pub fn request_digest(request: &Request) -> u64 {
         Request::SignOn { store_id } => h.u64(store_id.into()),
         Request::Echo => {}
         Request::Balance { card } => h.u64(card.0),
-        Request::Sale { card, amount_minor, category, flags } => {
+        Request::Sale { card, amount_minor, category, flags, verification } => {
             h.u64(card.0);
             h.u64(amount_minor as u64);
             h.u8(category);
             h.u8(flags);
+            h.verification(&verification);
         }
         Request::Load { card, amount_minor, method } | Request::SellCard { card, amount_minor, method } => {
             h.u64(card.0);
             h.u64(amount_minor as u64);
             h.u8(method);
         }
-        Request::Hold { card, amount_minor, category } => {
+        Request::Hold { card, amount_minor, category, verification } => {
             h.u64(card.0);
             h.u64(amount_minor as u64);
             h.u8(category);
+            h.verification(&verification);
         }
         Request::Capture { card, hold_txn_id: id, amount_minor }
         | Request::Refund { card, original_txn_id: id, amount_minor } => {
@@ -324,6 +410,14 @@ impl Fnv {
     }
     fn u64(&mut self, v: u64) {
         v.to_be_bytes().into_iter().for_each(|b| self.u8(b));
+    }
+    fn verification(&mut self, v: &protocol::Verification) {
+        // A request without PIN or override digests as before these fields existed.
+        if *v != protocol::Verification::NONE {
+            v.pin.0.iter().for_each(|b| self.u8(*b));
+            self.u64(v.approver_id.into());
+            v.approver_passcode.0.iter().for_each(|b| self.u8(*b));
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Scenario tables for the engine: each row is a request and the reply it must get.
 
+use protocol::Verification;
 use std::collections::HashMap;
 
 use protocol::{CardNo, CardState, Category, Header, LocalTime, PaymentMethod, Request, ResponseCode as C};
@@ -33,7 +34,7 @@ impl World {
     fn send_as(&mut self, terminal_id: u32, stan: u32, store_id: u32, request: Request) -> CardReply {
         let header = Header { flags: 0, terminal_id, stan, local_time: LocalTime(20261122093005) };
         let mut fx = Effects::default();
-        let reply = self.engine.apply(self.ctx, &Command { header, store_id, request }, &mut fx);
+        let reply = self.engine.apply(self.ctx, &Command::new(header, store_id, request), &mut fx);
         self.journal.extend(fx.journal.iter().copied());
         if !reply.code.is_approved() {
             assert!(fx.journal.is_empty() && fx.cards.is_empty(), "a decline posts nothing: {fx:?}");
@@ -83,7 +84,7 @@ fn card(n: u64) -> CardNo {
 }
 
 fn sale(card: CardNo, amount_minor: i64) -> Request {
-    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0 }
+    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
 }
 
 fn load(card: CardNo, amount_minor: i64) -> Request {
@@ -115,6 +116,8 @@ fn with_bonus(world: &mut World, card_no: CardNo, bonus_minor: i64) {
         method: 0,
         category: 0,
         sale_flags: 0,
+        gross_minor: 0,
+        points_delta: 0,
         catalog_version: 0,
     });
 }
@@ -133,8 +136,14 @@ fn field_validation_comes_first_and_is_not_remembered() {
         (sale(c, 0), C::InvalidField),
         (sale(c, -5), C::InvalidField),
         (sale(c, protocol::MAX_AMOUNT_MINOR + 1), C::InvalidField),
-        (Request::Sale { card: c, amount_minor: 100, category: 0, flags: 0 }, C::InvalidField),
-        (Request::Sale { card: c, amount_minor: 100, category: 1, flags: 0x80 }, C::InvalidField),
+        (
+            Request::Sale { card: c, amount_minor: 100, category: 0, flags: 0, verification: Verification::NONE },
+            C::InvalidField,
+        ),
+        (
+            Request::Sale { card: c, amount_minor: 100, category: 1, flags: 0x80, verification: Verification::NONE },
+            C::InvalidField,
+        ),
         // V1: loads are whole yuan.
         (load(c, 1_050), C::InvalidField),
         (Request::Load { card: c, amount_minor: 1_000, method: 9 }, C::InvalidField),
@@ -194,7 +203,7 @@ fn state_declines_l5_and_friends() {
         set_state(&mut w, c, state);
         assert_eq!(w.send(sale(c, 100)).code, code, "sale {state}");
         assert_eq!(w.send(load(c, 100)).code, code, "load {state}");
-        let hold = Request::Hold { card: c, amount_minor: 100, category: 3 };
+        let hold = Request::Hold { card: c, amount_minor: 100, category: 3, verification: Verification::NONE };
         assert_eq!(w.send(hold).code, code, "hold {state}");
         // Balance inquiries still answer, reporting the state.
         let balance = w.send(Request::Balance { card: c });
@@ -216,7 +225,12 @@ fn t1_bonus_is_spent_first() {
 fn t4_hold_capture_and_void() {
     let mut w = World::new();
     let c = w.sold(card(1), 100_000);
-    let hold = w.send(Request::Hold { card: c, amount_minor: 60_000, category: Category::Room as u8 });
+    let hold = w.send(Request::Hold {
+        card: c,
+        amount_minor: 60_000,
+        category: Category::Room as u8,
+        verification: Verification::NONE,
+    });
     assert_eq!((hold.code, hold.held_minor), (C::Approved, 60_000));
     // The hold reserves value: only 40,000 is left to spend.
     assert_eq!(w.send(sale(c, 40_001)).code, C::InsufficientValue);
@@ -229,7 +243,12 @@ fn t4_hold_capture_and_void() {
     );
 
     // Capture for more needs available value for the excess.
-    let hold2 = w.send(Request::Hold { card: c, amount_minor: 10_000, category: Category::Room as u8 });
+    let hold2 = w.send(Request::Hold {
+        card: c,
+        amount_minor: 10_000,
+        category: Category::Room as u8,
+        verification: Verification::NONE,
+    });
     assert_eq!(
         w.send(Request::Capture { card: c, hold_txn_id: hold2.txn_id, amount_minor: 55_001 }).code,
         C::InsufficientValue
@@ -238,7 +257,12 @@ fn t4_hold_capture_and_void() {
     assert_eq!((cap2.cash_minor, cap2.held_minor), (43_000, 0));
 
     // Void releases a hold.
-    let hold3 = w.send(Request::Hold { card: c, amount_minor: 3_000, category: Category::Room as u8 });
+    let hold3 = w.send(Request::Hold {
+        card: c,
+        amount_minor: 3_000,
+        category: Category::Room as u8,
+        verification: Verification::NONE,
+    });
     let void = w.send(Request::Void { card: c, original_txn_id: hold3.txn_id });
     assert_eq!((void.code, void.held_minor, void.cash_minor), (C::Approved, 0, 43_000));
     assert_eq!(
@@ -351,7 +375,12 @@ fn t7_reversal_undoes_or_blocks_the_late_original() {
 fn t7_reversal_of_capture_reopens_the_hold_and_of_card_sale_restocks() {
     let mut w = World::new();
     let c = w.sold(card(1), 10_000);
-    let hold = w.send_as(TERMINAL, 8_001, STORE, Request::Hold { card: c, amount_minor: 4_000, category: 3 });
+    let hold = w.send_as(
+        TERMINAL,
+        8_001,
+        STORE,
+        Request::Hold { card: c, amount_minor: 4_000, category: 3, verification: Verification::NONE },
+    );
     let cap =
         w.send_as(TERMINAL, 8_002, STORE, Request::Capture { card: c, hold_txn_id: hold.txn_id, amount_minor: 3_000 });
     assert_eq!((cap.cash_minor, cap.held_minor), (7_000, 0));
@@ -448,7 +477,7 @@ fn replay_is_deterministic_and_value_is_conserved() {
                 0 => Request::SellCard { card: c, amount_minor: amount * 10, method: 1 },
                 1 => load(c, amount),
                 2 | 3 => sale(c, amount),
-                4 => Request::Hold { card: c, amount_minor: amount, category: 3 },
+                4 => Request::Hold { card: c, amount_minor: amount, category: 3, verification: Verification::NONE },
                 5 => Request::Capture { card: c, hold_txn_id: txn, amount_minor: amount },
                 6 => Request::Refund { card: c, original_txn_id: txn, amount_minor: amount / 2 },
                 7 => Request::Void { card: c, original_txn_id: txn },
@@ -480,7 +509,7 @@ fn evicted_records_are_fetched_back_and_answers_do_not_change() {
     let mut disk_txns: HashMap<u64, Txn> = HashMap::new();
     let mut send = |w: &mut World, stan: u32, request: Request| {
         let header = Header { flags: 0, terminal_id: TERMINAL, stan, local_time: LocalTime(20261122093005) };
-        let cmd = Command { header, store_id: STORE, request };
+        let cmd = Command::new(header, STORE, request);
         let mut fetched = 0;
         while let Some(need) = w.engine.need(&cmd) {
             fetched += 1;
@@ -500,7 +529,8 @@ fn evicted_records_are_fetched_back_and_answers_do_not_change() {
     let c = card(1);
     let (sold, _) = send(&mut w, 1, Request::SellCard { card: c, amount_minor: 10_000, method: 1 });
     let (s, _) = send(&mut w, 2, sale(c, 4_000));
-    let (hold, _) = send(&mut w, 3, Request::Hold { card: c, amount_minor: 1_000, category: 3 });
+    let (hold, _) =
+        send(&mut w, 3, Request::Hold { card: c, amount_minor: 1_000, category: 3, verification: Verification::NONE });
     assert!(sold.code.is_approved() && s.code.is_approved() && hold.code.is_approved());
 
     // Everything old and on disk leaves memory.

@@ -272,3 +272,124 @@ mod tests {
         assert_eq!(admin.derive_terminal_key(1001), admin.derive_terminal_key(1001));
     }
 }
+
+/// Bytes of a sealed secret (a PIN or an operator's passcode) in a request body.
+pub const SEALED_BYTES: usize = 16;
+/// Longest secret a sealed field carries, in bytes (one byte of the block holds the length).
+pub const MAX_SECRET_BYTES: usize = SEALED_BYTES - 1;
+
+/// Context string of the pad that hides a sealed secret.
+const SEAL_CONTEXT: &[u8] = b"cardswitch sealed secret v1";
+
+/// What a sealed secret is, so the same request's PIN pad and passcode pad differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SecretKind {
+    /// The card holder's PIN (T2).
+    Pin = 1,
+    /// The passcode of the operator a request names (O1, R2 overrides).
+    Passcode = 2,
+}
+
+/// A secret as it travels (SPEC §3.2): never in clear. The block `length ‖ secret ‖ zero
+/// padding` XORed with a pad that is HMAC-SHA256, under the sending terminal's key, of a
+/// context string, the secret's kind, the terminal id and the trace number. All zero means
+/// "no secret entered". A retransmission repeats the same bytes; a new request has a new
+/// trace number and so a new pad.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Sealed(pub [u8; SEALED_BYTES]);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_none() { "Sealed(none)" } else { "Sealed(..)" })
+    }
+}
+
+/// Why a sealed field could not be opened: its plaintext is not a length and padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a sealed secret does not open to a length, the secret and zero padding")]
+pub struct SealError;
+
+impl Sealed {
+    pub const NONE: Sealed = Sealed([0; SEALED_BYTES]);
+
+    pub fn is_none(&self) -> bool {
+        *self == Sealed::NONE
+    }
+
+    fn pad(key: &TerminalKey, kind: SecretKind, terminal_id: u32, stan: u32) -> [u8; SEALED_BYTES] {
+        let mut mac = key.hmac();
+        mac.update(SEAL_CONTEXT);
+        mac.update(&[kind as u8]);
+        mac.update(&terminal_id.to_be_bytes());
+        mac.update(&stan.to_be_bytes());
+        let full = mac.finalize().into_bytes();
+        std::array::from_fn(|i| full[i])
+    }
+
+    /// Seals `secret` (1..=15 bytes) for the request `terminal_id`/`stan` signed with `key`.
+    pub fn seal(
+        key: &TerminalKey,
+        kind: SecretKind,
+        terminal_id: u32,
+        stan: u32,
+        secret: &str,
+    ) -> Result<Sealed, SealError> {
+        let bytes = secret.as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_SECRET_BYTES {
+            return Err(SealError);
+        }
+        let mut block = [0u8; SEALED_BYTES];
+        block[0] = bytes.len() as u8;
+        block[1..=bytes.len()].copy_from_slice(bytes);
+        let pad = Sealed::pad(key, kind, terminal_id, stan);
+        Ok(Sealed(std::array::from_fn(|i| block[i] ^ pad[i])))
+    }
+
+    /// The secret, `None` when none was entered.
+    pub fn open(
+        &self,
+        key: &TerminalKey,
+        kind: SecretKind,
+        terminal_id: u32,
+        stan: u32,
+    ) -> Result<Option<Vec<u8>>, SealError> {
+        if self.is_none() {
+            return Ok(None);
+        }
+        let pad = Sealed::pad(key, kind, terminal_id, stan);
+        let block: [u8; SEALED_BYTES] = std::array::from_fn(|i| self.0[i] ^ pad[i]);
+        let len = usize::from(block[0]);
+        if len == 0 || len > MAX_SECRET_BYTES || block[len + 1..].iter().any(|b| *b != 0) {
+            return Err(SealError);
+        }
+        Ok(Some(block[1..=len].to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::*;
+
+    fn key() -> TerminalKey {
+        TerminalKey::from_bytes(std::array::from_fn(|i| i as u8))
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_request_and_kind() {
+        let sealed = Sealed::seal(&key(), SecretKind::Pin, 7, 42, "123456").unwrap();
+        assert!(!sealed.0.windows(6).any(|w| w == b"123456"), "the secret never travels in clear");
+        assert_eq!(sealed.open(&key(), SecretKind::Pin, 7, 42), Ok(Some(b"123456".to_vec())));
+        // Another trace number, terminal or kind gives another pad: the block does not open.
+        assert!(sealed.open(&key(), SecretKind::Pin, 7, 43) != Ok(Some(b"123456".to_vec())));
+        assert!(sealed.open(&key(), SecretKind::Passcode, 7, 42) != Ok(Some(b"123456".to_vec())));
+        assert_eq!(Sealed::NONE.open(&key(), SecretKind::Pin, 7, 42), Ok(None));
+    }
+
+    #[test]
+    fn secrets_of_bad_length_are_refused() {
+        assert_eq!(Sealed::seal(&key(), SecretKind::Pin, 1, 1, ""), Err(SealError));
+        assert_eq!(Sealed::seal(&key(), SecretKind::Pin, 1, 1, "0123456789abcdef"), Err(SealError));
+        assert!(Sealed::seal(&key(), SecretKind::Passcode, 1, 1, "0123456789abcde").is_ok());
+    }
+}

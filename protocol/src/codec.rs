@@ -246,8 +246,9 @@ impl Encoder<Frame> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Message, Request};
-    use crate::types::CardNo;
+    use crate::auth::{Sealed, SecretKind};
+    use crate::message::{CardReply, Message, Request, Verification};
+    use crate::types::{CardNo, CardState};
 
     fn sale_frame() -> Frame {
         Frame {
@@ -257,8 +258,86 @@ mod tests {
                 amount_minor: 12_345,
                 category: 1,
                 flags: 0,
+                verification: Verification::NONE,
             }),
         }
+    }
+
+    #[test]
+    fn a_sale_and_a_hold_with_a_sealed_pin_and_an_override_round_trip() {
+        let header = Header { flags: 0, terminal_id: 7, stan: 43, local_time: LocalTime(20261122093005) };
+        let verification = Verification {
+            pin: Sealed::seal(&key(1), SecretKind::Pin, 7, 43, "123456").unwrap(),
+            approver_id: 9,
+            approver_passcode: Sealed::seal(&key(1), SecretKind::Passcode, 7, 43, "m4nager").unwrap(),
+        };
+        let card = CardNo(6200000000000001);
+        let sale = Request::Sale { card, amount_minor: 10_000, category: 1, flags: 0, verification };
+        let hold = Request::Hold { card, amount_minor: 30_000, category: 3, verification };
+        // SPEC §5.6, §5.8: pin, approver_id and approver_passcode follow sale_flags (body
+        // offset 18) and category (17).
+        for (request, body_bytes, at) in [(sale, 54, 18), (hold, 53, 17)] {
+            let frame = Frame { header, message: Message::Request(request) };
+            let mut wire = BytesMut::new();
+            encode_signed(&frame, Some(&key(1)), &mut wire);
+            assert_eq!(wire.len(), LENGTH_PREFIX_BYTES + HEADER_BYTES + body_bytes + MAC_BYTES);
+            let body = &wire[LENGTH_PREFIX_BYTES + HEADER_BYTES..wire.len() - MAC_BYTES];
+            assert_eq!(body[at..at + 16], verification.pin.0);
+            assert_eq!(body[at + 16..at + 20], 9u32.to_be_bytes());
+            assert_eq!(body[at + 20..], verification.approver_passcode.0);
+            assert!(!wire.windows(6).any(|w| w == b"123456") && !wire.windows(7).any(|w| w == b"m4nager"));
+
+            let inbound = InboundCodec.decode(&mut wire.clone()).unwrap().unwrap();
+            assert_eq!(inbound.frame, frame);
+            assert!(inbound.verify(&key(1)));
+            assert_eq!(FrameCodec::with_key(key(1)).decode(&mut wire.clone()).unwrap(), Some(frame.clone()));
+            assert_eq!(decode_frame(&wire[LENGTH_PREFIX_BYTES..]).unwrap(), frame);
+
+            let Message::Request(Request::Sale { verification: got, .. } | Request::Hold { verification: got, .. }) =
+                inbound.frame.message
+            else {
+                panic!("{:?}", inbound.frame)
+            };
+            let (terminal_id, stan) = (inbound.frame.header.terminal_id, inbound.frame.header.stan);
+            assert_eq!(got.pin.open(&key(1), SecretKind::Pin, terminal_id, stan), Ok(Some(b"123456".to_vec())));
+            assert_eq!(
+                got.approver_passcode.open(&key(1), SecretKind::Passcode, terminal_id, stan),
+                Ok(Some(b"m4nager".to_vec()))
+            );
+            // Under another key the blocks do not open to the secrets.
+            assert_ne!(got.pin.open(&key(2), SecretKind::Pin, terminal_id, stan), Ok(Some(b"123456".to_vec())));
+        }
+    }
+
+    #[test]
+    fn a_card_reply_with_every_field_set_round_trips() {
+        let reply = CardReply {
+            code: ResponseCode::WrongPin,
+            state: CardState::Active,
+            txn_id: 1,
+            amount_minor: 2,
+            cash_minor: 3,
+            bonus_minor: 4,
+            held_minor: 5,
+            gross_minor: 6,
+            discount_minor: 7,
+            points_earned: -8,
+            points_balance: 9,
+            tier: 10,
+            notices: CardReply::KNOWN_NOTICES,
+            pin_attempts_left: 11,
+            limit_minor: 12,
+        };
+        let frame = Frame {
+            header: Header { flags: 0, terminal_id: 7, stan: 43, local_time: LocalTime(20261122093005) },
+            message: Message::Response(Response::Card { request: MsgType::Sale, reply }),
+        };
+        let mut wire = BytesMut::new();
+        encode_signed(&frame, Some(&key(1)), &mut wire);
+        // SPEC §5.4: 85 body bytes, limit_minor last.
+        assert_eq!(wire.len(), LENGTH_PREFIX_BYTES + HEADER_BYTES + 85 + MAC_BYTES);
+        assert_eq!(wire[wire.len() - MAC_BYTES - 8..wire.len() - MAC_BYTES], 12i64.to_be_bytes());
+        assert_eq!(FrameCodec::with_key(key(1)).decode(&mut wire).unwrap(), Some(frame));
     }
 
     #[test]

@@ -13,13 +13,15 @@ use bytes::BytesMut;
 
 use crate::auth::{TerminalKey, MAC_BYTES};
 use crate::codec::encode_signed;
-use crate::message::{Frame, Message, MsgType, Request, Response, FLAG_RETRANSMIT, KNOWN_FLAGS};
+use crate::message::{
+    CardReply, Frame, Message, MsgType, Request, Response, Verification, FLAG_RETRANSMIT, KNOWN_FLAGS,
+};
 use crate::types::{
     format_minor, CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags, TerminalRole,
 };
 use crate::{HEADER_BYTES, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION};
 
-/// Names of the catalog's product codes carried by an import range (SPEC.md §5.11).
+/// Names of the catalog's product codes carried by an import range (SPEC.md §5.13, §6.6).
 pub fn product_name(product: u16) -> Option<&'static str> {
     Some(match product {
         1 => "member",
@@ -37,6 +39,7 @@ pub fn product_name(product: u16) -> Option<&'static str> {
 /// A field's value as it appears after `=` in [`describe`].
 enum Value {
     Int(u64),
+    Signed(i64),
     Card(CardNo),
     Amount(i64),
     Time(LocalTime),
@@ -46,6 +49,7 @@ enum Value {
     Product(u16),
     HeaderFlags(u16),
     SaleFlags(u8),
+    Notices(u8),
     Text(String),
     Bytes(Vec<u8>),
 }
@@ -54,6 +58,7 @@ impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Value::Int(v) => write!(f, "{v}"),
+            Value::Signed(v) => write!(f, "{v}"),
             Value::Card(card) if card.is_valid() => write!(f, "{card}"),
             Value::Card(card) => write!(f, "{card} (invalid: {} digits)", card.digits()),
             Value::Amount(minor) => write!(f, "{minor} ({} yuan)", format_minor(*minor)),
@@ -96,6 +101,22 @@ impl std::fmt::Display for Value {
                 }
                 write!(f, "0x{flags:02x} ({names})")
             }
+            Value::Notices(notices) => {
+                let mut names: Vec<String> = [
+                    (CardReply::NOTICE_PIN_MUST_CHANGE, "pin_must_change"),
+                    (CardReply::NOTICE_DORMANT, "dormant"),
+                    (CardReply::NOTICE_RECYCLE, "recycle"),
+                ]
+                .iter()
+                .filter(|(bit, _)| notices & bit != 0)
+                .map(|(_, name)| name.to_string())
+                .collect();
+                if notices & !CardReply::KNOWN_NOTICES != 0 {
+                    names.push(format!("reserved 0x{:02x}", notices & !CardReply::KNOWN_NOTICES));
+                }
+                let names = if names.is_empty() { "none".to_string() } else { names.join("+") };
+                write!(f, "0x{notices:02x} ({names})")
+            }
             Value::Text(text) => write!(f, "{text:?}"),
             Value::Bytes(bytes) => f.write_str(&hex(bytes)),
         }
@@ -118,6 +139,14 @@ fn state(state: CardState) -> Value {
     Value::Enum(state as u8, Some(state.as_str()))
 }
 
+fn verification_fields(v: &Verification) -> Vec<(&'static str, Value, usize)> {
+    vec![
+        ("pin", Value::Bytes(v.pin.0.to_vec()), v.pin.0.len()),
+        ("approver_id", Value::Int(v.approver_id.into()), 4),
+        ("approver_passcode", Value::Bytes(v.approver_passcode.0.to_vec()), v.approver_passcode.0.len()),
+    ]
+}
+
 /// The body fields of `message` in wire order, each with its value and its size in bytes.
 fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
     use Value::*;
@@ -126,17 +155,27 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             Request::SignOn { store_id } => vec![("store_id", Int(store_id.into()), 4)],
             Request::Echo => vec![],
             Request::Balance { card } => vec![("card", Card(card), 8)],
-            Request::Sale { card, amount_minor, category: cat, flags } => vec![
-                ("card", Card(card), 8),
-                ("amount_minor", Amount(amount_minor), 8),
-                ("category", category(cat), 1),
-                ("sale_flags", SaleFlags(flags), 1),
-            ],
+            Request::Sale { card, amount_minor, category: cat, flags, verification: v } => {
+                let mut fields = vec![
+                    ("card", Card(card), 8),
+                    ("amount_minor", Amount(amount_minor), 8),
+                    ("category", category(cat), 1),
+                    ("sale_flags", SaleFlags(flags), 1),
+                ];
+                fields.extend(verification_fields(&v));
+                fields
+            }
             Request::Load { card, amount_minor, method: m } => {
                 vec![("card", Card(card), 8), ("amount_minor", Amount(amount_minor), 8), ("method", method(m), 1)]
             }
-            Request::Hold { card, amount_minor, category: cat } => {
-                vec![("card", Card(card), 8), ("amount_minor", Amount(amount_minor), 8), ("category", category(cat), 1)]
+            Request::Hold { card, amount_minor, category: cat, verification: v } => {
+                let mut fields = vec![
+                    ("card", Card(card), 8),
+                    ("amount_minor", Amount(amount_minor), 8),
+                    ("category", category(cat), 1),
+                ];
+                fields.extend(verification_fields(&v));
+                fields
             }
             Request::Capture { card, hold_txn_id, amount_minor } => vec![
                 ("card", Card(card), 8),
@@ -188,6 +227,14 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
                 ("cash_minor", Amount(reply.cash_minor), 8),
                 ("bonus_minor", Amount(reply.bonus_minor), 8),
                 ("held_minor", Amount(reply.held_minor), 8),
+                ("gross_minor", Amount(reply.gross_minor), 8),
+                ("discount_minor", Amount(reply.discount_minor), 8),
+                ("points_earned", Signed(reply.points_earned), 8),
+                ("points_balance", Signed(reply.points_balance), 8),
+                ("tier", Int(reply.tier.into()), 1),
+                ("notices", Notices(reply.notices), 1),
+                ("pin_attempts_left", Int(reply.pin_attempts_left.into()), 1),
+                ("limit_minor", Amount(reply.limit_minor), 8),
             ],
             Response::ImportRange(r) => {
                 vec![("code", code(r.code), 1), ("card_count", Int(r.card_count), 8)]
@@ -335,6 +382,7 @@ mod tests {
                 amount_minor: 12_345,
                 category,
                 flags,
+                verification: Verification::NONE,
             }),
         }
     }
@@ -347,6 +395,20 @@ mod tests {
         assert!(text.contains("sale_flags = 0x09 (promotion+reserved 0x08)\n"), "{text}");
         assert!(describe(&sale(1, 0x08)).contains("sale_flags = 0x08 (reserved 0x08)\n"));
         assert!(describe(&sale(1, 0)).contains("sale_flags = 0x00 (none)\n"));
+    }
+
+    #[test]
+    fn notices_are_named_and_reserved_bits_shown() {
+        let reply = |notices| Frame {
+            header: Header::default(),
+            message: Message::Response(Response::Card {
+                request: MsgType::Sale,
+                reply: CardReply { notices, ..CardReply::default() },
+            }),
+        };
+        assert!(describe(&reply(0)).contains("notices = 0x00 (none)\n"));
+        assert!(describe(&reply(0x05)).contains("notices = 0x05 (pin_must_change+recycle)\n"));
+        assert!(describe(&reply(0x0a)).contains("notices = 0x0a (dormant+reserved 0x08)\n"));
     }
 
     #[test]

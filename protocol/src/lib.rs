@@ -12,15 +12,16 @@ pub mod types;
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use auth::{Credential, TerminalKey, MAC_BYTES};
+pub use auth::{Credential, Sealed, SecretKind, TerminalKey, MAC_BYTES};
 pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
 pub use message::{
     CardReply, Frame, Header, ImportRangeReply, Message, MsgType, Request, Response, SignOnReply, TerminalReply,
+    Verification,
 };
 pub use types::{CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags, TerminalRole};
 
 /// The protocol version this crate speaks (header byte 0).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes of the fixed header that starts every frame after the length prefix.

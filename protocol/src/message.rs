@@ -6,6 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+pub use crate::auth::Sealed;
+use crate::auth::SEALED_BYTES;
 pub use crate::types::MsgType;
 use crate::types::{CardNo, CardState, LocalTime, ResponseCode};
 use crate::MAX_ERROR_TEXT_BYTES;
@@ -48,6 +50,25 @@ impl Message {
     }
 }
 
+/// What a debit or hold carries to prove it may proceed: the holder's PIN (T2) and, to lift a
+/// restriction, a manager's override (R2). Both sealed (SPEC §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Verification {
+    pub pin: Sealed,
+    /// Operator approving an override; 0: no override.
+    pub approver_id: u32,
+    pub approver_passcode: Sealed,
+}
+
+impl Verification {
+    pub const NONE: Verification = Verification { pin: Sealed::NONE, approver_id: 0, approver_passcode: Sealed::NONE };
+
+    /// A PIN only.
+    pub fn pin(pin: Sealed) -> Verification {
+        Verification { pin, ..Verification::NONE }
+    }
+}
+
 /// Requests a terminal sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -59,12 +80,13 @@ pub enum Request {
     Balance {
         card: CardNo,
     },
-    /// Debit (T1).
+    /// Debit (T1) of a gross amount; the switch applies discounts (T3).
     Sale {
         card: CardNo,
         amount_minor: i64,
         category: u8,
         flags: u8,
+        verification: Verification,
     },
     /// Credit paid by `method` (V6).
     Load {
@@ -77,6 +99,7 @@ pub enum Request {
         card: CardNo,
         amount_minor: i64,
         category: u8,
+        verification: Verification,
     },
     /// Completion of a hold for a final amount (T4).
     Capture {
@@ -199,6 +222,23 @@ pub struct CardReply {
     pub cash_minor: i64,
     pub bonus_minor: i64,
     pub held_minor: i64,
+    /// A sale or capture: the amount before discounts (T3); otherwise equal to `amount_minor`.
+    pub gross_minor: i64,
+    /// Discount granted (T3): `gross_minor - amount_minor`.
+    pub discount_minor: i64,
+    /// Points this request earned (K2), negative when it took points back (T5).
+    pub points_earned: i64,
+    /// Points on the card after the request.
+    pub points_balance: i64,
+    /// The card's member tier after the request (K1): 0 none, n the catalog's n-th tier.
+    pub tier: u8,
+    /// Bit set of the `NOTICE_*` bits, e.g. [`CardReply::NOTICE_PIN_MUST_CHANGE`] (SPEC §6.8).
+    pub notices: u8,
+    /// A `wrong_pin` decline: wrong PINs left before the card locks (L4).
+    pub pin_attempts_left: u8,
+    /// A limit decline (`limit_exceeded`, `load_below_minimum`, `load_above_maximum`,
+    /// `balance_limit_exceeded`): the limit, minor units; 0 otherwise.
+    pub limit_minor: i64,
 }
 
 impl Default for ResponseCode {
@@ -214,6 +254,16 @@ impl Default for CardState {
 }
 
 impl CardReply {
+    /// Notice bit: the card still has its initial PIN; the cashier asks the holder to change
+    /// it (L3).
+    pub const NOTICE_PIN_MUST_CHANGE: u8 = 1 << 0;
+    /// Notice bit: the card was listed as dormant (L8) and will be frozen when the notice
+    /// period ends unless it is used.
+    pub const NOTICE_DORMANT: u8 = 1 << 1;
+    /// Notice bit: a gift card spent to zero, to be returned for recycling (L9).
+    pub const NOTICE_RECYCLE: u8 = 1 << 2;
+    pub const KNOWN_NOTICES: u8 = Self::NOTICE_PIN_MUST_CHANGE | Self::NOTICE_DORMANT | Self::NOTICE_RECYCLE;
+
     /// A reply carrying only a code (declines before the card was looked at).
     pub fn code_only(code: ResponseCode) -> CardReply {
         CardReply { code, ..CardReply::default() }
@@ -393,6 +443,14 @@ impl<'a> Reader<'a> {
     fn card(&mut self) -> Result<CardNo, BodyError> {
         Ok(CardNo(self.u64("card")?))
     }
+    fn verification(&mut self) -> Result<Verification, BodyError> {
+        Ok(Verification {
+            pin: Sealed(self.take::<SEALED_BYTES>("pin")?),
+            approver_id: self.u32("approver_id")?,
+            approver_passcode: Sealed(self.take::<SEALED_BYTES>("approver_passcode")?),
+        })
+    }
+
     fn code(&mut self) -> Result<ResponseCode, BodyError> {
         let raw = self.u8("code")?;
         ResponseCode::from_u8(raw).ok_or(BodyError::UnknownCode(raw))
@@ -431,6 +489,7 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             amount_minor: r.i64("amount_minor")?,
             category: r.u8("category")?,
             flags: r.u8("flags")?,
+            verification: r.verification()?,
         }),
         T::Load => {
             request(Request::Load { card: r.card()?, amount_minor: r.i64("amount_minor")?, method: r.u8("method")? })
@@ -439,6 +498,7 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             card: r.card()?,
             amount_minor: r.i64("amount_minor")?,
             category: r.u8("category")?,
+            verification: r.verification()?,
         }),
         T::Capture => request(Request::Capture {
             card: r.card()?,
@@ -515,12 +575,26 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
                 cash_minor: r.i64("cash_minor")?,
                 bonus_minor: r.i64("bonus_minor")?,
                 held_minor: r.i64("held_minor")?,
+                gross_minor: r.i64("gross_minor")?,
+                discount_minor: r.i64("discount_minor")?,
+                points_earned: r.i64("points_earned")?,
+                points_balance: r.i64("points_balance")?,
+                tier: r.u8("tier")?,
+                notices: r.u8("notices")?,
+                pin_attempts_left: r.u8("pin_attempts_left")?,
+                limit_minor: r.i64("limit_minor")?,
             };
             let request = MsgType::from_u8(msg_type as u8 & !MsgType::RESPONSE_BIT)
                 .expect("every card reply type has a request type");
             Ok(Message::Response(Response::Card { request, reply }))
         }
     }
+}
+
+fn put_verification(out: &mut BytesMut, verification: &Verification) {
+    out.put_slice(&verification.pin.0);
+    out.put_u32(verification.approver_id);
+    out.put_slice(&verification.approver_passcode.0);
 }
 
 /// Appends the body of `message` to `out`.
@@ -530,21 +604,23 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
             Request::SignOn { store_id } => out.put_u32(store_id),
             Request::Echo => {}
             Request::Balance { card } => out.put_u64(card.0),
-            Request::Sale { card, amount_minor, category, flags } => {
+            Request::Sale { card, amount_minor, category, flags, verification } => {
                 out.put_u64(card.0);
                 out.put_i64(amount_minor);
                 out.put_u8(category);
                 out.put_u8(flags);
+                put_verification(out, &verification);
             }
             Request::Load { card, amount_minor, method } | Request::SellCard { card, amount_minor, method } => {
                 out.put_u64(card.0);
                 out.put_i64(amount_minor);
                 out.put_u8(method);
             }
-            Request::Hold { card, amount_minor, category } => {
+            Request::Hold { card, amount_minor, category, verification } => {
                 out.put_u64(card.0);
                 out.put_i64(amount_minor);
                 out.put_u8(category);
+                put_verification(out, &verification);
             }
             Request::Capture { card, hold_txn_id: txn_id, amount_minor }
             | Request::Refund { card, original_txn_id: txn_id, amount_minor } => {
@@ -592,6 +668,14 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_i64(reply.cash_minor);
                 out.put_i64(reply.bonus_minor);
                 out.put_i64(reply.held_minor);
+                out.put_i64(reply.gross_minor);
+                out.put_i64(reply.discount_minor);
+                out.put_i64(reply.points_earned);
+                out.put_i64(reply.points_balance);
+                out.put_u8(reply.tier);
+                out.put_u8(reply.notices);
+                out.put_u8(reply.pin_attempts_left);
+                out.put_i64(reply.limit_minor);
             }
             Response::ImportRange(r) => {
                 out.put_u8(r.code as u8);

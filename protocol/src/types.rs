@@ -247,6 +247,14 @@ wire_enum! {
         CardExpired = 24 => "card_expired",
         /// The card is closed (returned, replaced, recycled).
         CardClosed = 25 => "card_closed",
+        /// The card's product is not sold or not enabled in the catalog in force (P3: a
+        /// `special` card before an admin enables it).
+        ProductDisabled = 26 => "product_disabled",
+        /// The product requires a PIN (T2) and none was entered.
+        PinRequired = 27 => "pin_required",
+        /// The PIN is wrong (T2); the reply says how many attempts are left before the card
+        /// locks (L4).
+        WrongPin = 28 => "wrong_pin",
         /// The referenced original transaction does not exist on this card.
         OriginalNotFound = 32 => "original_not_found",
         /// The referenced original is of a kind this request cannot act on, or belongs to a
@@ -258,10 +266,26 @@ wire_enum! {
         OriginalMismatch = 35 => "original_mismatch",
         /// Refunds would exceed the original amount (T5).
         RefundExceedsOriginal = 36 => "refund_exceeds_original",
+        /// The card's product may not pay for the sale's category (R1, P5, P6).
+        CategoryNotAllowed = 40 => "category_not_allowed",
+        /// A per-transaction or per-day limit of the product and category would be exceeded
+        /// (R2, R3); the reply's `limit_minor` names the limit.
+        LimitExceeded = 41 => "limit_exceeded",
+        /// The product takes no holds (T4).
+        HoldsNotAllowed = 42 => "holds_not_allowed",
+        /// The product's cards are loaded once, when sold.
+        NotReloadable = 43 => "not_reloadable",
+        /// A manager override was given but its operator, passcode or role does not allow it
+        /// (R2, O1).
+        OverrideRefused = 44 => "override_refused",
         /// Available value (cash + bonus - holds) is less than the amount (T1).
         InsufficientValue = 48 => "insufficient_value",
         /// The load would take the balance over the largest balance a card may hold.
         BalanceLimitExceeded = 49 => "balance_limit_exceeded",
+        /// The load is below the product's smallest single load (V2); `limit_minor` names it.
+        LoadBelowMinimum = 50 => "load_below_minimum",
+        /// The load is above the product's largest single load (V2); `limit_minor` names it.
+        LoadAboveMaximum = 51 => "load_above_maximum",
         /// The range overlaps an imported range (L1).
         RangeOverlaps = 64 => "range_overlaps",
         /// The product code is not in the catalog.

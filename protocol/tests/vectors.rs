@@ -17,8 +17,8 @@ use protocol::describe::{annotated_hex, describe_signed};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
     decode_frame, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header, ImportRangeReply, LocalTime,
-    Message, MsgType, PaymentMethod, Request, Response, ResponseCode, SaleFlags, SignOnReply, TerminalKey,
-    TerminalReply, TerminalRole, LENGTH_PREFIX_BYTES,
+    Message, MsgType, PaymentMethod, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply,
+    TerminalKey, TerminalReply, TerminalRole, Verification, LENGTH_PREFIX_BYTES,
 };
 use tokio_util::codec::Decoder;
 
@@ -27,6 +27,15 @@ const STORE: u32 = 21;
 /// The card most vectors act on, and one of a freshly imported range sold over the counter.
 const CARD: CardNo = CardNo(6200880000000017);
 const NEW_CARD: CardNo = CardNo(6200880000010018);
+/// A member card (silver tier, 1200 points, 1000.00 yuan cash) that still has its initial PIN.
+const MEMBER_CARD: CardNo = CardNo(6200880000000025);
+/// The PIN and the manager's passcode the `sale_with_pin` vector seals (SPEC.md §3.2, §14).
+const PIN: &str = "123456";
+const APPROVER_ID: u32 = 7;
+const APPROVER_PASSCODE: &str = "m4nager";
+/// The header of the `sale_with_pin` vector, whose stan and terminal its secrets are sealed for.
+const PIN_SALE_STAN: u32 = 143;
+const PIN_SALE_TIME: u64 = 20261122100300;
 
 /// The key of terminal `TERMINAL` in every vector (SPEC.md §14).
 fn test_key() -> TerminalKey {
@@ -76,7 +85,8 @@ fn card_reply(request: MsgType, reply: CardReply) -> Response {
     Response::Card { request, reply }
 }
 
-/// Approved card reply: state active, the posting's reference, its amount and the balances after.
+/// Approved card reply: state active, the posting's reference, its amount (no discount, so gross
+/// and net are equal) and the balances after; a card of a product without points or tiers.
 fn approved(txn_id: u64, amount_minor: i64, cash_minor: i64, bonus_minor: i64, held_minor: i64) -> CardReply {
     CardReply {
         code: ResponseCode::Approved,
@@ -86,11 +96,41 @@ fn approved(txn_id: u64, amount_minor: i64, cash_minor: i64, bonus_minor: i64, h
         cash_minor,
         bonus_minor,
         held_minor,
+        gross_minor: amount_minor,
+        ..CardReply::default()
     }
 }
 
-/// The vectors tell one terminal's morning at store 21. Card 6200880000000017 starts with
-/// 500.00 yuan cash and 30.00 yuan bonus; every reply shows its balances after the request.
+/// The verification of the `sale_with_pin` vector: the PIN and operator 7's passcode, each
+/// sealed under the test key for terminal 1001 and stan 143.
+fn pin_and_override() -> Verification {
+    let seal = |kind, secret| Sealed::seal(&test_key(), kind, TERMINAL, PIN_SALE_STAN, secret).unwrap();
+    Verification {
+        pin: seal(SecretKind::Pin, PIN),
+        approver_id: APPROVER_ID,
+        approver_passcode: seal(SecretKind::Passcode, APPROVER_PASSCODE),
+    }
+}
+
+/// A reply about `MEMBER_CARD` after the sale of `sale_with_pin`: silver (tier 2), 1290 points,
+/// 910.00 cash, and the initial PIN still to be changed (L3).
+fn member_card(code: ResponseCode) -> CardReply {
+    CardReply {
+        code,
+        state: CardState::Active,
+        cash_minor: 91_000,
+        points_balance: 1_290,
+        tier: 2,
+        notices: CardReply::NOTICE_PIN_MUST_CHANGE,
+        ..CardReply::default()
+    }
+}
+
+/// The vectors tell one terminal's morning at store 21. Card 6200880000000017, of a product
+/// without PIN, points or discounts, starts with 500.00 yuan cash and 30.00 yuan bonus; every
+/// reply shows its balances after the request. Then a member card pays with its PIN and gets
+/// its tier's discount (SPEC.md §5.6), and two declines show `pin_attempts_left` and
+/// `limit_minor` (§5.4).
 fn vectors() -> Vec<Vector> {
     use MsgType as T;
     let sale = Request::Sale {
@@ -98,6 +138,7 @@ fn vectors() -> Vec<Vector> {
         amount_minor: 12_345,
         category: Category::Dining as u8,
         flags: SaleFlags::PROMOTION,
+        verification: Verification::NONE,
     };
     vec![
         request("sign_on", "sign-on at store 21", header(120, 20261122092950), Request::SignOn { store_id: STORE }),
@@ -165,7 +206,12 @@ fn vectors() -> Vec<Vector> {
             "hold",
             "hold of 300.00 yuan for a room (T4)",
             header(126, 20261122093300),
-            Request::Hold { card: CARD, amount_minor: 30_000, category: Category::Room as u8 },
+            Request::Hold {
+                card: CARD,
+                amount_minor: 30_000,
+                category: Category::Room as u8,
+                verification: Verification::NONE,
+            },
         ),
         response(
             "hold_reply",
@@ -309,6 +355,59 @@ fn vectors() -> Vec<Vector> {
                 text: "declared frame length 65536 exceeds the maximum of 16384 bytes".to_string(),
             },
         ),
+        request(
+            "sale_with_pin",
+            "sale of 100.00 yuan (gross), retail, on member card 6200880000000025 with the holder's PIN 123456 (T2) \
+             and a manager override by operator 7, passcode m4nager (R2), both sealed for terminal 1001, stan 143",
+            header(PIN_SALE_STAN, PIN_SALE_TIME),
+            Request::Sale {
+                card: MEMBER_CARD,
+                amount_minor: 10_000,
+                category: Category::Retail as u8,
+                flags: 0,
+                verification: pin_and_override(),
+            },
+        ),
+        response(
+            "sale_reply_discounted",
+            "the sale with PIN approved: gross 100.00 less the silver tier's 10% member discount (T3, K1), 90.00 \
+             debited; 90 points earned (K2), 1290 in all; the card still has its initial PIN (L3)",
+            header(PIN_SALE_STAN, PIN_SALE_TIME),
+            card_reply(
+                T::Sale,
+                CardReply {
+                    txn_id: 418_309,
+                    amount_minor: 9_000,
+                    gross_minor: 10_000,
+                    discount_minor: 1_000,
+                    points_earned: 90,
+                    ..member_card(ResponseCode::Approved)
+                },
+            ),
+        ),
+        response(
+            "sale_reply_wrong_pin",
+            "a sale on the member card with a wrong PIN, the second in a row: declined wrong_pin, 3 attempts \
+             left before the card locks (T2, L4)",
+            header(144, 20261122100400),
+            card_reply(T::Sale, CardReply { pin_attempts_left: 3, ..member_card(ResponseCode::WrongPin) }),
+        ),
+        response(
+            "sale_reply_limit_exceeded",
+            "a spa sale of 150.00 yuan on a complimentary card without a manager override: declined \
+             limit_exceeded, the limit 100.00 (R2, R3)",
+            header(145, 20261122100500),
+            card_reply(
+                T::Sale,
+                CardReply {
+                    code: ResponseCode::LimitExceeded,
+                    state: CardState::Active,
+                    cash_minor: 200_000,
+                    limit_minor: 10_000,
+                    ..CardReply::default()
+                },
+            ),
+        ),
     ]
 }
 
@@ -411,6 +510,44 @@ fn vectors_match_their_files() {
         let text = describe_signed(&v.frame, signing_key(&v.frame).as_ref());
         assert_eq!(text, read("txt"), "{}: readable form differs from {}.txt", v.name, v.name);
     }
+}
+
+/// The secrets of `sale_with_pin` open, from the bytes of its file, with the test key for the
+/// header's terminal and stan, and only so (SPEC.md §3.2).
+#[test]
+fn the_sealed_pin_of_the_pin_vector_opens_with_the_test_key() {
+    let wire = if updating() {
+        // The file may be being rewritten right now: take the bytes it is being given.
+        encode(&vectors().into_iter().find(|v| v.name == "sale_with_pin").expect("the vector").frame)
+    } else {
+        parse_hex("sale_with_pin", &fs::read_to_string(vectors_dir().join("sale_with_pin.hex")).unwrap())
+    };
+    assert!(!wire.windows(PIN.len()).any(|w| w == PIN.as_bytes()), "the PIN is not on the wire in clear");
+    assert!(!wire.windows(APPROVER_PASSCODE.len()).any(|w| w == APPROVER_PASSCODE.as_bytes()));
+    let frame = decode_frame(&wire[LENGTH_PREFIX_BYTES..]).unwrap();
+    let Message::Request(Request::Sale { verification, .. }) = frame.message else { panic!("{frame:?}") };
+    let (terminal, stan) = (frame.header.terminal_id, frame.header.stan);
+    assert_eq!((terminal, stan), (TERMINAL, PIN_SALE_STAN));
+    let open = |sealed: Sealed, kind, terminal, stan| sealed.open(&test_key(), kind, terminal, stan);
+    assert_eq!(open(verification.pin, SecretKind::Pin, terminal, stan), Ok(Some(PIN.as_bytes().to_vec())));
+    assert_eq!(verification.approver_id, APPROVER_ID);
+    assert_eq!(
+        open(verification.approver_passcode, SecretKind::Passcode, terminal, stan),
+        Ok(Some(APPROVER_PASSCODE.as_bytes().to_vec()))
+    );
+    // Bound to its kind, terminal and stan: anywhere else the block does not open to the PIN.
+    let pin = Ok(Some(PIN.as_bytes().to_vec()));
+    assert_ne!(open(verification.pin, SecretKind::Passcode, terminal, stan), pin);
+    assert_ne!(open(verification.pin, SecretKind::Pin, terminal + 1, stan), pin);
+    assert_ne!(open(verification.pin, SecretKind::Pin, terminal, stan + 1), pin);
+    assert_ne!(verification.pin.open(&provisioned_key(), SecretKind::Pin, terminal, stan), pin);
+    // The retransmission of a request carries the same bytes: sealing again gives them.
+    assert_eq!(verification, pin_and_override());
+    // A vector without a PIN carries all-zero sealed fields, which open to nothing.
+    let plain = vectors().into_iter().find(|v| v.name == "sale").unwrap();
+    let Message::Request(Request::Sale { verification, .. }) = plain.frame.message else { unreachable!() };
+    assert_eq!(verification, Verification::NONE);
+    assert_eq!(open(verification.pin, SecretKind::Pin, TERMINAL, 123), Ok(None));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use crate::engine::{partition_of, Card, CardRange, JournalEntry, Trace, TraceKey, Txn};
+use crate::engine::{partition_of, BusinessDate, Card, CardRange, JournalEntry, Trace, TraceKey, Txn};
 use protocol::CardNo;
 use records::{LogRecord, RecordError, MAX_RECORD_BYTES};
 
@@ -38,13 +38,18 @@ pub mod cf {
     pub const TRACES: &str = "traces";
     /// first card number (u64 BE) → range record (L1)
     pub const RANGES: &str = "ranges";
-    /// `marks` → how far the log is materialized into cards, txns and traces;
+    /// `marks` → how far the log is materialized into cards, txns, traces and day spend;
     /// `terminals` → the largest materialized trace number of each terminal
     pub const META: &str = "meta";
     /// terminal id (u32 BE) → provisioned terminal, its key wrapped under the master key
     /// (`keys::StoredTerminal`); synced when written
     pub const TERMINAL_KEYS: &str = "terminal_keys";
-    pub const STATE: [&str; 6] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS];
+    /// card number (u64 BE) ‖ category (u8) → business date and the card's gross debits that
+    /// day in the category (R3), as of the marks. One entry per card and limited category,
+    /// overwritten each day; entries of older days are deleted at recovery
+    /// (`Store::recover`). Created when missing, so data directories of earlier versions open.
+    pub const DAY_SPEND: &str = "day_spend";
+    pub const STATE: [&str; 7] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS, DAY_SPEND];
 }
 
 /// Subdirectory of the data directory holding the log instance.
@@ -147,6 +152,7 @@ pub struct Pending {
     pub cards: FastMap<CardNo, Option<Card>>,
     pub txns: FastMap<u64, Txn>,
     pub traces: FastMap<TraceKey, Trace>,
+    pub day_spend: FastMap<(CardNo, u8), (BusinessDate, i64)>,
     /// Per terminal, the largest trace number among `traces`.
     pub terminal_max_stan: FastMap<u32, u32>,
     pub records: usize,
@@ -167,6 +173,9 @@ impl Pending {
                 self.traces.insert(key, trace);
                 let max = self.terminal_max_stan.entry(key.terminal_id).or_insert(key.stan);
                 *max = (*max).max(key.stan);
+            }
+            LogRecord::DaySpend(key, spend) => {
+                self.day_spend.insert(key, spend);
             }
         }
     }
@@ -192,7 +201,16 @@ pub struct PartitionState {
     pub cards: crate::engine::CardMap,
     pub txns: HashMap<u64, Txn>,
     pub traces: HashMap<TraceKey, Trace>,
+    /// Per card and category with a per-day limit, the business date and the gross debits
+    /// that day (R3), for `Engine::restore_day_spend`. Only the entries dated the newest
+    /// business date on record or the day before are kept (see `Store::recover`); the engine
+    /// ignores any date but today's.
+    pub day_spend: Vec<((CardNo, u8), (BusinessDate, i64))>,
 }
+
+/// Day-spend entries kept at recovery: those of the newest business date on record and of the
+/// day before it (the business date may just have changed); older ones are deleted.
+const DAY_SPEND_KEPT_DAYS: i64 = 1;
 
 pub struct Store {
     log: DB,
@@ -304,6 +322,8 @@ impl Store {
         txn_list.sort_unstable_by_key(|(txn_id, _)| **txn_id);
         let mut trace_list: Vec<_> = pending.traces.iter().collect();
         trace_list.sort_unstable_by_key(|(key, _)| (key.terminal_id, key.stan));
+        let mut day_spend_list: Vec<_> = pending.day_spend.iter().collect();
+        day_spend_list.sort_unstable_by_key(|((card_no, category), _)| (card_no.0, *category));
         for (card_no, card) in card_list {
             match card {
                 Some(card) => {
@@ -322,6 +342,12 @@ impl Store {
         for (key, trace) in trace_list {
             let n = records::encode_trace(trace, &mut buf);
             batch.put_cf(traces, records::trace_key(key), &buf[..n]);
+            flush_if_full(&mut batch)?;
+        }
+        let day_spend = self.handle(cf::DAY_SPEND);
+        for ((card_no, category), (business_date, spent_minor)) in day_spend_list {
+            let n = records::encode_day_spend(*business_date, *spent_minor, &mut buf);
+            batch.put_cf(day_spend, records::day_spend_key(*card_no, *category), &buf[..n]);
             flush_if_full(&mut batch)?;
         }
         batch.put_cf(self.handle(cf::META), MARKS_KEY, marks.encode());
@@ -349,6 +375,11 @@ impl Store {
     /// not cover yet, each routed to the partition that owns its card. The replayed records
     /// are materialized (and the marks set for `partitions`) before this returns, so the
     /// partitions start from a log that is fully covered.
+    ///
+    /// Day spend is pruned here: only the entries of the newest business date on record and
+    /// of the `DAY_SPEND_KEPT_DAYS` before it are returned, the older ones are deleted from
+    /// the column family. (It holds one entry per card and limited category in any case, each
+    /// overwritten by the next day's; pruning drops those of cards no longer used.)
     pub fn recover(&self, partitions: usize) -> Result<Recovered, StoreError> {
         let mut out = Recovered {
             partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
@@ -362,6 +393,12 @@ impl Store {
         let started = std::time::Instant::now();
         self.load_cards(&out.ranges, &mut out.partitions)?;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "cards loaded");
+        let mut day_spend: FastMap<(CardNo, u8), (BusinessDate, i64)> = FastMap::default();
+        for item in self.state.iterator_cf(self.handle(cf::DAY_SPEND), IteratorMode::Start) {
+            let (key, value) = item?;
+            let (key, spend) = records::decode_day_spend(&key, &value).map_err(corrupt(cf::DAY_SPEND))?;
+            day_spend.insert(key, spend);
+        }
         // Materialized transactions and trace records stay on disk: the engine fetches the
         // ones a request names. Only the log tail's are loaded, below.
         let mut marks = self.marks()?;
@@ -392,6 +429,9 @@ impl Store {
                     LogRecord::Trace(key, trace) => {
                         out.partitions[state(trace.card())].traces.insert(key, trace);
                     }
+                    LogRecord::DaySpend(key, spend) => {
+                        day_spend.insert(key, spend);
+                    }
                 }
                 pending.apply(record, &mut marks);
             }
@@ -403,17 +443,56 @@ impl Store {
         out.replayed_records = pending.records;
         out.max_txn_id = marks.max_txn_id;
         let covered = Marks { max_txn_id: marks.max_txn_id, marks: vec![out.max_batch_id; partitions] };
-        if pending.records > 0 || marks.marks.len() != partitions {
+        let replayed = pending.records > 0 || marks.marks.len() != partitions;
+        if replayed {
             self.materialize(&pending, &covered)?;
+        }
+        // After the replayed entries are written, so that a stale one among them is deleted
+        // too.
+        let pruned = self.prune_day_spend(&mut day_spend)?;
+        if replayed || pruned > 0 {
             // Made durable now: materialized state skips the WAL, so without a flush a crash
             // before the next one would replay all of this again, and every crash in a row
             // would add to what the next start replays (restarts grew from 0.06 s to 6 s over
             // 400 SIGKILLs).
             self.flush_state()?;
         }
+        for (key, spend) in day_spend {
+            out.partitions[partition_of(key.0, partitions)].day_spend.push((key, spend));
+        }
+        for state in &mut out.partitions {
+            state.day_spend.sort_unstable_by_key(|((card_no, category), _)| (card_no.0, *category));
+        }
         out.marks = covered;
         out.disk_max_stan = self.terminals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(out)
+    }
+
+    /// Removes the day-spend entries older than the newest business date among them minus
+    /// `DAY_SPEND_KEPT_DAYS` from `day_spend` and from the column family (without the WAL,
+    /// like all materialized state: a deletion lost in a crash is made again at the next
+    /// recovery). Returns how many were removed.
+    fn prune_day_spend(&self, day_spend: &mut FastMap<(CardNo, u8), (BusinessDate, i64)>) -> Result<usize, StoreError> {
+        let Some(newest) = day_spend.values().map(|(date, _)| *date).max() else {
+            return Ok(0);
+        };
+        let oldest_kept = crate::engine::rules::add_days(newest, -DAY_SPEND_KEPT_DAYS);
+        let handle = self.handle(cf::DAY_SPEND);
+        let mut stale: Vec<(CardNo, u8)> =
+            day_spend.iter().filter(|(_, (date, _))| *date < oldest_kept).map(|(key, _)| *key).collect();
+        stale.sort_unstable_by_key(|(card_no, category)| (card_no.0, *category));
+        for chunk in stale.chunks(MATERIALIZE_CHUNK_RECORDS) {
+            let mut batch = WriteBatch::default();
+            for (card_no, category) in chunk {
+                batch.delete_cf(handle, records::day_spend_key(*card_no, *category));
+                day_spend.remove(&(*card_no, *category));
+            }
+            self.state.write_opt(batch, &self.unlogged_write)?;
+        }
+        if !stale.is_empty() {
+            tracing::info!(pruned = stale.len(), oldest_kept, "day spend of earlier days deleted");
+        }
+        Ok(stale.len())
     }
 
     /// Loads every card into its partition's map. The card-number space of the imported
@@ -533,8 +612,8 @@ fn open_instance(
     opts.set_atomic_flush(true);
     opts.set_env(env);
     opts.set_compression_type(DBCompressionType::Lz4);
-    // The log and the cards are never read while serving (the partitions hold every card), so
-    // their memtables only take appends: a vector memtable makes an insert O(1) where the
+    // The log, the cards and day spend are never read while serving (the partitions hold
+    // every card and the day's spend), so their memtables only take appends: a vector memtable makes an insert O(1) where the
     // default skip list costs O(log n) cache misses per key; it is sorted once, when flushed.
     // Transactions and trace records are read back when a request names an old one, so they
     // keep the skip list and get bloom filters for cheap misses. The vector memtable does not
@@ -554,7 +633,7 @@ fn open_instance(
         table.set_block_cache(cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        if [cf::LOG, cf::CARDS].contains(name) {
+        if [cf::LOG, cf::CARDS, cf::DAY_SPEND].contains(name) {
             cf_opts.set_memtable_factory(MemtableFactory::Vector);
         } else {
             table.set_bloom_filter(10.0, false);
@@ -637,6 +716,7 @@ mod tests {
     use super::records::{decode_batch, encode_batch};
     use super::*;
     use crate::engine::{Command, Context, Effects, Engine, IdSource};
+    use protocol::Verification;
 
     const FIRST: u64 = 6200880000000000;
 
@@ -644,7 +724,7 @@ mod tests {
         let ctx = Context { now_ms: 0, business_date: 20261122, batch_id: 1, catalog_version: 0 };
         let header = Header { flags: 0, terminal_id: 5, stan, local_time: LocalTime(20261122093005) };
         let mut fx = Effects::default();
-        engine.apply(ctx, &Command { header, store_id: 21, request }, &mut fx);
+        engine.apply(ctx, &Command::new(header, 21, request), &mut fx);
         let mut encoded = Vec::new();
         encode_batch(&fx, &mut encoded);
         encoded
@@ -691,7 +771,13 @@ mod tests {
         let card = CardNo(FIRST + 3);
         let sell =
             apply(&mut engine, 2, Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 });
-        let sale = |amount_minor| Request::Sale { card, amount_minor, category: 1, flags: 0 };
+        let sale = |amount_minor| Request::Sale {
+            card,
+            amount_minor,
+            category: 1,
+            flags: 0,
+            verification: Verification::NONE,
+        };
         let sale1 = apply(&mut engine, 3, sale(1_000));
         let sale2 = apply(&mut engine, 4, sale(2_000));
         // Partition 0 of 2 logs ids 2, 4, 6.
@@ -725,6 +811,99 @@ mod tests {
         let again = store.recover(3).unwrap();
         assert_eq!(again.replayed_records, 0);
         assert_eq!(again.partitions[owner].cards[&card].cash_minor, 7_000);
+    }
+
+    /// The day spend of the log survives a reopen, whether materialized or replayed from the
+    /// log tail (the latest wins), routed to its card's partition; entries older than the day
+    /// before the newest date are deleted at recovery.
+    #[test]
+    fn day_spend_survives_a_reopen_and_old_days_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b, c) = (CardNo(FIRST + 1), CardNo(FIRST + 2), CardNo(FIRST + 3));
+        let commit = |id: u64, day_spend: Vec<((CardNo, u8), (BusinessDate, i64))>| {
+            let mut encoded = Vec::new();
+            encode_batch(&Effects { day_spend, ..Effects::default() }, &mut encoded);
+            store.commit(id, &encoded).unwrap();
+            encoded
+        };
+        let first = commit(
+            2,
+            vec![
+                ((a, 4), (20261122, 500)),
+                ((b, 4), (20261115, 900)), // a week old: pruned
+                ((c, 1), (20261121, 70)),  // the day before the newest: kept
+            ],
+        );
+        commit(4, vec![((a, 4), (20261122, 800)), ((c, 4), (20261122, 50)), ((a, 4), (20261122, 850))]);
+        // Only the first is materialized; the second is in the log tail.
+        let mut pending = Pending::default();
+        let mut marks = Marks { max_txn_id: 0, marks: vec![2, 1] };
+        decode_batch(&first).for_each(|r| pending.apply(r.unwrap(), &mut marks));
+        store.materialize(&pending, &marks).unwrap();
+        drop(store);
+
+        let expected = |partitions: usize| -> Vec<Vec<((CardNo, u8), (BusinessDate, i64))>> {
+            let mut out = vec![Vec::new(); partitions];
+            for entry in [((a, 4), (20261122, 850)), ((c, 1), (20261121, 70)), ((c, 4), (20261122, 50))] {
+                out[partition_of(entry.0 .0, partitions)].push(entry);
+            }
+            out
+        };
+        let day_spend = |recovered: &Recovered| -> Vec<Vec<_>> {
+            recovered.partitions.iter().map(|p| p.day_spend.clone()).collect()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let recovered = store.recover(3).unwrap();
+        assert_eq!(recovered.replayed_records, 3);
+        assert_eq!(day_spend(&recovered), expected(3));
+        let on_disk = |store: &Store| -> Vec<((CardNo, u8), (BusinessDate, i64))> {
+            let cf = store.handle(cf::DAY_SPEND);
+            let items = store.state.iterator_cf(cf, IteratorMode::Start).map(Result::unwrap);
+            items.map(|(k, v)| records::decode_day_spend(&k, &v).unwrap()).collect()
+        };
+        assert_eq!(
+            on_disk(&store),
+            vec![((a, 4), (20261122, 850)), ((c, 1), (20261121, 70)), ((c, 4), (20261122, 50))]
+        );
+        drop(store);
+
+        // From the column family alone now, with another partition count.
+        let store = Store::open(dir.path()).unwrap();
+        let again = store.recover(2).unwrap();
+        assert_eq!(again.replayed_records, 0);
+        assert_eq!(day_spend(&again), expected(2));
+    }
+
+    /// A state instance written before the `day_spend` column family existed opens: the
+    /// missing column family is created, and the rest is read as before.
+    #[test]
+    fn a_state_without_day_spend_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = rocksdb::Env::new().unwrap();
+        let cache = rocksdb::Cache::new_lru_cache(1 << 20);
+        let before: Vec<&str> = cf::STATE.iter().copied().filter(|name| *name != cf::DAY_SPEND).collect();
+        let range = CardRange {
+            first: CardNo(FIRST),
+            last: CardNo(FIRST + 9),
+            product: 1,
+            store_id: 21,
+            terminal_id: 5,
+            stan: 1,
+        };
+        {
+            let state = open_instance(&dir.path().join(STATE_DIR), &env, &cache, 1 << 20, &before).unwrap();
+            let mut buf = [0u8; MAX_RECORD_BYTES];
+            let n = records::encode_range(&range, &mut buf);
+            state.put_cf(state.cf_handle(cf::RANGES).unwrap(), range.first.0.to_be_bytes(), &buf[..n]).unwrap();
+            let _log = open_instance(&dir.path().join(LOG_DIR), &env, &cache, 1 << 20, &[cf::LOG]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let recovered = store.recover(2).unwrap();
+        assert_eq!(recovered.ranges, vec![range]);
+        assert!(recovered.partitions.iter().all(|p| p.day_spend.is_empty()));
+        let families = DB::list_cf(&Options::default(), dir.path().join(STATE_DIR)).unwrap();
+        assert!(families.iter().any(|name| name == cf::DAY_SPEND), "{families:?}");
     }
 
     /// A directory that holds one RocksDB database directly (the layout before the split) is

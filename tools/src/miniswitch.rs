@@ -11,7 +11,8 @@
 //! (terminal, stan) is declined `trace_reused`; anything else is declined `invalid_field`. It
 //! authenticates as the switch does (SPEC §3.1): it knows the admin credential, takes the
 //! terminals the admin provisions, checks every frame's MAC and signs every reply, so that the
-//! ceiling it shows includes the MAC's cost.
+//! ceiling it shows includes the MAC's cost. It has no catalog: the PIN and override of a sale
+//! or hold are not looked at, and its replies carry no discount, points, tier, notice or limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,7 +108,25 @@ fn card_reply(request: MsgType, code: ResponseCode, txn_id: u64, amount_minor: i
         Some(_) => (CardState::Stock, 0, 0),
         None => (CardState::Unknown, 0, 0),
     };
-    let reply = CardReply { code, state, txn_id, amount_minor, cash_minor, bonus_minor: 0, held_minor };
+    // No catalog here: no discounts, points, tiers, notices, PINs or limits. The gross amount
+    // is the amount moved, as the switch reports it for a request without a discount.
+    let reply = CardReply {
+        code,
+        state,
+        txn_id,
+        amount_minor,
+        cash_minor,
+        bonus_minor: 0,
+        held_minor,
+        gross_minor: amount_minor,
+        discount_minor: 0,
+        points_earned: 0,
+        points_balance: 0,
+        tier: 0,
+        notices: 0,
+        pin_attempts_left: 0,
+        limit_minor: 0,
+    };
     Response::Card { request, reply }
 }
 

@@ -18,6 +18,7 @@
 
 #![allow(dead_code)]
 
+use protocol::Verification;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use engine::{
@@ -325,6 +326,7 @@ impl Driver {
                 held_minor: 0,
                 first_load_date: 20261101,
                 last_activity_date: 20261101,
+                ..Card::new(Product::Member as u16, preimported.store_id, o.state)
             };
             let no = CardNo(BASE + u64::from(o.slot) % PREIMPORTED);
             // A later opening entry for the same slot replaces the earlier one.
@@ -459,15 +461,23 @@ impl Driver {
             Op::Sell { term, card, amount, method } => {
                 (t(term), Request::SellCard { card: card_no(card), amount_minor: amount, method })
             }
-            Op::Sale { term, card, amount, category, flags } => {
-                (t(term), Request::Sale { card: card_no(card), amount_minor: amount, category, flags })
-            }
+            Op::Sale { term, card, amount, category, flags } => (
+                t(term),
+                Request::Sale {
+                    card: card_no(card),
+                    amount_minor: amount,
+                    category,
+                    flags,
+                    verification: Verification::NONE,
+                },
+            ),
             Op::Load { term, card, amount, method } => {
                 (t(term), Request::Load { card: card_no(card), amount_minor: amount, method })
             }
-            Op::Hold { term, card, amount, category } => {
-                (t(term), Request::Hold { card: card_no(card), amount_minor: amount, category })
-            }
+            Op::Hold { term, card, amount, category } => (
+                t(term),
+                Request::Hold { card: card_no(card), amount_minor: amount, category, verification: Verification::NONE },
+            ),
             Op::Capture { term, card, txn, amount } => {
                 let (hold_txn_id, orig_card) = self.pick_txn(txn, &[TxnKind::Hold]);
                 let card = Self::card_of(card, orig_card);
@@ -612,7 +622,7 @@ impl Driver {
         } else {
             Expect::Fresh
         };
-        let cmd = Command { header, store_id: TERMINALS[term].1, request };
+        let cmd = Command::new(header, TERMINALS[term].1, request);
         if self.mode == Mode::Disk {
             self.provide_needs(&cmd)?;
         }

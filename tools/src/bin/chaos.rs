@@ -33,6 +33,7 @@ use protocol::client::Client;
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
     CardNo, CardReply, Category, Credential, PaymentMethod, Request, Response, ResponseCode, TerminalKey, TerminalRole,
+    Verification,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -636,7 +637,13 @@ impl Terminal {
     fn make_up(&mut self) -> Option<Work> {
         let Role::Load(rng) = &mut self.role else { return None };
         let sale = |index: u64, amount_minor: i64| Work::Post {
-            request: Request::Sale { card: card(index), amount_minor, category: Category::Retail as u8, flags: 0 },
+            request: Request::Sale {
+                card: card(index),
+                amount_minor,
+                category: Category::Retail as u8,
+                flags: 0,
+                verification: Verification::NONE,
+            },
             hold: None,
         };
         Some(match plan::next_action(rng, self.cards) {
@@ -646,7 +653,12 @@ impl Terminal {
                 hold: None,
             },
             Action::Hold { card_index, amount_minor } => Work::Post {
-                request: Request::Hold { card: card(card_index), amount_minor, category: Category::Room as u8 },
+                request: Request::Hold {
+                    card: card(card_index),
+                    amount_minor,
+                    category: Category::Room as u8,
+                    verification: Verification::NONE,
+                },
                 hold: None,
             },
             Action::Capture { card_index, amount_minor, discount_draw } => match self.open_holds.pop_front() {
@@ -1413,7 +1425,13 @@ mod tests {
         let mut t = load_terminal();
         for _ in 0..200 {
             t.queue.push_back(Work::Post {
-                request: Request::Sale { card: card(1), amount_minor: 5, category: 1, flags: 0 },
+                request: Request::Sale {
+                    card: card(1),
+                    amount_minor: 5,
+                    category: 1,
+                    flags: 0,
+                    verification: Verification::NONE,
+                },
                 hold: None,
             });
             t.next_new(false).unwrap();
@@ -1481,7 +1499,7 @@ mod tests {
     #[test]
     fn holds_open_for_captures_and_come_back_when_a_capture_did_not_happen() {
         let mut t = load_terminal();
-        let hold = Request::Hold { card: card(3), amount_minor: 1_000, category: 3 };
+        let hold = Request::Hold { card: card(3), amount_minor: 1_000, category: 3, verification: Verification::NONE };
         t.queue.push_back(Work::Post { request: hold, hold: None });
         t.next_new(false).unwrap();
         t.settle(1, approved(50));

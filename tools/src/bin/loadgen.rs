@@ -38,7 +38,7 @@ use protocol::client::local_time_now;
 use protocol::message::{Frame, Header, Message};
 use protocol::{
     CardNo, Category, Credential, FrameCodec, MsgType, PaymentMethod, Request, Response, ResponseCode, TerminalKey,
-    TerminalRole, MAX_RANGE_CARDS,
+    TerminalRole, Verification, MAX_RANGE_CARDS,
 };
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -362,8 +362,12 @@ impl LoadGenerator {
             }
             Kind::Hold => {
                 let amount = self.rng.in_range(HOLD_MIN_MINOR, HOLD_MAX_MINOR);
-                let request =
-                    Request::Hold { card: card_no, amount_minor: amount as i64, category: Category::Room as u8 };
+                let request = Request::Hold {
+                    card: card_no,
+                    amount_minor: amount as i64,
+                    category: Category::Room as u8,
+                    verification: Verification::NONE,
+                };
                 (request, tag(Kind::Hold, amount))
             }
             Kind::Capture => {
@@ -396,6 +400,7 @@ impl LoadGenerator {
             amount_minor: amount as i64,
             category: Category::Retail as u8,
             flags: 0,
+            verification: Verification::NONE,
         };
         (
             request,

@@ -13,12 +13,13 @@ use cardswitch_tools::{
     parse_stan, product_name, sign_on_stan_from_clock, stan_from_clock, unix_ms_now, MAX_OPERATION_STAN,
 };
 use clap::{Parser, Subcommand};
+use protocol::auth::MAX_SECRET_BYTES;
 use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC_OFFSET_MINUTES};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::types::format_minor;
 use protocol::{
-    CardNo, CardReply, Category, Credential, ImportRangeReply, PaymentMethod, Request, Response, SaleFlags,
-    SignOnReply, TerminalRole, MAX_RANGE_CARDS,
+    CardNo, CardReply, Category, Credential, ImportRangeReply, PaymentMethod, Request, Response, ResponseCode,
+    SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalRole, Verification, MAX_RANGE_CARDS,
 };
 
 const EXIT_APPROVED: u8 = 0;
@@ -33,8 +34,14 @@ const EXIT_ERROR: u8 = 2;
     after_help = "Amounts are yuan with at most two decimals (12.34). Every operation but \
                   sign-on and echo is sent after a sign-on at --store. The trace number (stan) \
                   used is always printed; to retransmit a request, run the same command again \
-                  with --stan N --retransmit.\n\nExit status: 0 approved, 1 declined, 2 usage, \
-                  connection or protocol error."
+                  with --stan N --retransmit.\n\nA sale or hold on a card whose product asks for \
+                  a PIN takes --pin; a manager lifts a restriction (a category or a limit) with \
+                  --approver OPERATOR_ID --approver-passcode-file FILE. Both travel sealed under \
+                  the terminal's key and the trace number, never in clear; to retransmit such a \
+                  request, repeat the whole command, PIN and approver included, with --stan N \
+                  --retransmit; to try another PIN after wrong_pin, send a new request (a new \
+                  --stan, or none).\n\nExit status: 0 approved, 1 declined (a wrong PIN or a limit \
+                  too), 2 usage, connection or protocol error."
 )]
 struct Cli {
     /// Address of the switch, HOST:PORT.
@@ -99,6 +106,8 @@ enum Op {
         /// Sale flag: special price.
         #[arg(long)]
         special_price: bool,
+        #[command(flatten)]
+        checks: Checks,
     },
     /// Credit a card, paid by --method.
     Load {
@@ -123,6 +132,8 @@ enum Op {
         /// Sale category the hold is for (see sale --help).
         #[arg(long, default_value = "room", value_parser = parse_category)]
         category: Category,
+        #[command(flatten)]
+        checks: Checks,
     },
     /// Complete a hold for a final amount.
     Capture {
@@ -218,6 +229,100 @@ enum Op {
     },
 }
 
+/// What a sale or hold carries to prove it may proceed: the holder's PIN and a manager's
+/// override. Sealed in `run`, once the terminal and the trace number are known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+struct Checks {
+    /// The card holder's PIN, 4 to 12 digits (products that ask for one).
+    #[arg(long, value_name = "PIN", value_parser = parse_pin, help_heading = "Verification")]
+    pin: Option<Pin>,
+    /// Operator id of the manager approving an override of a restriction (category or limit);
+    /// needs --approver-passcode-file.
+    #[arg(long, value_name = "OPERATOR_ID", value_parser = parse_operator,
+        requires = "approver_passcode_file", help_heading = "Verification")]
+    approver: Option<u32>,
+    /// File holding the approver's passcode (surrounding whitespace ignored); needs --approver.
+    #[arg(long, value_name = "FILE", requires = "approver", help_heading = "Verification")]
+    approver_passcode_file: Option<PathBuf>,
+}
+
+/// A PIN as typed: 4 to 12 ASCII digits. Never printed: `Debug` shows only that it is one.
+#[derive(Clone, PartialEq, Eq)]
+struct Pin(String);
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(..)")
+    }
+}
+
+/// Shortest and longest PIN, in digits (L3).
+const PIN_DIGITS: std::ops::RangeInclusive<usize> = 4..=12;
+
+/// A PIN: 4 to 12 digits, nothing else.
+fn parse_pin(text: &str) -> Result<Pin, String> {
+    if PIN_DIGITS.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(Pin(text.to_string()))
+    } else {
+        Err(format!("a PIN is {} to {} digits (0-9), nothing else", PIN_DIGITS.start(), PIN_DIGITS.end()))
+    }
+}
+
+/// An approving operator's id: a number other than 0 (0 on the wire means "no override").
+fn parse_operator(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(id) if id != 0 => Ok(id),
+        _ => Err(format!("invalid operator id '{text}' (expected 1..={})", u32::MAX)),
+    }
+}
+
+/// A passcode as a passcode file holds it: surrounding whitespace dropped, then one line of
+/// 1 to 15 bytes. The error does not repeat the file's content.
+fn parse_passcode(text: &str) -> Result<String, String> {
+    let passcode = text.trim();
+    if passcode.is_empty() || passcode.len() > MAX_SECRET_BYTES || passcode.chars().any(char::is_control) {
+        return Err(format!("a passcode is one line of 1 to {MAX_SECRET_BYTES} bytes"));
+    }
+    Ok(passcode.to_string())
+}
+
+impl Checks {
+    /// The approver's passcode, read from its file, when an approver is named.
+    fn passcode(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.approver_passcode_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the approver's passcode file {}: {e}", path.display()))?;
+        parse_passcode(&text).map(Some).map_err(|problem| format!("{}: {problem}", path.display()))
+    }
+
+    /// The verification of the request `terminal_id`/`stan` signed with `key`: the PIN and the
+    /// approver's `passcode` sealed for that request alone.
+    fn seal(
+        &self,
+        key: &TerminalKey,
+        terminal_id: u32,
+        stan: u32,
+        passcode: Option<&str>,
+    ) -> Result<Verification, String> {
+        let seal = |kind, secret: &str| {
+            Sealed::seal(key, kind, terminal_id, stan, secret).map_err(|e| format!("cannot seal the {kind:?}: {e}"))
+        };
+        let mut verification = Verification::NONE;
+        if let Some(Pin(pin)) = &self.pin {
+            verification.pin = seal(SecretKind::Pin, pin)?;
+        }
+        match (self.approver, passcode) {
+            (Some(approver_id), Some(passcode)) => {
+                verification.approver_id = approver_id;
+                verification.approver_passcode = seal(SecretKind::Passcode, passcode)?;
+            }
+            (None, None) => {}
+            _ => return Err("--approver and --approver-passcode-file go together".to_string()),
+        }
+        Ok(verification)
+    }
+}
+
 fn parse_role(text: &str) -> Result<TerminalRole, String> {
     TerminalRole::from_name(text.trim()).ok_or_else(|| format!("unknown role '{text}' (expected pos or admin)"))
 }
@@ -243,13 +348,22 @@ impl Op {
         }
     }
 
-    /// The request to send; errors are usage errors found before connecting.
+    /// The PIN and override of a sale or hold.
+    fn checks(&self) -> Option<&Checks> {
+        match self {
+            Op::Sale { checks, .. } | Op::Hold { checks, .. } => Some(checks),
+            _ => None,
+        }
+    }
+
+    /// The request to send; errors are usage errors found before connecting. A sale or hold
+    /// goes without PIN or override here: they are sealed in `run`, once the stan is known.
     fn request(&self, store_id: u32) -> Result<Request, String> {
         Ok(match *self {
             Op::SignOn => Request::SignOn { store_id },
             Op::Echo => Request::Echo,
             Op::Balance { card } => Request::Balance { card },
-            Op::Sale { card, amount, category, promotion, group_purchase, special_price } => {
+            Op::Sale { card, amount, category, promotion, group_purchase, special_price, .. } => {
                 let mut flags = 0;
                 for (set, bit) in [
                     (promotion, SaleFlags::PROMOTION),
@@ -260,11 +374,17 @@ impl Op {
                         flags |= bit;
                     }
                 }
-                Request::Sale { card, amount_minor: amount, category: category as u8, flags }
+                Request::Sale {
+                    card,
+                    amount_minor: amount,
+                    category: category as u8,
+                    flags,
+                    verification: Verification::NONE,
+                }
             }
             Op::Load { card, amount, method } => Request::Load { card, amount_minor: amount, method: method as u8 },
-            Op::Hold { card, amount, category } => {
-                Request::Hold { card, amount_minor: amount, category: category as u8 }
+            Op::Hold { card, amount, category, .. } => {
+                Request::Hold { card, amount_minor: amount, category: category as u8, verification: Verification::NONE }
             }
             Op::Capture { card, hold_txn_id, amount } => Request::Capture { card, hold_txn_id, amount_minor: amount },
             Op::Void { card, txn_id } => Request::Void { card, original_txn_id: txn_id },
@@ -329,22 +449,119 @@ fn code_field(code: protocol::ResponseCode) -> Field {
     field("code", code.as_str(), "code", json_string(code.as_str()))
 }
 
+/// A line of the readable block only.
+fn line(label: &'static str, text: impl Into<String>) -> Field {
+    Field { label: Some(label), text: text.into(), json: vec![] }
+}
+
+/// `f` in the JSON object always, in the readable block only when it matters.
+fn shown_if(matters: bool, mut f: Field) -> Field {
+    if !matters {
+        f.label = None;
+    }
+    f
+}
+
+/// The notice bits a reply may carry: bit, name in the JSON object, what the cashier reads.
+const NOTICES: [(u8, &str, &str); 3] = [
+    (CardReply::NOTICE_PIN_MUST_CHANGE, "pin_must_change", "PIN must be changed: ask the holder to change it"),
+    (CardReply::NOTICE_DORMANT, "dormant", "dormant: the card will be frozen if it stays unused"),
+    (CardReply::NOTICE_RECYCLE, "recycle", "return for recycling: the card is spent, take it back"),
+];
+
+/// One `notice` line per notice bit set, and the list of their names for the JSON object.
+fn notice_fields(notices: u8) -> Vec<Field> {
+    let (mut fields, mut names) = (Vec::new(), Vec::new());
+    for mask in (0..8).map(|bit| 1u8 << bit).filter(|mask| notices & mask != 0) {
+        match NOTICES.iter().find(|(bit, ..)| *bit == mask) {
+            Some((_, name, text)) => {
+                fields.push(line("notice", *text));
+                names.push(json_string(name));
+            }
+            None => {
+                let name = format!("0x{mask:02x}");
+                fields.push(line("notice", format!("{name} (unknown to this pos)")));
+                names.push(json_string(&name));
+            }
+        }
+    }
+    fields.push(Field { label: None, text: String::new(), json: vec![("notices", format!("[{}]", names.join(",")))] });
+    fields
+}
+
+/// Why a decline happened, where the reply says more than its code: the PIN attempts left,
+/// the limit the request ran into (the switch sets them with exactly these codes).
+fn decline_fields(reply: &CardReply) -> Vec<Field> {
+    let limit = |which: &str| line("limit", format!("{}  ({which})", format_minor(reply.limit_minor)));
+    match reply.code {
+        ResponseCode::WrongPin => vec![line(
+            "pin",
+            match reply.pin_attempts_left {
+                0 => "wrong, 0 attempts left: the card is locked".to_string(),
+                1 => "wrong, 1 attempt left".to_string(),
+                n => format!("wrong, {n} attempts left"),
+            },
+        )],
+        ResponseCode::PinRequired => vec![line("pin", "required: ask the holder for it (--pin)")],
+        ResponseCode::LimitExceeded => vec![limit("per transaction or per day")],
+        ResponseCode::LoadBelowMinimum => vec![limit("smallest load")],
+        ResponseCode::LoadAboveMaximum => vec![limit("largest load")],
+        ResponseCode::BalanceLimitExceeded => vec![limit("largest balance")],
+        _ => vec![],
+    }
+}
+
 fn card_fields(card: CardNo, reply: &CardReply) -> Vec<Field> {
     let txn = if reply.txn_id == 0 { "none".to_string() } else { reply.txn_id.to_string() };
-    vec![
-        code_field(reply.code),
+    let discounted = reply.discount_minor != 0 || reply.gross_minor != reply.amount_minor;
+    let mut amount = money("amount", "amount_minor", reply.amount_minor);
+    if discounted {
+        amount.text.push_str("  (net)");
+    }
+    let points = match reply.points_earned {
+        0 => format!("balance {}", reply.points_balance),
+        earned if earned > 0 => format!("+{earned} earned, balance {}", reply.points_balance),
+        taken => format!("{taken} taken back, balance {}", reply.points_balance),
+    };
+    let mut fields = vec![code_field(reply.code)];
+    fields.extend(decline_fields(reply));
+    fields.extend([
         Field {
             label: Some("card"),
             text: format!("{card}  ({})", reply.state),
             json: vec![("card", json_string(&card.to_string())), ("state", json_string(reply.state.as_str()))],
         },
         field("txn id", txn, "txn_id", reply.txn_id.to_string()),
-        money("amount", "amount_minor", reply.amount_minor),
+        shown_if(discounted, money("gross", "gross_minor", reply.gross_minor)),
+        shown_if(discounted, money("discount", "discount_minor", reply.discount_minor)),
+        amount,
         money("cash", "cash_minor", reply.cash_minor),
         money("bonus", "bonus_minor", reply.bonus_minor),
         money("held", "held_minor", reply.held_minor),
         money("available", "available_minor", reply.available_minor()),
-    ]
+        shown_if(
+            reply.points_earned != 0 || reply.points_balance != 0,
+            Field {
+                label: Some("points"),
+                text: points,
+                json: vec![
+                    ("points_earned", reply.points_earned.to_string()),
+                    ("points_balance", reply.points_balance.to_string()),
+                ],
+            },
+        ),
+        shown_if(reply.tier != 0, field("tier", reply.tier.to_string(), "tier", reply.tier.to_string())),
+    ]);
+    fields.extend(notice_fields(reply.notices));
+    fields.push(Field {
+        label: None,
+        text: String::new(),
+        json: vec![
+            ("pin_attempts_left", reply.pin_attempts_left.to_string()),
+            ("limit_minor", reply.limit_minor.to_string()),
+        ],
+    });
+    fields
 }
 
 fn sign_on_fields(store_id: u32, reply: &SignOnReply) -> Vec<Field> {
@@ -533,6 +750,13 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             write_credential(path, &provisioned)?;
         }
     }
+    if let Some(checks) = cli.op.checks() {
+        let passcode = checks.passcode().map_err(Failure)?;
+        let sealed = checks.seal(&me.key, terminal, stan, passcode.as_deref()).map_err(Failure)?;
+        if let Request::Sale { ref mut verification, .. } | Request::Hold { ref mut verification, .. } = request {
+            *verification = sealed;
+        }
+    }
 
     let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
     let mut client =
@@ -638,6 +862,7 @@ mod tests {
                 amount_minor: 1234,
                 category: Category::Retail as u8,
                 flags: SaleFlags::PROMOTION | SaleFlags::SPECIAL_PRICE,
+                verification: Verification::NONE,
             })
         );
     }
@@ -649,7 +874,12 @@ mod tests {
         assert_eq!(cli.stan, Some(9));
         assert_eq!(
             cli.op.request(1),
-            Ok(Request::Hold { card: CardNo(62_008_800), amount_minor: 50_000, category: Category::Room as u8 })
+            Ok(Request::Hold {
+                card: CardNo(62_008_800),
+                amount_minor: 50_000,
+                category: Category::Room as u8,
+                verification: Verification::NONE,
+            })
         );
         let cli = parse(&["--addr", "x:1", "--store", "3", "sign-on"]).unwrap();
         assert_eq!(cli.op.request(cli.store), Ok(Request::SignOn { store_id: 3 }));
@@ -730,8 +960,10 @@ mod tests {
             cash_minor: 8766,
             bonus_minor: 0,
             held_minor: 0,
+            gross_minor: 1234,
+            ..CardReply::default()
         };
-        let request = Request::Sale { card: CardNo(6_200_880_000_000_017), amount_minor: 1234, category: 1, flags: 0 };
+        let request = sale_request(1234);
         let response = Response::Card { request: MsgType::Sale, reply };
         let fields = response_fields(&request, &response).unwrap();
         let sent = Sent { op: "sale", terminal: 1001, stan: 45_213_007, retransmit: false };
@@ -751,8 +983,10 @@ mod tests {
             render_json(&sent, &fields),
             "{\"op\":\"sale\",\"terminal\":1001,\"stan\":45213007,\"retransmit\":false,\
              \"code\":\"approved\",\"card\":\"6200880000000017\",\"state\":\"active\",\
-             \"txn_id\":1024,\"amount_minor\":1234,\"cash_minor\":8766,\"bonus_minor\":0,\
-             \"held_minor\":0,\"available_minor\":8766}\n"
+             \"txn_id\":1024,\"gross_minor\":1234,\"discount_minor\":0,\"amount_minor\":1234,\
+             \"cash_minor\":8766,\"bonus_minor\":0,\"held_minor\":0,\"available_minor\":8766,\
+             \"points_earned\":0,\"points_balance\":0,\"tier\":0,\"notices\":[],\"pin_attempts_left\":0,\
+             \"limit_minor\":0}\n"
         );
         // A reply of the wrong type is not accepted as the answer.
         let wrong = Response::Card { request: MsgType::Load, reply };
@@ -761,5 +995,214 @@ mod tests {
         let fields = response_fields(&Request::SignOn { store_id: 1 }, &sign_on).unwrap();
         assert!(render_text(&sent, &fields).contains("  date       2026-11-22\n"));
         assert!(render_json(&sent, &fields).contains("\"business_date\":20261122"));
+    }
+
+    fn sale_request(amount_minor: i64) -> Request {
+        Request::Sale {
+            card: CardNo(6_200_880_000_000_017),
+            amount_minor,
+            category: Category::Retail as u8,
+            flags: 0,
+            verification: Verification::NONE,
+        }
+    }
+
+    fn test_key() -> TerminalKey {
+        TerminalKey::from_bytes(std::array::from_fn(|i| i as u8 ^ 0x5a))
+    }
+
+    fn text_of(request: &Request, reply: CardReply) -> String {
+        let response = Response::Card { request: request.msg_type(), reply };
+        let fields = response_fields(request, &response).unwrap();
+        render_text(&Sent { op: request.msg_type().as_str(), terminal: 1001, stan: 7, retransmit: false }, &fields)
+    }
+
+    fn json_of(request: &Request, reply: CardReply) -> String {
+        let response = Response::Card { request: request.msg_type(), reply };
+        let fields = response_fields(request, &response).unwrap();
+        render_json(&Sent { op: request.msg_type().as_str(), terminal: 1001, stan: 7, retransmit: false }, &fields)
+    }
+
+    #[test]
+    fn pin_is_4_to_12_digits_and_sealed_for_the_stan() {
+        let args = |pin: &str| {
+            ["--addr", "x:1", "--stan", "7", "sale", "6200880000000017", "10", "--pin"]
+                .into_iter()
+                .map(str::to_string)
+                .chain([pin.to_string()])
+                .collect::<Vec<_>>()
+        };
+        for good in ["1234", "000000", "123456789012"] {
+            let cli = Cli::try_parse_from(std::iter::once("pos".to_string()).chain(args(good))).unwrap();
+            assert_eq!(cli.op.checks().unwrap().pin, Some(Pin(good.to_string())));
+        }
+        for bad in ["123", "1234567890123", "12a4", " 1234", "12 34", "１２３４", ""] {
+            let error = Cli::try_parse_from(std::iter::once("pos".to_string()).chain(args(bad))).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+            let message = error.to_string();
+            assert!(message.contains("a PIN is 4 to 12 digits"), "{message}");
+        }
+        // Not on the operations that take none; the PIN never shows in a debug print.
+        assert!(parse(&["--addr", "x:1", "load", "62008800", "1", "--method", "cash", "--pin", "1234"]).is_err());
+        let cli = parse(&["--addr", "x:1", "hold", "62008800", "5", "--pin", "987654"]).unwrap();
+        assert!(!format!("{cli:?}").contains("987654"));
+
+        // Sealed for terminal and stan: the switch opens it with the same key, terminal and stan.
+        let checks = cli.op.checks().unwrap();
+        let key = test_key();
+        let v = checks.seal(&key, 1001, 42, None).unwrap();
+        assert_eq!(v.pin.open(&key, SecretKind::Pin, 1001, 42), Ok(Some(b"987654".to_vec())));
+        assert_ne!(v.pin.open(&key, SecretKind::Pin, 1001, 43), Ok(Some(b"987654".to_vec())));
+        assert_eq!((v.approver_id, v.approver_passcode), (0, Sealed::NONE));
+        // The same command again (a retransmission) seals the same bytes.
+        assert_eq!(checks.seal(&key, 1001, 42, None).unwrap(), v);
+        // No PIN: nothing sealed.
+        let cli = parse(&["--addr", "x:1", "sale", "62008800", "5"]).unwrap();
+        assert_eq!(cli.op.checks().unwrap().seal(&key, 1001, 42, None), Ok(Verification::NONE));
+    }
+
+    #[test]
+    fn approver_needs_its_passcode_file_and_seals_the_passcode() {
+        let base = ["--addr", "x:1", "sale", "62008800", "5"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        for alone in [
+            &["--approver", "77"][..],
+            &["--approver-passcode-file", "p"],
+            &["--approver", "0", "--approver-passcode-file", "p"],
+        ] {
+            assert_eq!(with(alone).unwrap_err().exit_code(), 2, "{alone:?}");
+        }
+        let dir = std::env::temp_dir().join(format!("pos-passcode-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("passcode");
+        std::fs::write(&file, "  s3cret-42\n").unwrap();
+        let cli =
+            with(&["--pin", "1234", "--approver", "77", "--approver-passcode-file", file.to_str().unwrap()]).unwrap();
+        let checks = cli.op.checks().unwrap();
+        let passcode = checks.passcode().unwrap();
+        assert_eq!(passcode.as_deref(), Some("s3cret-42"));
+        let key = test_key();
+        let v = checks.seal(&key, 1001, 9, passcode.as_deref()).unwrap();
+        assert_eq!(v.approver_id, 77);
+        assert_eq!(v.approver_passcode.open(&key, SecretKind::Passcode, 1001, 9), Ok(Some(b"s3cret-42".to_vec())));
+        assert_eq!(v.pin.open(&key, SecretKind::Pin, 1001, 9), Ok(Some(b"1234".to_vec())));
+
+        for bad in ["", "  \n", "0123456789abcdef", "two\nlines"] {
+            std::fs::write(&file, bad).unwrap();
+            let problem = checks.passcode().unwrap_err();
+            assert!(problem.contains("a passcode is one line of 1 to 15 bytes"), "{problem}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = with(&["--approver", "77", "--approver-passcode-file", "/nonexistent/pos/passcode"]).unwrap();
+        assert!(missing.op.checks().unwrap().passcode().unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn discounts_points_tier_and_notices_are_shown_when_they_matter() {
+        let reply = CardReply {
+            code: ResponseCode::Approved,
+            state: protocol::CardState::Active,
+            txn_id: 2048,
+            amount_minor: 12_850,
+            cash_minor: 37_150,
+            gross_minor: 15_000,
+            discount_minor: 2_150,
+            points_earned: 128,
+            points_balance: 1_340,
+            tier: 2,
+            notices: CardReply::NOTICE_PIN_MUST_CHANGE | CardReply::NOTICE_DORMANT | CardReply::NOTICE_RECYCLE,
+            ..CardReply::default()
+        };
+        assert_eq!(
+            text_of(&sale_request(15_000), reply),
+            "sale  terminal 1001  stan 7\n\
+             \x20 code       approved\n\
+             \x20 card       6200880000000017  (active)\n\
+             \x20 txn id     2048\n\
+             \x20 gross      150.00\n\
+             \x20 discount   21.50\n\
+             \x20 amount     128.50  (net)\n\
+             \x20 cash       371.50\n\
+             \x20 bonus      0.00\n\
+             \x20 held       0.00\n\
+             \x20 available  371.50\n\
+             \x20 points     +128 earned, balance 1340\n\
+             \x20 tier       2\n\
+             \x20 notice     PIN must be changed: ask the holder to change it\n\
+             \x20 notice     dormant: the card will be frozen if it stays unused\n\
+             \x20 notice     return for recycling: the card is spent, take it back\n"
+        );
+        let json = json_of(&sale_request(15_000), reply);
+        for member in [
+            "\"gross_minor\":15000,\"discount_minor\":2150,\"amount_minor\":12850,",
+            "\"points_earned\":128,\"points_balance\":1340,\"tier\":2,",
+            "\"notices\":[\"pin_must_change\",\"dormant\",\"recycle\"],",
+        ] {
+            assert!(json.contains(member), "{member} in {json}");
+        }
+        // A refund takes points back; an unknown notice bit is still shown.
+        let refund = Request::Refund { card: CardNo(6_200_880_000_000_017), original_txn_id: 2048, amount_minor: 500 };
+        let reply = CardReply {
+            amount_minor: 500,
+            gross_minor: 500,
+            discount_minor: 0,
+            points_earned: -5,
+            points_balance: 1_335,
+            notices: 0x10,
+            ..reply
+        };
+        let text = text_of(&refund, reply);
+        assert!(text.contains("  points     -5 taken back, balance 1335\n"), "{text}");
+        assert!(text.contains("  notice     0x10 (unknown to this pos)\n"), "{text}");
+        assert!(!text.contains("gross") && !text.contains("(net)"), "{text}");
+        assert!(json_of(&refund, reply).contains("\"notices\":[\"0x10\"]"));
+    }
+
+    #[test]
+    fn wrong_pin_and_limit_declines_say_why() {
+        let declined = |code, pin_attempts_left, limit_minor| CardReply {
+            code,
+            state: protocol::CardState::Active,
+            cash_minor: 50_000,
+            pin_attempts_left,
+            limit_minor,
+            ..CardReply::default()
+        };
+        let sale = sale_request(1_000);
+        let text = text_of(&sale, declined(ResponseCode::WrongPin, 2, 0));
+        assert!(
+            text.starts_with(
+                "sale  terminal 1001  stan 7\n  code       wrong_pin\n  pin        wrong, 2 attempts left\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  amount     0.00\n  cash       500.00\n"), "{text}");
+        assert!(!text.contains("points") && !text.contains("tier") && !text.contains("notice"), "{text}");
+        assert!(json_of(&sale, declined(ResponseCode::WrongPin, 2, 0)).contains("\"pin_attempts_left\":2,"));
+        let text = text_of(&sale, declined(ResponseCode::WrongPin, 1, 0));
+        assert!(text.contains("  pin        wrong, 1 attempt left\n"), "{text}");
+        assert!(text_of(&sale, declined(ResponseCode::WrongPin, 0, 0))
+            .contains("  pin        wrong, 0 attempts left: the card is locked\n"));
+        assert!(text_of(&sale, declined(ResponseCode::PinRequired, 0, 0)).contains("  pin        required"));
+
+        let limit = declined(ResponseCode::LimitExceeded, 0, 500_000);
+        let text = text_of(&sale, limit);
+        assert!(
+            text.contains("  code       limit_exceeded\n  limit      5000.00  (per transaction or per day)\n"),
+            "{text}"
+        );
+        assert!(json_of(&sale, limit).contains("\"limit_minor\":500000}"));
+        let load = Request::Load { card: CardNo(6_200_880_000_000_017), amount_minor: 50, method: 1 };
+        for (code, which) in [
+            (ResponseCode::LoadBelowMinimum, "100.00  (smallest load)"),
+            (ResponseCode::LoadAboveMaximum, "100.00  (largest load)"),
+            (ResponseCode::BalanceLimitExceeded, "100.00  (largest balance)"),
+        ] {
+            let text = text_of(&load, declined(code, 0, 10_000));
+            assert!(text.contains(&format!("  limit      {which}\n")), "{text}");
+        }
+        // Other declines carry no such line.
+        let text = text_of(&sale, declined(ResponseCode::InsufficientValue, 0, 0));
+        assert!(!text.contains("  pin ") && !text.contains("  limit "), "{text}");
     }
 }

@@ -408,7 +408,7 @@ fn check_entry<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{CardState, Category, PaymentMethod, ResponseCode};
+    use protocol::{CardState, Category, PaymentMethod, ResponseCode, Verification};
 
     const TERMINAL: u32 = 1_001;
     const ADMIN: u32 = 1;
@@ -424,6 +424,8 @@ mod tests {
             cash_minor,
             bonus_minor: 0,
             held_minor,
+            gross_minor: amount_minor,
+            ..CardReply::default()
         }
     }
 
@@ -456,7 +458,13 @@ mod tests {
     }
 
     fn sale(amount_minor: i64) -> Request {
-        Request::Sale { card: CARD, amount_minor, category: Category::Retail as u8, flags: 0 }
+        Request::Sale {
+            card: CARD,
+            amount_minor,
+            category: Category::Retail as u8,
+            flags: 0,
+            verification: Verification::NONE,
+        }
     }
 
     /// A consistent history: the card sold, a sale answered, a load the kill left unanswered
@@ -468,7 +476,12 @@ mod tests {
     fn history() -> History {
         let sell = Request::SellCard { card: CARD, amount_minor: OPENING, method: PaymentMethod::Cash as u8 };
         let load = Request::Load { card: CARD, amount_minor: 5_000, method: PaymentMethod::Cash as u8 };
-        let hold = Request::Hold { card: CARD, amount_minor: 800, category: Category::Room as u8 };
+        let hold = Request::Hold {
+            card: CARD,
+            amount_minor: 800,
+            category: Category::Room as u8,
+            verification: Verification::NONE,
+        };
         let capture = Request::Capture { card: CARD, hold_txn_id: 14, amount_minor: 750 };
         let mut declined = approved(0, 0, 0, 0);
         declined.code = ResponseCode::InsufficientValue;
