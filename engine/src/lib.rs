@@ -418,7 +418,7 @@ impl Engine {
             Request::Sale { amount_minor, category, flags, .. } => {
                 let card = self.active_card(ctx, card_no)?;
                 let settings = self.settings(card_no, &card, &catalog)?;
-                self.check_pin(ctx, cmd, card_no, settings, fx)?;
+                self.check_pin(cmd, card_no, settings, fx)?;
                 let card = self.cards[&card_no];
                 let category = Category::from_u8(category).expect("validated");
                 self.check_category(ctx, cmd, card_no, settings, category, amount_minor)?;
@@ -450,7 +450,7 @@ impl Engine {
                 if !settings.holds {
                     return Err(self.decline(card_no, ResponseCode::HoldsNotAllowed));
                 }
-                self.check_pin(ctx, cmd, card_no, settings, fx)?;
+                self.check_pin(cmd, card_no, settings, fx)?;
                 let card = self.cards[&card_no];
                 let category = Category::from_u8(category).expect("validated");
                 self.check_category(ctx, cmd, card_no, settings, category, amount_minor)?;
@@ -517,7 +517,6 @@ impl Engine {
     /// (persisted with the decline); a right one clears the count.
     fn check_pin(
         &mut self,
-        ctx: Context,
         cmd: &Command,
         card_no: CardNo,
         settings: &ProductSettings,
@@ -552,9 +551,7 @@ impl Engine {
         }
         let card = *card;
         fx.cards.push((card_no, Some(card)));
-        let _ = ctx;
         let mut reply = card.reply(ResponseCode::WrongPin, 0, 0);
-        reply.gross_minor = 0;
         reply.pin_attempts_left = lockout.saturating_sub(card.pin_failures);
         Err(reply)
     }

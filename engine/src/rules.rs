@@ -132,7 +132,7 @@ pub fn in_birthday_window(date: BusinessDate, birthday_mmdd: u16, days_before: u
     // February birthday falls on 1 March in other years.
     (0..=1).any(|offset| {
         let year = date / 10_000 + offset;
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let (m, d) = if month == 2 && day == 29 && !leap { (3, 1) } else { (month, day) };
         let until = days_from_date(year * 10_000 + m * 100 + d) - today;
         (0..=i64::from(days_before)).contains(&until)
