@@ -1039,9 +1039,7 @@ impl Engine {
     /// Changes the card's buckets and journals the change: the one place balances move.
     fn post(&mut self, ctx: Context, cmd: &Command, card_no: CardNo, p: Posting, fx: &mut Effects) -> CardReply {
         let txn_id = self.ids.as_mut().expect("an engine that posts has an id source").take();
-        let validity_days = Product::from_code(self.cards[&card_no].product)
-            .and_then(|product| self.rules.catalog.product(product))
-            .and_then(|settings| settings.validity_days);
+        let catalog = &self.rules.catalog;
         let card = self.cards.get_mut(&card_no).expect("postings are made on sold cards");
         card.cash_minor += p.cash;
         card.bonus_minor += p.bonus;
@@ -1059,7 +1057,11 @@ impl Engine {
         );
         if p.cash > 0 && card.first_load_date == 0 && matches!(p.kind, TxnKind::Load | TxnKind::SellCard) {
             card.first_load_date = ctx.business_date;
-            // L7: valid N days from the first load; later loads do not extend it.
+            // L7: valid N days from the first load; later loads do not extend it. Looked up
+            // here, once per card, not for every posting.
+            let validity_days = Product::from_code(card.product)
+                .and_then(|product| catalog.product(product))
+                .and_then(|settings| settings.validity_days);
             if let Some(days) = validity_days {
                 card.expiry_date = rules::add_days(ctx.business_date, i64::from(days));
             }
