@@ -46,7 +46,8 @@ pub fn entry_json(entry: &JournalEntry) -> String {
         "{{\"txn_id\":{},\"kind\":\"{}\",\"card\":\"{}\",\"product\":{},\"business_date\":{},\"time_ms\":{},\
          \"local_time\":{},\"terminal_id\":{},\"store_id\":{},\"stan\":{},\"operator_id\":{},\"amount_minor\":{},\
          \"cash_delta_minor\":{},\"bonus_delta_minor\":{},\"held_delta_minor\":{},\"ref_txn_id\":{},\"method\":{},\
-         \"category\":{},\"sale_flags\":{},\"gross_minor\":{},\"points_delta\":{},\"catalog_version\":{}}}",
+         \"category\":{},\"sale_flags\":{},\"gross_minor\":{},\"points_delta\":{},\"catalog_version\":{},\
+         \"ticket\":{},\"approver_id\":{}}}",
         entry.txn_id,
         entry.kind.name(),
         entry.card.0,
@@ -69,6 +70,8 @@ pub fn entry_json(entry: &JournalEntry) -> String {
         entry.gross_minor,
         entry.points_delta,
         entry.catalog_version,
+        entry.ticket,
+        entry.approver_id,
     )
 }
 
@@ -103,6 +106,9 @@ pub(crate) mod tests {
             gross_minor: 15_000,
             points_delta: 123,
             catalog_version: 2,
+            // Not what a capture carries: set so that the encodings are seen to keep them.
+            ticket: 20_261_122_001,
+            approver_id: 7,
         }
     }
 
@@ -115,7 +121,7 @@ pub(crate) mod tests {
              \"terminal_id\":1001,\"store_id\":21,\"stan\":123,\"operator_id\":0,\"amount_minor\":12345,\
              \"cash_delta_minor\":-9345,\"bonus_delta_minor\":-3000,\"held_delta_minor\":-13000,\
              \"ref_txn_id\":418200,\"method\":0,\"category\":3,\"sale_flags\":0,\"gross_minor\":15000,\
-             \"points_delta\":123,\"catalog_version\":2}"
+             \"points_delta\":123,\"catalog_version\":2,\"ticket\":20261122001,\"approver_id\":7}"
         );
     }
 

@@ -149,6 +149,11 @@ impl MasterKey {
         hmac(&self.0, &[b"cardswitch pin hash v1"])
     }
 
+    /// The key of operators' passcode hashes (O1), derived like the PIN key.
+    pub fn operator_secret(&self) -> [u8; KEY_BYTES] {
+        hmac(&self.0, &[b"cardswitch operator passcode v1"])
+    }
+
     fn pad(&self, terminal_id: u32, nonce: &[u8; NONCE_BYTES]) -> [u8; KEY_BYTES] {
         hmac(&self.0, &[b"cardswitch key at rest v1", &terminal_id.to_be_bytes(), nonce])
     }

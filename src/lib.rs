@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod journal_cmd;
 pub mod keys;
+pub mod operators;
 pub mod partition;
 pub mod server;
 pub mod store;

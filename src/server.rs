@@ -12,8 +12,9 @@ use std::sync::OnceLock;
 use bytes::BytesMut;
 use futures::StreamExt;
 use protocol::{
-    encode_frame, encode_signed, Frame, Header, InboundCodec, Message, MsgType, Request, Response, ResponseCode,
-    SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole,
+    encode_frame, encode_signed, AdminAction, Frame, Header, InboundCodec, Message, MsgType, OperatorReply,
+    OperatorRole, Request, Response, ResponseCode, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply,
+    TerminalRole,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,8 +23,10 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::engine::roles;
 use crate::engine::{check_import, validate, CardRange, Command, Pin, PinKey, Rules};
 use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, StanUse, Terminal, ANY_STORE};
+use crate::operators::OperatorBook;
 use crate::partition::{reply_frame, Clock, Partitions, SystemClock};
 use crate::store::materializer::Materializer;
 use crate::store::{Store, StoreError};
@@ -120,8 +123,10 @@ struct Switch {
     /// Every provisioned terminal and its key.
     keyring: Keyring,
     master: MasterKey,
-    /// Serialises provisioning, a rare administrative request.
+    /// Serialises provisioning and operator changes, rare administrative requests.
     provisioning: tokio::sync::Mutex<()>,
+    /// Every operator and its passcode hash (O1).
+    operators: OperatorBook,
     /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
     declines: Arc<DeclineCounts>,
 }
@@ -174,13 +179,19 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let partitions = config.partitions;
         let keys = config.keys.clone();
-        let (store, recovered, keyring) = tokio::task::spawn_blocking(move || {
+        let (store, recovered, keyring, operators) = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let store = Store::open(&data_dir)?;
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
             let keyring = load_keyring(&store, &keys)?;
+            let operators = OperatorBook::new(&keys.master, store.operators()?);
+            if operators.is_empty() {
+                tracing::warn!(
+                    "no operators: administrative requests are refused until `cardswitch operator add` creates one"
+                );
+            }
             let recovered = store.recover(partitions)?;
-            Ok::<_, ServerError>((store, recovered, keyring))
+            Ok::<_, ServerError>((store, recovered, keyring, operators))
         })
         .await
         .expect("recovery does not panic")?;
@@ -213,6 +224,7 @@ impl Server {
             keyring,
             master: config.keys.master.clone(),
             provisioning: tokio::sync::Mutex::new(()),
+            operators,
             declines: Arc::new(DeclineCounts::default()),
         });
         let declines = switch.declines.clone();
@@ -329,41 +341,95 @@ async fn refuse_connection(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Requests only `admin` terminals may send.
-/// The operator a sale or hold names to approve an override (R2); 0 for none.
+/// The approver a request names (R2, L10); 0 for none.
 fn approver_of(request: &Request) -> u32 {
     match request {
-        Request::Sale { verification, .. } | Request::Hold { verification, .. } => verification.approver_id,
+        Request::Sale { verification, .. }
+        | Request::Hold { verification, .. }
+        | Request::CardAdmin { verification, .. } => verification.approver_id,
         _ => 0,
     }
 }
 
-/// Opens what a sale or hold carries (SPEC §3.2): the PIN, and the override's approver.
-/// A sealed field that does not open is `invalid_field`; an override is refused until
-/// operators with roles and passcodes exist to approve it (O1), so nothing is lifted on a
-/// claim alone.
-fn verify(request: &Request, header: &Header, key: &TerminalKey) -> Result<(Option<Pin>, u32), ResponseCode> {
-    let (Request::Sale { verification, .. } | Request::Hold { verification, .. }) = request else {
-        return Ok((None, 0));
-    };
-    let pin = match verification.pin.open(key, SecretKind::Pin, header.terminal_id, header.stan) {
-        Ok(None) => None,
-        Ok(Some(bytes)) => Some(Pin::new(&bytes).ok_or(ResponseCode::InvalidField)?),
-        Err(_) => return Err(ResponseCode::InvalidField),
-    };
-    if verification.approver_id == 0 && !verification.approver_passcode.is_none() {
-        return Err(ResponseCode::InvalidField);
+/// What the session proved about a card request (SPEC §3.2, O1): the secrets it carried,
+/// opened, and the operators it named, verified.
+#[derive(Default)]
+struct Verified {
+    pin: Option<Pin>,
+    new_pin: Option<Pin>,
+    approver_id: u32,
+    operator_id: u32,
+}
+
+/// Opens a sealed field; one that does not open is `invalid_field`.
+fn open_secret(
+    sealed: &Sealed,
+    kind: SecretKind,
+    header: &Header,
+    key: &TerminalKey,
+) -> Result<Option<Vec<u8>>, ResponseCode> {
+    sealed.open(key, kind, header.terminal_id, header.stan).map_err(|_| ResponseCode::InvalidField)
+}
+
+fn open_pin(
+    sealed: &Sealed,
+    kind: SecretKind,
+    header: &Header,
+    key: &TerminalKey,
+) -> Result<Option<Pin>, ResponseCode> {
+    match open_secret(sealed, kind, header, key)? {
+        None => Ok(None),
+        Some(bytes) => Pin::new(&bytes).map(Some).ok_or(ResponseCode::InvalidField),
     }
-    if verification.approver_id != 0 {
-        return Err(ResponseCode::OverrideRefused);
+}
+
+/// Opens what a sale, hold or administrative request carries and checks who it names: the
+/// operator of a `card_admin` by passcode, store and role (O1); an approver as a manager of
+/// this store (R2, L10). Nothing is lifted or administered on a claim alone.
+fn verify(
+    request: &Request,
+    header: &Header,
+    key: &TerminalKey,
+    operators: &OperatorBook,
+    store_id: u32,
+) -> Result<Verified, ResponseCode> {
+    let (verification, admin) = match request {
+        Request::Sale { verification, .. } | Request::Hold { verification, .. } => (verification, None),
+        Request::CardAdmin { verification, operator, action, new_pin, .. } => {
+            (verification, Some((operator, *action, new_pin)))
+        }
+        _ => return Ok(Verified::default()),
+    };
+    let mut verified =
+        Verified { pin: open_pin(&verification.pin, SecretKind::Pin, header, key)?, ..Verified::default() };
+    if let Some((operator, action, new_pin)) = admin {
+        let passcode = open_secret(&operator.passcode, SecretKind::OperatorPasscode, header, key)?;
+        let found = operators.verify(operator.operator_id, passcode.as_deref(), store_id)?;
+        let action = AdminAction::from_u8(action).expect("validated");
+        if !roles::may(found.role, action) {
+            return Err(ResponseCode::RoleNotPermitted);
+        }
+        verified.operator_id = found.operator_id;
+        verified.new_pin = open_pin(new_pin, SecretKind::NewPin, header, key)?;
     }
-    Ok((pin, 0))
+    if verification.approver_id == 0 {
+        if !verification.approver_passcode.is_none() {
+            return Err(ResponseCode::InvalidField);
+        }
+    } else {
+        let passcode = open_secret(&verification.approver_passcode, SecretKind::Passcode, header, key)?;
+        verified.approver_id = operators.verify_approver(verification.approver_id, passcode.as_deref(), store_id)?;
+    }
+    Ok(verified)
 }
 
 fn needs_admin(request: &Request) -> bool {
     matches!(
         request,
-        Request::ImportRange { .. } | Request::ProvisionTerminal { .. } | Request::SetTerminalState { .. }
+        Request::ImportRange { .. }
+            | Request::ProvisionTerminal { .. }
+            | Request::SetTerminalState { .. }
+            | Request::SetOperator { .. }
     )
 }
 
@@ -474,19 +540,29 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                                 // another partition, which this card's would not see (T8).
                                 decline(ResponseCode::TraceReused)
                             } else {
-                                match verify(&request, &header, &terminal.key) {
+                                match verify(&request, &header, &terminal.key, &switch.operators, store_id) {
                                     Err(code) => {
                                         tracing::warn!(
                                             terminal_id = header.terminal_id,
                                             stan = header.stan,
+                                            %msg_type,
                                             %code,
+                                            operator_id = request.operator().map_or(0, |o| o.operator_id),
                                             approver_id = approver_of(&request),
                                             "verification refused"
                                         );
                                         decline(code)
                                     }
-                                    Ok((pin, approver_id)) => {
-                                        let cmd = Command { header, store_id, request, pin, approver_id };
+                                    Ok(verified) => {
+                                        let cmd = Command {
+                                            header,
+                                            store_id,
+                                            request,
+                                            pin: verified.pin,
+                                            approver_id: verified.approver_id,
+                                            operator_id: verified.operator_id,
+                                            new_pin: verified.new_pin,
+                                        };
                                         switch
                                             .partitions
                                             .submit(card, cmd, replies.clone())
@@ -501,6 +577,9 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                             tokio::spawn(async move {
                                 let response = match request {
                                     Request::ImportRange { .. } => switch.import_range(header, request).await,
+                                    Request::SetOperator { .. } => {
+                                        switch.set_operator(header, request, store_id, &sender.key).await
+                                    }
                                     _ => switch.administer_terminal(header, request, &sender).await,
                                 };
                                 let _ = replies.send(reply_frame(&header, response)).await;
@@ -618,6 +697,63 @@ impl Switch {
         }
         tracing::info!(terminal_id, by = sender.terminal_id, %msg_type, enabled, "terminal administered");
         reply(ResponseCode::Approved, terminal_id, enabled)
+    }
+
+    /// O1: creates or changes an operator, durably, for an admin operator at this store. The
+    /// same request again leaves the same operator, so a retransmission gets the same answer.
+    async fn set_operator(
+        self: &Arc<Self>,
+        header: Header,
+        request: Request,
+        store_id: u32,
+        key: &TerminalKey,
+    ) -> Response {
+        let Request::SetOperator { operator, target_id, role, store_id: target_store, enabled, new_passcode } = request
+        else {
+            return Response::decline(MsgType::SetOperator, ResponseCode::UnknownMessageType);
+        };
+        let reply = |code, role: u8, enabled: bool| {
+            Response::Operator(OperatorReply { code, operator_id: target_id, role, enabled: u8::from(enabled) })
+        };
+        let _serialised = self.provisioning.lock().await;
+        let checked = (|| {
+            let passcode = open_secret(&operator.passcode, SecretKind::OperatorPasscode, &header, key)?;
+            let admin = self.operators.verify(operator.operator_id, passcode.as_deref(), store_id)?;
+            if !roles::may_set_operators(admin.role) {
+                return Err(ResponseCode::RoleNotPermitted);
+            }
+            let new_passcode = open_secret(&new_passcode, SecretKind::NewPasscode, &header, key)?;
+            let role = OperatorRole::from_u8(role).expect("validated");
+            self.operators
+                .make(target_id, role, target_store, enabled == 1, new_passcode.as_deref())
+                .map_err(|_| ResponseCode::InvalidField)
+        })();
+        let record = match checked {
+            Ok(record) => record,
+            Err(code) => {
+                tracing::warn!(
+                    terminal_id = header.terminal_id,
+                    operator_id = operator.operator_id,
+                    target_id,
+                    %code,
+                    "set_operator refused"
+                );
+                return reply(code, 0, false);
+            }
+        };
+        let switch = self.clone();
+        let stored_record = record.clone();
+        let stored = tokio::task::spawn_blocking(move || switch.store.put_operator(&stored_record))
+            .await
+            .expect("storing an operator does not panic");
+        if let Err(error) = stored {
+            tracing::error!(%error, target_id, "an operator could not be stored");
+            return reply(ResponseCode::SystemError, 0, false);
+        }
+        let (role, enabled) = (record.role, record.enabled);
+        self.operators.insert(record);
+        tracing::info!(target_id, by = operator.operator_id, %role, store_id = target_store, enabled, "operator set");
+        reply(ResponseCode::Approved, role as u8, enabled)
     }
 
     /// L1: imports a range after checking it against the others, durably, then tells the

@@ -211,6 +211,8 @@ pub struct Settings {
     pub hold_expiry_days: u32,
     /// Local time the business day closes, minutes after midnight (S1; hotels: night audit).
     pub day_cutover_minutes: u32,
+    /// Withheld from a card return's refund when the load's invoice is not returned (L10).
+    pub return_tax_rate: Decimal,
 }
 
 /// A store of a company (terminals sign on at a store).
@@ -302,6 +304,7 @@ impl Catalog {
                 dormancy_days: DEFAULT_DORMANCY_DAYS,
                 dormancy_notice_days: DEFAULT_DORMANCY_NOTICE_DAYS,
                 hold_expiry_days: DEFAULT_HOLD_EXPIRY_DAYS,
+                return_tax_rate: Decimal::ZERO,
                 day_cutover_minutes: 0,
             },
             products,
@@ -385,6 +388,7 @@ mod raw {
         pub dormancy_notice_days: Option<u32>,
         pub hold_expiry_days: Option<u32>,
         pub day_cutover: Option<String>,
+        pub return_tax_percent: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -659,7 +663,19 @@ impl Check {
                 0
             }),
         };
-        Settings { pin_lockout_count, dormancy_days, dormancy_notice_days, hold_expiry_days, day_cutover_minutes }
+        let return_tax_rate = raw
+            .return_tax_percent
+            .as_deref()
+            .and_then(|text| self.percent("settings.return_tax_percent", text, true))
+            .unwrap_or_default();
+        Settings {
+            pin_lockout_count,
+            dormancy_days,
+            dormancy_notice_days,
+            hold_expiry_days,
+            day_cutover_minutes,
+            return_tax_rate,
+        }
     }
 
     fn product(&mut self, key: &str, code: Product, raw: raw::Product, categories: &[Category]) -> ProductSettings {

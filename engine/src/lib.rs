@@ -5,9 +5,11 @@
 //! group commit before any reply leaves. Replaying the same commands on the same state gives
 //! the same replies and effects.
 
+mod admin;
 pub mod catalog;
 pub mod model;
 pub mod recent;
+pub mod roles;
 pub mod rules;
 
 use std::collections::{HashMap, HashSet};
@@ -61,15 +63,20 @@ pub struct Command {
     pub request: Request,
     /// The PIN the request carried, opened by the session (T2).
     pub pin: Option<Pin>,
-    /// An operator the session verified as allowed to override a restriction (R2, O1); 0:
-    /// no override.
+    /// An operator the session verified as allowed to override a restriction (R2) or approve
+    /// a card return (L10, O1); 0: no approval.
     pub approver_id: u32,
+    /// The operator of an administrative request, verified by the session with its role
+    /// (O1); 0 for a terminal's own request.
+    pub operator_id: u32,
+    /// The new PIN an administrative request carried, opened by the session (L3).
+    pub new_pin: Option<Pin>,
 }
 
 impl Command {
-    /// A request without PIN or override.
+    /// A request without PIN, operator or approval.
     pub fn new(header: Header, store_id: u32, request: Request) -> Command {
-        Command { header, store_id, request, pin: None, approver_id: 0 }
+        Command { header, store_id, request, pin: None, approver_id: 0, operator_id: 0, new_pin: None }
     }
 }
 
@@ -164,6 +171,18 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
             terminal_id != 0 && protocol::TerminalRole::from_u8(role).is_some()
         }
         Request::SetTerminalState { terminal_id, enabled } => terminal_id != 0 && enabled <= 1,
+        Request::SetOperator { operator, target_id, role, enabled, .. } => {
+            operator.operator_id != 0
+                && target_id != 0
+                && protocol::OperatorRole::from_u8(role).is_some()
+                && enabled <= 1
+        }
+        Request::CardAdmin { operator, action, flags, value, original_txn_id, ticket, new_pin, .. } => {
+            operator.operator_id != 0
+                && flags & !protocol::AdminFlags::KNOWN == 0
+                && protocol::AdminAction::from_u8(action)
+                    .is_some_and(|action| admin::fields_valid(action, value, original_txn_id, ticket, &new_pin))
+        }
     };
     let card_ok = request.card().is_none_or(CardNo::is_valid);
     if ok && card_ok {
@@ -271,6 +290,7 @@ impl Engine {
             Request::Capture { hold_txn_id: id, .. }
             | Request::Void { original_txn_id: id, .. }
             | Request::Refund { original_txn_id: id, .. } => txn_need(id),
+            Request::CardAdmin { original_txn_id, .. } => txn_need(original_txn_id),
             Request::Reversal { original_stan, .. } => {
                 let key = TraceKey { terminal_id: cmd.header.terminal_id, stan: original_stan };
                 trace_need(key).or_else(|| match self.traces.get(&key) {
@@ -437,7 +457,7 @@ impl Engine {
                     spend: debit.net_minor,
                     category: category as u8,
                     sale_flags: flags,
-                    operator_id: cmd.approver_id,
+                    approver_id: cmd.approver_id,
                     ..Posting::default()
                 };
                 self.count_day_spend(ctx, card_no, settings, category, amount_minor, fx);
@@ -463,7 +483,7 @@ impl Engine {
                     gross_minor: amount_minor,
                     held: amount_minor,
                     category: category as u8,
-                    operator_id: cmd.approver_id,
+                    approver_id: cmd.approver_id,
                     ..Posting::default()
                 };
                 Ok(self.post_new(ctx, cmd, card_no, posting, fx))
@@ -491,11 +511,13 @@ impl Engine {
             Request::Reversal { original_stan, amount_minor, .. } => {
                 self.reversal(ctx, cmd, card_no, original_stan, amount_minor, fx)
             }
+            Request::CardAdmin { .. } => self.administer(ctx, cmd, card_no, fx),
             Request::SignOn { .. }
             | Request::Echo
             | Request::ImportRange { .. }
             | Request::ProvisionTerminal { .. }
-            | Request::SetTerminalState { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
+            | Request::SetTerminalState { .. }
+            | Request::SetOperator { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
         }
     }
 
@@ -525,6 +547,18 @@ impl Engine {
         if !settings.pin_required {
             return Ok(());
         }
+        self.verify_pin(cmd, card_no, settings, fx)
+    }
+
+    /// T2, L4: the PIN the command carries against the card's, whether or not the product
+    /// requires one for debits (a PIN change proves the old PIN).
+    fn verify_pin(
+        &mut self,
+        cmd: &Command,
+        card_no: CardNo,
+        settings: &ProductSettings,
+        fx: &mut Effects,
+    ) -> Result<(), CardReply> {
         let Some(pin) = cmd.pin else {
             return Err(self.decline(card_no, ResponseCode::PinRequired));
         };
@@ -794,6 +828,10 @@ impl Engine {
         fx: &mut Effects,
     ) -> Outcome {
         let card = self.live_card(card_no)?;
+        // L5: after a loss report no debit is approved; the hold can still be voided.
+        if card.state == CardState::Lost {
+            return Err(self.decline(card_no, ResponseCode::CardLost));
+        }
         let hold = self.original(card_no, hold_id)?;
         if hold.kind != TxnKind::Hold {
             return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
@@ -1092,6 +1130,8 @@ impl Engine {
             gross_minor: p.gross_minor,
             points_delta: p.points,
             catalog_version: ctx.catalog_version,
+            ticket: p.ticket,
+            approver_id: p.approver_id,
         });
         let reply = CardReply {
             gross_minor: p.gross_minor,
@@ -1201,7 +1241,11 @@ struct Posting {
     /// Change of cumulative net spend (K1).
     spend: i64,
     operator_id: u32,
+    /// The manager who approved it (R2, L10).
+    approver_id: u32,
     ref_txn_id: u64,
+    /// The document an administrative posting was made against.
+    ticket: u64,
     method: u8,
     category: u8,
     sale_flags: u8,
@@ -1219,7 +1263,9 @@ impl Default for Posting {
             points: 0,
             spend: 0,
             operator_id: 0,
+            approver_id: 0,
             ref_txn_id: 0,
+            ticket: 0,
             method: 0,
             category: 0,
             sale_flags: 0,

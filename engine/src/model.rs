@@ -227,6 +227,24 @@ stored_enum! {
         Void = 7 => "void",
         /// A reversal (T7); its deltas undo the original named by `ref_txn_id`.
         Reversal = 8 => "reversal",
+        /// Administrative postings (`card_admin`), each naming its operator. The lifecycle
+        /// changes move no value; their entries keep the card's history (S9).
+        LossReport = 9 => "loss_report",
+        Freeze = 10 => "freeze",
+        Unfreeze = 11 => "unfreeze",
+        PinUnlock = 12 => "pin_unlock",
+        PinChange = 13 => "pin_change",
+        FundsConfirmed = 14 => "funds_confirmed",
+        /// L10: the cash value paid back (`amount_minor`, after tax) and everything removed.
+        CardReturn = 15 => "card_return",
+        /// L9: a gift card spent to zero, returned and closed.
+        Recycle = 16 => "recycle",
+        /// A signed correction of one bucket, with its ticket.
+        Adjustment = 17 => "adjustment",
+        /// V5: part or all of the load `ref_txn_id` taken back, its bonus in proportion.
+        LoadReversal = 18 => "load_reversal",
+        /// K4: points exchanged for bonus value or a gift.
+        Redemption = 19 => "redemption",
     }
 }
 
@@ -334,6 +352,11 @@ pub struct JournalEntry {
     /// Version of the product catalog in force when it was posted, so that a later change of
     /// the rules never reinterprets history; 0: the core rules, before any catalog.
     pub catalog_version: u32,
+    /// The document an administrative posting was made against (a fault ticket, V5; a
+    /// correction's ticket); 0 none.
+    pub ticket: u64,
+    /// The manager who approved it (an override, R2; a card return, L10); 0 none.
+    pub approver_id: u32,
 }
 
 /// A 64-bit digest of a request's content (type and body, not header): what "the same
@@ -389,11 +412,30 @@ pub fn request_digest(request: &Request) -> u64 {
             h.u64(terminal_id.into());
             h.u64(store_id.into());
             h.u8(role);
-            wrapped_key.iter().for_each(|b| h.u8(*b));
+            h.bytes(&wrapped_key);
         }
         Request::SetTerminalState { terminal_id, enabled } => {
             h.u64(terminal_id.into());
             h.u8(enabled);
+        }
+        Request::SetOperator { operator, target_id, role, store_id, enabled, new_passcode } => {
+            h.operator(&operator);
+            h.u64(target_id.into());
+            h.u8(role);
+            h.u64(store_id.into());
+            h.u8(enabled);
+            h.bytes(&new_passcode.0);
+        }
+        Request::CardAdmin { operator, card, action, flags, value, original_txn_id, ticket, verification, new_pin } => {
+            h.operator(&operator);
+            h.u64(card.0);
+            h.u8(action);
+            h.u8(flags);
+            h.u64(value as u64);
+            h.u64(original_txn_id);
+            h.u64(ticket);
+            h.verification(&verification);
+            h.bytes(&new_pin.0);
         }
     }
     h.0
@@ -411,13 +453,20 @@ impl Fnv {
     fn u64(&mut self, v: u64) {
         v.to_be_bytes().into_iter().for_each(|b| self.u8(b));
     }
+    fn bytes(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|b| self.u8(*b));
+    }
     fn verification(&mut self, v: &protocol::Verification) {
         // A request without PIN or override digests as before these fields existed.
         if *v != protocol::Verification::NONE {
-            v.pin.0.iter().for_each(|b| self.u8(*b));
+            self.bytes(&v.pin.0);
             self.u64(v.approver_id.into());
-            v.approver_passcode.0.iter().for_each(|b| self.u8(*b));
+            self.bytes(&v.approver_passcode.0);
         }
+    }
+    fn operator(&mut self, operator: &protocol::OperatorAuth) {
+        self.u64(operator.operator_id.into());
+        self.bytes(&operator.passcode.0);
     }
 }
 

@@ -26,6 +26,8 @@ struct World {
     stan: u32,
     store_id: u32,
     next: [u64; 9],
+    /// Every entry posted, in order.
+    journal: Vec<JournalEntry>,
 }
 
 impl World {
@@ -51,6 +53,7 @@ impl World {
             stan: 0,
             store_id,
             next: [0; 9],
+            journal: Vec::new(),
         }
     }
 
@@ -63,10 +66,18 @@ impl World {
     }
 
     fn cmd(&mut self, request: Request, pin: Option<&[u8]>, approver_id: u32) -> CardReply {
+        let cmd = Command { pin: pin.map(|p| Pin::new(p).unwrap()), approver_id, ..self.command(request) };
+        self.apply(cmd)
+    }
+
+    /// A command for `request` under the next trace number, without PIN or operator.
+    fn command(&mut self, request: Request) -> Command {
         self.stan += 1;
         let header = Header { flags: 0, terminal_id: TERMINAL, stan: self.stan, local_time: LocalTime(20261122093005) };
-        let cmd =
-            Command { header, store_id: self.store_id, request, pin: pin.map(|p| Pin::new(p).unwrap()), approver_id };
+        Command::new(header, self.store_id, request)
+    }
+
+    fn apply(&mut self, cmd: Command) -> CardReply {
         let mut fx = Effects::default();
         let reply = self.engine.apply(self.ctx, &cmd, &mut fx);
         if !reply.code.is_approved() {
@@ -75,6 +86,7 @@ impl World {
         for e in &fx.journal {
             assert_eq!(e.catalog_version, self.ctx.catalog_version, "every entry names the catalog in force");
         }
+        self.journal.extend(fx.journal);
         reply
     }
 
@@ -118,6 +130,8 @@ fn load(card: CardNo, amount_minor: i64) -> Request {
 fn hold(card: CardNo, amount_minor: i64, category: Category) -> Request {
     Request::Hold { card, amount_minor, category: category as u8, verification: Verification::NONE }
 }
+
+mod admin;
 
 #[test]
 fn l3_a_sold_card_has_the_initial_pin_and_says_it_must_change() {

@@ -119,6 +119,8 @@ fn with_bonus(world: &mut World, card_no: CardNo, bonus_minor: i64) {
         gross_minor: 0,
         points_delta: 0,
         catalog_version: 0,
+        ticket: 0,
+        approver_id: 0,
     });
 }
 

@@ -289,6 +289,13 @@ pub enum SecretKind {
     Pin = 1,
     /// The passcode of the operator a request names (O1, R2 overrides).
     Passcode = 2,
+    /// A new PIN the holder chooses (L3, `card_admin` change_pin and unlock_pin).
+    NewPin = 3,
+    /// A new passcode for the operator a `set_operator` request names.
+    NewPasscode = 4,
+    /// The passcode of the operator carrying out an administrative request (O1); a kind of
+    /// its own, so it never shares a pad with an approver's passcode in the same request.
+    OperatorPasscode = 5,
 }
 
 /// A secret as it travels (SPEC §3.2): never in clear. The block `length ‖ secret ‖ zero

@@ -14,10 +14,11 @@ use bytes::BytesMut;
 use crate::auth::{TerminalKey, MAC_BYTES};
 use crate::codec::encode_signed;
 use crate::message::{
-    CardReply, Frame, Message, MsgType, Request, Response, Verification, FLAG_RETRANSMIT, KNOWN_FLAGS,
+    CardReply, Frame, Message, MsgType, OperatorAuth, Request, Response, Verification, FLAG_RETRANSMIT, KNOWN_FLAGS,
 };
 use crate::types::{
-    format_minor, CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags, TerminalRole,
+    format_minor, AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod,
+    ResponseCode, SaleFlags, TerminalRole,
 };
 use crate::{HEADER_BYTES, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION};
 
@@ -49,6 +50,7 @@ enum Value {
     Product(u16),
     HeaderFlags(u16),
     SaleFlags(u8),
+    AdminFlags(u8),
     Notices(u8),
     Text(String),
     Bytes(Vec<u8>),
@@ -101,6 +103,17 @@ impl std::fmt::Display for Value {
                 }
                 write!(f, "0x{flags:02x} ({names})")
             }
+            Value::AdminFlags(flags) => {
+                let known = flags & AdminFlags::KNOWN;
+                let mut names = if known == 0 && *flags != 0 { String::new() } else { AdminFlags::names(known) };
+                if flags & !AdminFlags::KNOWN != 0 {
+                    if !names.is_empty() {
+                        names.push('+');
+                    }
+                    write!(names, "reserved 0x{:02x}", flags & !AdminFlags::KNOWN)?;
+                }
+                write!(f, "0x{flags:02x} ({names})")
+            }
             Value::Notices(notices) => {
                 let mut names: Vec<String> = [
                     (CardReply::NOTICE_PIN_MUST_CHANGE, "pin_must_change"),
@@ -135,6 +148,10 @@ fn method(raw: u8) -> Value {
     Value::Enum(raw, PaymentMethod::from_u8(raw).map(PaymentMethod::as_str))
 }
 
+fn operator_role(raw: u8) -> Value {
+    Value::Enum(raw, OperatorRole::from_u8(raw).map(OperatorRole::as_str))
+}
+
 fn state(state: CardState) -> Value {
     Value::Enum(state as u8, Some(state.as_str()))
 }
@@ -148,6 +165,13 @@ fn verification_fields(v: &Verification) -> Vec<(&'static str, Value, usize)> {
 }
 
 /// The body fields of `message` in wire order, each with its value and its size in bytes.
+fn operator_fields(operator: &OperatorAuth) -> Vec<(&'static str, Value, usize)> {
+    vec![
+        ("operator_id", Value::Int(operator.operator_id.into()), 4),
+        ("passcode", Value::Bytes(operator.passcode.0.to_vec()), operator.passcode.0.len()),
+    ]
+}
+
 fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
     use Value::*;
     match message {
@@ -213,6 +237,41 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             Request::SetTerminalState { terminal_id, enabled } => {
                 vec![("terminal_id", Int(terminal_id.into()), 4), ("enabled", Int(enabled.into()), 1)]
             }
+            Request::SetOperator { operator, target_id, role, store_id, enabled, new_passcode } => {
+                let mut fields = operator_fields(&operator);
+                fields.extend([
+                    ("target_id", Int(target_id.into()), 4),
+                    ("role", operator_role(role), 1),
+                    ("store_id", Int(store_id.into()), 4),
+                    ("enabled", Int(enabled.into()), 1),
+                    ("new_passcode", Value::Bytes(new_passcode.0.to_vec()), new_passcode.0.len()),
+                ]);
+                fields
+            }
+            Request::CardAdmin {
+                operator,
+                card,
+                action,
+                flags,
+                value,
+                original_txn_id,
+                ticket,
+                verification: v,
+                new_pin,
+            } => {
+                let mut fields = operator_fields(&operator);
+                fields.extend([
+                    ("card", Card(card), 8),
+                    ("action", Enum(action, AdminAction::from_u8(action).map(AdminAction::as_str)), 1),
+                    ("flags", AdminFlags(flags), 1),
+                    ("value", Signed(value), 8),
+                    ("original_txn_id", Int(original_txn_id), 8),
+                    ("ticket", Int(ticket), 8),
+                ]);
+                fields.extend(verification_fields(&v));
+                fields.push(("new_pin", Value::Bytes(new_pin.0.to_vec()), new_pin.0.len()));
+                fields
+            }
         },
         Message::Response(resp) => match resp {
             Response::SignOn(r) => {
@@ -242,6 +301,12 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             Response::Terminal { reply, .. } => vec![
                 ("code", code(reply.code), 1),
                 ("terminal_id", Int(reply.terminal_id.into()), 4),
+                ("enabled", Int(reply.enabled.into()), 1),
+            ],
+            Response::Operator(reply) => vec![
+                ("code", code(reply.code), 1),
+                ("operator_id", Int(reply.operator_id.into()), 4),
+                ("role", operator_role(reply.role), 1),
                 ("enabled", Int(reply.enabled.into()), 1),
             ],
             Response::Error { code: c, text } => {

@@ -15,10 +15,13 @@ pub mod client;
 pub use auth::{Credential, Sealed, SecretKind, TerminalKey, MAC_BYTES};
 pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
 pub use message::{
-    CardReply, Frame, Header, ImportRangeReply, Message, MsgType, Request, Response, SignOnReply, TerminalReply,
-    Verification,
+    CardReply, Frame, Header, ImportRangeReply, Message, MsgType, OperatorAuth, OperatorReply, Request, Response,
+    SignOnReply, TerminalReply, Verification,
 };
-pub use types::{CardNo, CardState, Category, LocalTime, PaymentMethod, ResponseCode, SaleFlags, TerminalRole};
+pub use types::{
+    AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod, ResponseCode,
+    SaleFlags, TerminalRole,
+};
 
 /// The protocol version this crate speaks (header byte 0).
 pub const PROTOCOL_VERSION: u8 = 2;

@@ -69,6 +69,14 @@ impl Verification {
     }
 }
 
+/// Who carries out an administrative operation (O1): an operator and its passcode, sealed
+/// (SPEC §3.2, kind `passcode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct OperatorAuth {
+    pub operator_id: u32,
+    pub passcode: Sealed,
+}
+
 /// Requests a terminal sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -151,6 +159,36 @@ pub enum Request {
         terminal_id: u32,
         enabled: u8,
     },
+    /// Creates or changes operator `target_id` (O1, SPEC §5.19): role, store (0: every
+    /// store), enabled, and a new passcode (none: keep the current one). `admin` operators
+    /// only.
+    SetOperator {
+        operator: OperatorAuth,
+        target_id: u32,
+        role: u8,
+        store_id: u32,
+        enabled: u8,
+        new_passcode: Sealed,
+    },
+    /// An administrative operation on one card (SPEC §5.20): `action` is an
+    /// [`crate::AdminAction`], `flags` [`crate::AdminFlags`].
+    CardAdmin {
+        operator: OperatorAuth,
+        card: CardNo,
+        action: u8,
+        flags: u8,
+        /// Minor units (adjust: signed; load_reversal: the amount reversed), or points
+        /// (redeem_points); 0 for the other actions.
+        value: i64,
+        /// load_reversal: the load it reverses.
+        original_txn_id: u64,
+        /// adjust, load_reversal: the ticket (fault ticket, correction document) number.
+        ticket: u64,
+        /// change_pin: the current PIN; return_card: the approving manager.
+        verification: Verification,
+        /// change_pin, unlock_pin: the PIN the holder chose.
+        new_pin: Sealed,
+    },
 }
 
 impl Request {
@@ -170,6 +208,8 @@ impl Request {
             Request::SellCard { .. } => MsgType::SellCard,
             Request::ProvisionTerminal { .. } => MsgType::ProvisionTerminal,
             Request::SetTerminalState { .. } => MsgType::SetTerminalState,
+            Request::SetOperator { .. } => MsgType::SetOperator,
+            Request::CardAdmin { .. } => MsgType::CardAdmin,
         }
     }
 
@@ -187,6 +227,14 @@ impl Request {
         }
     }
 
+    /// The operator an administrative request names (O1).
+    pub fn operator(&self) -> Option<OperatorAuth> {
+        match *self {
+            Request::SetOperator { operator, .. } | Request::CardAdmin { operator, .. } => Some(operator),
+            _ => None,
+        }
+    }
+
     /// The card the request acts on, which decides the partition that owns it.
     pub fn card(&self) -> Option<CardNo> {
         match *self {
@@ -198,12 +246,14 @@ impl Request {
             | Request::Void { card, .. }
             | Request::Refund { card, .. }
             | Request::Reversal { card, .. }
-            | Request::SellCard { card, .. } => Some(card),
+            | Request::SellCard { card, .. }
+            | Request::CardAdmin { card, .. } => Some(card),
             Request::SignOn { .. }
             | Request::Echo
             | Request::ImportRange { .. }
             | Request::ProvisionTerminal { .. }
-            | Request::SetTerminalState { .. } => None,
+            | Request::SetTerminalState { .. }
+            | Request::SetOperator { .. } => None,
         }
     }
 }
@@ -292,6 +342,18 @@ pub struct TerminalReply {
     pub enabled: u8,
 }
 
+/// Reply to `set_operator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorReply {
+    pub code: ResponseCode,
+    /// The operator the request named.
+    pub operator_id: u32,
+    /// Its role after the request (0 when declined).
+    pub role: u8,
+    /// 1 when it is enabled after the request, 0 otherwise (also when declined).
+    pub enabled: u8,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImportRangeReply {
     pub code: ResponseCode,
@@ -318,6 +380,7 @@ pub enum Response {
         request: MsgType,
         reply: TerminalReply,
     },
+    Operator(OperatorReply),
     /// A frame the switch could not process; the connection closes after it.
     Error {
         code: ResponseCode,
@@ -333,6 +396,7 @@ impl Response {
             Response::Card { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::ImportRange(_) => MsgType::ImportRangeReply,
             Response::Terminal { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
+            Response::Operator(_) => MsgType::SetOperatorReply,
             Response::Error { .. } => MsgType::Error,
         }
     }
@@ -344,6 +408,7 @@ impl Response {
             Response::Card { reply, .. } => reply.code,
             Response::ImportRange(r) => r.code,
             Response::Terminal { reply, .. } => reply.code,
+            Response::Operator(r) => r.code,
         }
     }
 
@@ -356,6 +421,7 @@ impl Response {
             MsgType::ProvisionTerminal | MsgType::SetTerminalState => {
                 Response::Terminal { request, reply: TerminalReply { code, terminal_id: 0, enabled: 0 } }
             }
+            MsgType::SetOperator => Response::Operator(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 }),
             MsgType::Balance
             | MsgType::Sale
             | MsgType::Load
@@ -364,7 +430,8 @@ impl Response {
             | MsgType::Void
             | MsgType::Refund
             | MsgType::Reversal
-            | MsgType::SellCard => Response::Card { request, reply: CardReply::code_only(code) },
+            | MsgType::SellCard
+            | MsgType::CardAdmin => Response::Card { request, reply: CardReply::code_only(code) },
             _ => Response::Error { code, text: format!("{request} is not a request") },
         }
     }
@@ -445,10 +512,17 @@ impl<'a> Reader<'a> {
     }
     fn verification(&mut self) -> Result<Verification, BodyError> {
         Ok(Verification {
-            pin: Sealed(self.take::<SEALED_BYTES>("pin")?),
+            pin: self.sealed("pin")?,
             approver_id: self.u32("approver_id")?,
-            approver_passcode: Sealed(self.take::<SEALED_BYTES>("approver_passcode")?),
+            approver_passcode: self.sealed("approver_passcode")?,
         })
+    }
+
+    fn sealed(&mut self, field: &'static str) -> Result<Sealed, BodyError> {
+        Ok(Sealed(self.take::<SEALED_BYTES>(field)?))
+    }
+    fn operator(&mut self) -> Result<OperatorAuth, BodyError> {
+        Ok(OperatorAuth { operator_id: self.u32("operator_id")?, passcode: self.sealed("passcode")? })
     }
 
     fn code(&mut self) -> Result<ResponseCode, BodyError> {
@@ -536,6 +610,31 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
         T::SetTerminalState => {
             request(Request::SetTerminalState { terminal_id: r.u32("terminal_id")?, enabled: r.u8("enabled")? })
         }
+        T::SetOperator => request(Request::SetOperator {
+            operator: r.operator()?,
+            target_id: r.u32("target_id")?,
+            role: r.u8("role")?,
+            store_id: r.u32("store_id")?,
+            enabled: r.u8("enabled")?,
+            new_passcode: r.sealed("new_passcode")?,
+        }),
+        T::CardAdmin => request(Request::CardAdmin {
+            operator: r.operator()?,
+            card: r.card()?,
+            action: r.u8("action")?,
+            flags: r.u8("flags")?,
+            value: r.i64("value")?,
+            original_txn_id: r.u64("original_txn_id")?,
+            ticket: r.u64("ticket")?,
+            verification: r.verification()?,
+            new_pin: r.sealed("new_pin")?,
+        }),
+        T::SetOperatorReply => Ok(Message::Response(Response::Operator(OperatorReply {
+            code: r.code()?,
+            operator_id: r.u32("operator_id")?,
+            role: r.u8("role")?,
+            enabled: r.u8("enabled")?,
+        }))),
         T::SignOnReply => Ok(Message::Response(Response::SignOn(SignOnReply {
             code: r.code()?,
             business_date: r.u32("business_date")?,
@@ -563,7 +662,8 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
         | T::VoidReply
         | T::RefundReply
         | T::ReversalReply
-        | T::SellCardReply => {
+        | T::SellCardReply
+        | T::CardAdminReply => {
             let code = r.code()?;
             let raw_state = r.u8("state")?;
             let state = CardState::from_u8(raw_state).ok_or(BodyError::UnknownState(raw_state))?;
@@ -595,6 +695,11 @@ fn put_verification(out: &mut BytesMut, verification: &Verification) {
     out.put_slice(&verification.pin.0);
     out.put_u32(verification.approver_id);
     out.put_slice(&verification.approver_passcode.0);
+}
+
+fn put_operator(out: &mut BytesMut, operator: &OperatorAuth) {
+    out.put_u32(operator.operator_id);
+    out.put_slice(&operator.passcode.0);
 }
 
 /// Appends the body of `message` to `out`.
@@ -653,6 +758,35 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u32(terminal_id);
                 out.put_u8(enabled);
             }
+            Request::SetOperator { operator, target_id, role, store_id, enabled, new_passcode } => {
+                put_operator(out, &operator);
+                out.put_u32(target_id);
+                out.put_u8(role);
+                out.put_u32(store_id);
+                out.put_u8(enabled);
+                out.put_slice(&new_passcode.0);
+            }
+            Request::CardAdmin {
+                operator,
+                card,
+                action,
+                flags,
+                value,
+                original_txn_id,
+                ticket,
+                verification,
+                new_pin,
+            } => {
+                put_operator(out, &operator);
+                out.put_u64(card.0);
+                out.put_u8(action);
+                out.put_u8(flags);
+                out.put_i64(value);
+                out.put_u64(original_txn_id);
+                out.put_u64(ticket);
+                put_verification(out, &verification);
+                out.put_slice(&new_pin.0);
+            }
         },
         Message::Response(resp) => match resp {
             Response::SignOn(r) => {
@@ -684,6 +818,12 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
             Response::Terminal { reply, .. } => {
                 out.put_u8(reply.code as u8);
                 out.put_u32(reply.terminal_id);
+                out.put_u8(reply.enabled);
+            }
+            Response::Operator(reply) => {
+                out.put_u8(reply.code as u8);
+                out.put_u32(reply.operator_id);
+                out.put_u8(reply.role);
                 out.put_u8(reply.enabled);
             }
             Response::Error { code, text } => {

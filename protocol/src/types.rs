@@ -155,6 +155,8 @@ wire_enum! {
         SellCard = 0x21 => "sell_card",
         ProvisionTerminal = 0x22 => "provision_terminal",
         SetTerminalState = 0x23 => "set_terminal_state",
+        SetOperator = 0x24 => "set_operator",
+        CardAdmin = 0x30 => "card_admin",
         SignOnReply = 0x81 => "sign_on_reply",
         EchoReply = 0x82 => "echo_reply",
         BalanceReply = 0x90 => "balance_reply",
@@ -169,6 +171,8 @@ wire_enum! {
         SellCardReply = 0xA1 => "sell_card_reply",
         ProvisionTerminalReply = 0xA2 => "provision_terminal_reply",
         SetTerminalStateReply = 0xA3 => "set_terminal_state_reply",
+        SetOperatorReply = 0xA4 => "set_operator_reply",
+        CardAdminReply = 0xB0 => "card_admin_reply",
         Error = 0xFF => "error",
     }
 }
@@ -226,6 +230,11 @@ wire_enum! {
         TraceReused = 12 => "trace_reused",
         /// This trace number was reversed before its original arrived (T7).
         OriginalReversed = 13 => "original_reversed",
+        /// The operator a request names is unknown or disabled, or its passcode does not
+        /// match (O1).
+        OperatorRefused = 14 => "operator_refused",
+        /// The operator's role, or its store, does not allow this operation (O1).
+        RoleNotPermitted = 15 => "role_not_permitted",
         /// The card number is in no imported range (L1).
         UnknownCard = 16 => "unknown_card",
         /// The card's range belongs to another store (L1), or a sign-on names a store other
@@ -255,6 +264,12 @@ wire_enum! {
         /// The PIN is wrong (T2); the reply says how many attempts are left before the card
         /// locks (L4).
         WrongPin = 28 => "wrong_pin",
+        /// The operation needs the holder's ID checked at the desk (L4 unlock, L8 unfreeze),
+        /// and the request does not say it was.
+        IdNotChecked = 29 => "id_not_checked",
+        /// The card's state does not allow this administrative operation (e.g. unfreezing a
+        /// card that is not frozen, confirming funds of a card that is not waiting for them).
+        StateNotEligible = 30 => "state_not_eligible",
         /// The referenced original transaction does not exist on this card.
         OriginalNotFound = 32 => "original_not_found",
         /// The referenced original is of a kind this request cannot act on, or belongs to a
@@ -278,6 +293,12 @@ wire_enum! {
         /// A manager override was given but its operator, passcode or role does not allow it
         /// (R2, O1).
         OverrideRefused = 44 => "override_refused",
+        /// The operation needs a manager's approval and the request carries none (L10).
+        ApprovalRequired = 45 => "approval_required",
+        /// The card has an open hold (L10: no return while a deposit is held).
+        OpenHold = 46 => "open_hold",
+        /// The card is not a gift card spent to zero (L9).
+        NotRecyclable = 47 => "not_recyclable",
         /// Available value (cash + bonus - holds) is less than the amount (T1).
         InsufficientValue = 48 => "insufficient_value",
         /// The load would take the balance over the largest balance a card may hold.
@@ -286,6 +307,10 @@ wire_enum! {
         LoadBelowMinimum = 50 => "load_below_minimum",
         /// The load is above the product's largest single load (V2); `limit_minor` names it.
         LoadAboveMaximum = 51 => "load_above_maximum",
+        /// The card has fewer points than the redemption asks for (K4).
+        InsufficientPoints = 52 => "insufficient_points",
+        /// The card's product earns no points (K4: nothing to redeem).
+        PointsNotAllowed = 53 => "points_not_allowed",
         /// The range overlaps an imported range (L1).
         RangeOverlaps = 64 => "range_overlaps",
         /// The product code is not in the catalog.
@@ -353,6 +378,76 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// An operator's role (O1): what the administrative operations it names may do.
+    OperatorRole {
+        Cashier = 1 => "cashier",
+        FrontDesk = 2 => "front_desk",
+        CustomerService = 3 => "customer_service",
+        Finance = 4 => "finance",
+        HqFinance = 5 => "hq_finance",
+        Admin = 6 => "admin",
+        /// Approves overrides of restrictions (R2) and card returns (L10).
+        Manager = 7 => "manager",
+    }
+}
+
+wire_enum! {
+    /// The operation a `card_admin` request carries out on its card (SPEC §5.20).
+    AdminAction {
+        /// L5: the card is reported lost.
+        ReportLoss = 1 => "report_loss",
+        /// The card is frozen by an operator.
+        Freeze = 2 => "freeze",
+        /// L8: a frozen card is active again; needs the holder's ID.
+        Unfreeze = 3 => "unfreeze",
+        /// L4: a PIN-locked card is active again; needs the holder's ID.
+        UnlockPin = 4 => "unlock_pin",
+        /// L3: the holder sets a new PIN, proving the old one.
+        ChangePin = 5 => "change_pin",
+        /// L2: finance confirms the funds of a card sold by cheque or transfer.
+        ConfirmFunds = 6 => "confirm_funds",
+        /// L10: the card is returned and its cash value paid back.
+        ReturnCard = 7 => "return_card",
+        /// L9: a gift card spent to zero is returned by the store and closed.
+        RecycleGift = 8 => "recycle_gift",
+        /// A signed correction of the cash or bonus bucket, with a ticket number.
+        Adjust = 9 => "adjust",
+        /// V5: a load is reversed by head-office finance against a fault ticket.
+        LoadReversal = 10 => "load_reversal",
+        /// K4: points redeemed as bonus value, or for a gift.
+        RedeemPoints = 11 => "redeem_points",
+    }
+}
+
+/// Flags of a `card_admin` request (SPEC §5.20).
+pub struct AdminFlags;
+
+impl AdminFlags {
+    /// The holder's ID was checked at the desk (L4, L8).
+    pub const ID_CHECKED: u8 = 1 << 0;
+    /// A card return brings back the invoice issued at load, so no tax is withheld (L10).
+    pub const INVOICE_RETURNED: u8 = 1 << 1;
+    /// An adjustment corrects the bonus bucket instead of the cash bucket.
+    pub const BONUS_BUCKET: u8 = 1 << 2;
+    /// A redemption is exchanged for a gift instead of credited as bonus value (K4).
+    pub const FOR_GIFT: u8 = 1 << 3;
+    pub const KNOWN: u8 = Self::ID_CHECKED | Self::INVOICE_RETURNED | Self::BONUS_BUCKET | Self::FOR_GIFT;
+
+    /// The names of the set bits of `flags`, joined with `+`, or `none`.
+    pub fn names(flags: u8) -> String {
+        flag_names(
+            flags,
+            &[
+                (Self::ID_CHECKED, "id_checked"),
+                (Self::INVOICE_RETURNED, "invoice_returned"),
+                (Self::BONUS_BUCKET, "bonus_bucket"),
+                (Self::FOR_GIFT, "for_gift"),
+            ],
+        )
+    }
+}
+
 impl PaymentMethod {
     /// Funds paid this way are not available until finance confirms them (L2).
     pub fn needs_confirmation(self) -> bool {
@@ -376,20 +471,24 @@ impl SaleFlags {
 
     /// The names of the set bits, joined with `+`, or `none`.
     pub fn names(self) -> String {
-        let names: Vec<&str> = [
-            (Self::PROMOTION, "promotion"),
-            (Self::GROUP_PURCHASE, "group_purchase"),
-            (Self::SPECIAL_PRICE, "special_price"),
-        ]
-        .iter()
-        .filter(|(bit, _)| self.0 & bit != 0)
-        .map(|(_, name)| *name)
-        .collect();
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join("+")
-        }
+        flag_names(
+            self.0,
+            &[
+                (Self::PROMOTION, "promotion"),
+                (Self::GROUP_PURCHASE, "group_purchase"),
+                (Self::SPECIAL_PRICE, "special_price"),
+            ],
+        )
+    }
+}
+
+/// The names of the bits of `flags` that `names` lists, joined with `+`, or `none`.
+fn flag_names(flags: u8, names: &[(u8, &str)]) -> String {
+    let set: Vec<&str> = names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, name)| *name).collect();
+    if set.is_empty() {
+        "none".to_string()
+    } else {
+        set.join("+")
     }
 }
 

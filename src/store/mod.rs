@@ -49,7 +49,8 @@ pub mod cf {
     /// overwritten each day; entries of older days are deleted at recovery
     /// (`Store::recover`). Created when missing, so data directories of earlier versions open.
     pub const DAY_SPEND: &str = "day_spend";
-    pub const STATE: [&str; 7] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS, DAY_SPEND];
+    pub const OPERATORS: &str = "operators";
+    pub const STATE: [&str; 8] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS, DAY_SPEND, OPERATORS];
 }
 
 /// Subdirectory of the data directory holding the log instance.
@@ -82,6 +83,8 @@ pub enum StoreError {
     Injected(String),
     #[error("corrupt record in column family terminal_keys: {0}")]
     Terminal(String),
+    #[error("corrupt record in column family operators: {0}")]
+    Operator(String),
     #[error(
         "{0} holds a RocksDB database directly, the layout before the log and the state were \
          split into {LOG_DIR}/ and {STATE_DIR}/; it is not read, so that nothing in it is \
@@ -285,6 +288,26 @@ impl Store {
             let stored = crate::keys::StoredTerminal::decode(u32::from_be_bytes(id), &value)
                 .map_err(|e| StoreError::Terminal(e.to_string()))?;
             out.push(stored);
+        }
+        Ok(out)
+    }
+
+    /// Records an operator durably (its passcode as a keyed hash only).
+    pub fn put_operator(&self, operator: &crate::operators::Operator) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.handle(cf::OPERATORS), operator.operator_id.to_be_bytes(), operator.encode());
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// Every operator, as stored.
+    pub fn operators(&self) -> Result<Vec<crate::operators::Operator>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.iterator_cf(self.handle(cf::OPERATORS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let id: [u8; 4] =
+                key.as_ref().try_into().map_err(|_| StoreError::Operator(format!("key of {} bytes", key.len())))?;
+            out.push(crate::operators::Operator::decode(u32::from_be_bytes(id), &value).map_err(StoreError::Operator)?);
         }
         Ok(out)
     }

@@ -11,7 +11,7 @@
 //! | card | 1, 2 | expiry, last spend date, PIN hash and failures, flags, birthday, points, spend (72 bytes) |
 //! | transaction | 1, 2 | points delta, refunded points, spend delta, category (104 bytes) |
 //! | trace record | 1, 2 | the reply's gross, discount, points earned and balance, tier, notices, PIN attempts left, limit (104 bytes) |
-//! | journal entry | 1, 2, 3 | 2: catalog version; 3: gross amount, points delta (111 bytes) |
+//! | journal entry | 1–4 | 2: catalog version; 3: gross amount, points delta; 4: ticket, approver (123 bytes) |
 //! | range | 1 | (23 bytes) |
 //! | day spend | 1 | (13 bytes) |
 
@@ -19,21 +19,23 @@ use protocol::{CardNo, CardReply, CardState, MsgType, ResponseCode};
 
 use crate::engine::{BusinessDate, Card, CardRange, Effects, JournalEntry, Trace, TraceKey, Txn, TxnKind, TxnStatus};
 
-/// Room for the largest encoded record: a journal entry, 111 bytes (a transaction or an
+/// Room for the largest encoded record: a journal entry, 123 bytes (a transaction or an
 /// answered trace record is 104). At most 255: a log record stores a value's length in a byte.
 pub const MAX_RECORD_BYTES: usize = 128;
 const _: () = assert!(MAX_RECORD_BYTES <= u8::MAX as usize);
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
 const FORMAT_V3: u8 = 3;
+const FORMAT_V4: u8 = 4;
 /// Cards: 2 adds the fields of PINs, flags, birthdays, points and spend.
 const CARD_FORMAT: u8 = FORMAT_V2;
 /// Transactions: 2 adds points, refunded points, spend delta and category.
 const TXN_FORMAT: u8 = FORMAT_V2;
 /// Trace records: 2 adds the reply's discount, points, tier, notices, PIN and limit fields.
 const TRACE_FORMAT: u8 = FORMAT_V2;
-/// Journal entries: 2 adds the catalog version, 3 the gross amount and the points delta.
-const JOURNAL_FORMAT: u8 = FORMAT_V3;
+/// Journal entries: 2 adds the catalog version, 3 the gross amount and the points delta, 4
+/// the ticket and the approving operator.
+const JOURNAL_FORMAT: u8 = FORMAT_V4;
 const RANGE_FORMAT: u8 = FORMAT_V1;
 const DAY_SPEND_FORMAT: u8 = FORMAT_V1;
 const TRACE_ANSWERED: u8 = 1;
@@ -253,7 +255,10 @@ pub fn encode_journal(e: &JournalEntry, buf: &mut [u8]) -> usize {
         .u32(e.catalog_version)
         // Format 3:
         .i64(e.gross_minor)
-        .i64(e.points_delta);
+        .i64(e.points_delta)
+        // Format 4:
+        .u64(e.ticket)
+        .u32(e.approver_id);
     w.at
 }
 
@@ -284,12 +289,17 @@ pub fn decode_journal(key: &[u8], value: &[u8]) -> Result<JournalEntry, RecordEr
         catalog_version: r.since(FORMAT_V2, 0, R::u32)?,
         gross_minor: 0,
         points_delta: 0,
+        ticket: 0,
+        approver_id: 0,
     };
     // Entries of formats 1 and 2 were written before discounts and points: the gross amount
     // was the amount (as the engine still writes it for an undiscounted posting), and no
     // points moved.
     let (gross_minor, points_delta) = r.since(FORMAT_V3, (entry.amount_minor, 0), |r| Ok((r.i64()?, r.i64()?)))?;
-    r.finish(JournalEntry { gross_minor, points_delta, ..entry })
+    // Entries before format 4 were written before administrative postings: no ticket, no
+    // approver.
+    let (ticket, approver_id) = r.since(FORMAT_V4, (0, 0), |r| Ok((r.u64()?, r.u32()?)))?;
+    r.finish(JournalEntry { gross_minor, points_delta, ticket, approver_id, ..entry })
 }
 
 pub fn encode_txn(t: &Txn, buf: &mut [u8]) -> usize {
@@ -754,7 +764,7 @@ mod tests {
             ("card", encode_card(&card(), &mut buf), 72),
             ("txn", encode_txn(&txn(), &mut buf), 104),
             ("trace", encode_trace(&answered(), &mut buf), 104),
-            ("journal", encode_journal(&crate::journal_cmd::tests::capture(), &mut buf), 111),
+            ("journal", encode_journal(&crate::journal_cmd::tests::capture(), &mut buf), 123),
             ("range", encode_range(&range, &mut buf), 23),
             ("day spend", encode_day_spend(20261122, 1, &mut buf), 13),
         ];
@@ -776,17 +786,20 @@ mod tests {
         let n = encode_journal(&entry, &mut buf);
         let key = entry.txn_id.to_be_bytes();
         assert_eq!(decode_journal(&key, &buf[..n]).unwrap(), entry);
-        let before_points = JournalEntry { gross_minor: entry.amount_minor, points_delta: 0, ..entry };
-        // The same entry as format 2 wrote it: no gross amount and points at the end.
-        assert_eq!(decode_journal(&key, &older(&buf, n, 16, FORMAT_V2)).unwrap(), before_points);
+        let before_tickets = JournalEntry { ticket: 0, approver_id: 0, ..entry };
+        // As format 3 wrote it: no ticket and approver at the end.
+        assert_eq!(decode_journal(&key, &older(&buf, n, 12, FORMAT_V3)).unwrap(), before_tickets);
+        let before_points = JournalEntry { gross_minor: entry.amount_minor, points_delta: 0, ..before_tickets };
+        // The same entry as format 2 wrote it: no gross amount and points either.
+        assert_eq!(decode_journal(&key, &older(&buf, n, 28, FORMAT_V2)).unwrap(), before_points);
         // As format 1 wrote it: no catalog version either.
-        let old = older(&buf, n, 20, FORMAT_V1);
+        let old = older(&buf, n, 32, FORMAT_V1);
         assert_eq!(decode_journal(&key, &old).unwrap(), JournalEntry { catalog_version: 0, ..before_points });
-        // A format-3 entry cut before its new fields is damaged, not old; so is a format-2
+        // A format-4 entry cut before its new fields is damaged, not old; so is a format-2
         // entry cut before its catalog version.
-        assert!(decode_journal(&key, &buf[..n - 16]).is_err());
-        assert!(decode_journal(&key, &older(&buf, n, 20, FORMAT_V2)).is_err());
-        assert_eq!(decode_journal(&key, &older(&buf, n, 0, 4)), Err(RecordError::Version(4)));
+        assert!(decode_journal(&key, &buf[..n - 12]).is_err());
+        assert!(decode_journal(&key, &older(&buf, n, 32, FORMAT_V2)).is_err());
+        assert_eq!(decode_journal(&key, &older(&buf, n, 0, 5)), Err(RecordError::Version(5)));
     }
 
     /// Cards, transactions and trace records of format 1, written before PINs, points, tiers
