@@ -56,6 +56,35 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Operators of a stopped switch's data directory (O1). The first admin operator is made
+    /// here; the others over the wire by an admin operator (`pos set-operator`).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Adds or replaces an operator, enabled. Its passcode (6 to 15 bytes) is read from the
+    /// first line of standard input, so it never appears in the process list or shell history.
+    Add {
+        /// Data directory of a stopped switch (created if missing).
+        #[arg(long)]
+        data: PathBuf,
+        /// Operator id (1 or more).
+        #[arg(long)]
+        id: u32,
+        /// cashier, front_desk, customer_service, finance, hq_finance, admin or manager.
+        #[arg(long)]
+        role: String,
+        /// The store the operator works at; 0 (the default) for every store (head-office roles).
+        #[arg(long, default_value_t = 0)]
+        store: u32,
+        /// Master key file (the switch's); default: $CARDSWITCH_HOME/master.key.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +125,9 @@ fn main() -> ExitCode {
         }
         Cmd::Demo => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
         Cmd::Journal { data } => cardswitch::journal_cmd::print_journal(&data),
+        Cmd::Operator { command: OperatorCmd::Add { data, id, role, store, master_key_file } } => {
+            add_operator(&data, id, &role, store, master_key_file)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +136,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn add_operator(
+    data: &std::path::Path,
+    id: u32,
+    role: &str,
+    store: u32,
+    master: Option<PathBuf>,
+) -> Result<(), String> {
+    let role = protocol::OperatorRole::from_name(role).ok_or_else(|| {
+        let names: Vec<&str> = protocol::OperatorRole::ALL.iter().map(|r| r.as_str()).collect();
+        format!("--role {role} is not a role; the roles are {}", names.join(", "))
+    })?;
+    let master_path = match master {
+        Some(path) => path,
+        None => keys::default_key_dir().map_err(|e| e.to_string())?.join(keys::MASTER_KEY_FILE),
+    };
+    let (master, _) = keys::MasterKey::load_or_create(&master_path).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the passcode from standard input: {e}"))?;
+    let passcode = line.trim_end_matches(['\r', '\n']);
+    cardswitch::operators::add_to_data_dir(data, &master, id, role, store, passcode.as_bytes())
+        .map_err(|e| format!("operator {id} not added: {e}"))?;
+    println!("operator {id} ({role}, store {store}) added to {}", data.display());
+    Ok(())
 }
 
 /// Reads and checks the catalog file at `path`; the error names the file, the key and the

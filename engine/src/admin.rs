@@ -72,6 +72,9 @@ impl Engine {
             AdminAction::Freeze => state_change(self, &[S::Active, S::PinLocked], S::Frozen, TxnKind::Freeze, fx),
             // L8: unfreezing needs the holder's ID; the dormancy notice ends with it.
             AdminAction::Unfreeze => {
+                if card.state != S::Frozen {
+                    return Err(self.decline(card_no, ResponseCode::StateNotEligible));
+                }
                 if !id_checked {
                     return Err(self.decline(card_no, ResponseCode::IdNotChecked));
                 }
@@ -80,11 +83,11 @@ impl Engine {
             }
             // L4: unlocking needs the holder's ID at the desk; the holder may choose a new PIN.
             AdminAction::UnlockPin => {
-                if !id_checked {
-                    return Err(self.decline(card_no, ResponseCode::IdNotChecked));
-                }
                 if card.state != S::PinLocked {
                     return Err(self.decline(card_no, ResponseCode::StateNotEligible));
+                }
+                if !id_checked {
+                    return Err(self.decline(card_no, ResponseCode::IdNotChecked));
                 }
                 self.set_pin(card_no, cmd.new_pin);
                 self.cards.get_mut(&card_no).expect("sold").pin_failures = 0;

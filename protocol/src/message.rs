@@ -77,6 +77,21 @@ pub struct OperatorAuth {
     pub passcode: Sealed,
 }
 
+impl OperatorAuth {
+    /// Operator `operator_id` with `passcode` sealed for the request `terminal_id`/`stan`
+    /// signed with `key` (SPEC §3.2, kind `operator_passcode`).
+    pub fn seal(
+        key: &crate::TerminalKey,
+        terminal_id: u32,
+        stan: u32,
+        operator_id: u32,
+        passcode: &str,
+    ) -> Result<OperatorAuth, crate::auth::SealError> {
+        let passcode = Sealed::seal(key, crate::SecretKind::OperatorPasscode, terminal_id, stan, passcode)?;
+        Ok(OperatorAuth { operator_id, passcode })
+    }
+}
+
 /// Requests a terminal sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {

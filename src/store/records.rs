@@ -907,8 +907,8 @@ mod tests {
         let n = encode_journal(&entry, &mut buf);
         old.push(TAG_JOURNAL);
         old.extend_from_slice(&entry.txn_id.to_be_bytes());
-        old.push((n - 16) as u8);
-        old.extend_from_slice(&older(&buf, n, 16, FORMAT_V2));
+        old.push((n - 28) as u8);
+        old.extend_from_slice(&older(&buf, n, 28, FORMAT_V2));
         let decoded: Vec<LogRecord> = decode_batch(&old).map(Result::unwrap).collect();
         let card = card();
         let old_card = Card {
@@ -924,7 +924,13 @@ mod tests {
             vec![
                 LogRecord::Card(card_no, Some(old_card)),
                 LogRecord::Card(CardNo(card_no.0 + 1), None),
-                LogRecord::Journal(JournalEntry { gross_minor: entry.amount_minor, points_delta: 0, ..entry }),
+                LogRecord::Journal(JournalEntry {
+                    gross_minor: entry.amount_minor,
+                    points_delta: 0,
+                    ticket: 0,
+                    approver_id: 0,
+                    ..entry
+                }),
             ]
         );
 
