@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode};
 use tokio::sync::mpsc;
 
-use crate::engine::{partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, IdSource, Need, Rules};
+use crate::engine::{
+    partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, Housekeeping, IdSource, Need, Rules,
+};
 use crate::store::materializer::{Feed, Logged, MaterializedMarks};
 use crate::store::records::encode_batch;
 use crate::store::{CommitLog, Recovered};
@@ -34,6 +36,13 @@ const EVICT_BUDGET: usize = 2 * MAX_BATCH;
 /// Disk lookups one command may need (its own trace, a reversal's original, its transaction,
 /// the transaction that one refers to).
 const MAX_NEEDS_PER_COMMAND: usize = 4;
+
+/// Most postings of day-end housekeeping (S7) in one group commit: a day's expiries are
+/// spread over batches, so that the terminals' requests never wait behind all of them.
+pub const MAX_HOUSEKEEPING_POSTINGS: usize = MAX_BATCH;
+/// How often an idle partition wakes up to see whether the business date changed, so that
+/// its housekeeping runs without waiting for a request.
+const HOUSEKEEPING_TICK_MS: u64 = 1_000;
 
 /// Typical log bytes of one command (a sale: card, journal entry, transaction, trace).
 const LOG_BYTES_PER_COMMAND: usize = 320;
@@ -106,6 +115,7 @@ impl Partitions {
             );
             engine.set_rules(rules.clone());
             engine.restore_day_spend(state.day_spend);
+            engine.restore_open_holds(state.open_holds);
             if materializer.is_some() {
                 // What eviction will keep it at, plus one batch of slack.
                 engine.reserve_cache(MAX_CACHED_RECORDS + MAX_BATCH);
@@ -121,6 +131,8 @@ impl Partitions {
                 materializer: materializer.clone(),
                 failed: failed.clone(),
                 catalog_version,
+                housekept_date: 0,
+                housekeeping: Housekeeping::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("partition-{index}"))
@@ -185,6 +197,10 @@ struct Worker {
     failed: Arc<AtomicBool>,
     /// Stamped on every journal entry (see `Context::catalog_version`).
     catalog_version: u32,
+    /// The last business date whose housekeeping is done (S7); 0 before the first.
+    housekept_date: BusinessDate,
+    /// What the housekeeping of the current date did so far.
+    housekeeping: Housekeeping,
 }
 
 impl Worker {
@@ -193,16 +209,20 @@ impl Worker {
         let mut pending: Vec<(ReplySender, Frame)> = Vec::with_capacity(MAX_BATCH);
         let mut stop = false;
         while !stop {
-            let Ok(first) = rx.recv() else { break };
-            let now_ms = self.clock.now_ms();
-            let batch_id = self.batch_ids.take();
-            let ctx = Context {
-                now_ms,
-                business_date: self.clock.business_date(now_ms),
-                batch_id,
-                catalog_version: self.catalog_version,
+            let first = match rx.recv_timeout(std::time::Duration::from_millis(HOUSEKEEPING_TICK_MS)) {
+                Ok(work) => Some(work),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut next = Some(first);
+            let now_ms = self.clock.now_ms();
+            let business_date = self.clock.business_date(now_ms);
+            let housekeeping_due = business_date > self.housekept_date && !self.failed.load(Ordering::Relaxed);
+            if first.is_none() && !housekeeping_due {
+                continue;
+            }
+            let batch_id = self.batch_ids.take();
+            let ctx = Context { now_ms, business_date, batch_id, catalog_version: self.catalog_version };
+            let mut next = first;
             let mut taken = 0;
             while let Some(work) = next.take() {
                 taken += 1;
@@ -225,6 +245,9 @@ impl Worker {
                 if taken < MAX_BATCH && !stop {
                     next = rx.try_recv().ok();
                 }
+            }
+            if housekeeping_due {
+                self.housekeep(ctx, &mut effects);
             }
             if !effects.is_empty() {
                 let mut encoded = Vec::with_capacity(LOG_BYTES_PER_COMMAND * taken);
@@ -261,6 +284,39 @@ impl Worker {
 }
 
 impl Worker {
+    /// A slice of the day-end housekeeping of `ctx.business_date` (S7), in this batch's
+    /// group commit, after its commands.
+    fn housekeep(&mut self, ctx: Context, effects: &mut Effects) {
+        for hold_id in self.engine.housekeeping_needs(ctx.business_date) {
+            match self.log.txn(hold_id) {
+                Ok(txn) => self.engine.provide_txn(hold_id, txn, ctx.now_ms),
+                // The hold waits for the next run; the rest goes on.
+                Err(error) => tracing::error!(partition = self.index, %error, hold_id, "reading a hold failed"),
+            }
+        }
+        let (done, more) = self.engine.housekeep(ctx, MAX_HOUSEKEEPING_POSTINGS, effects);
+        self.engine.forget_absent();
+        self.housekeeping.add(&done);
+        if !more {
+            let h = std::mem::take(&mut self.housekeeping);
+            if h.postings() > 0 {
+                tracing::info!(
+                    partition = self.index,
+                    business_date = ctx.business_date,
+                    holds_expired = h.holds_expired,
+                    cards_expired = h.cards_expired,
+                    forfeited_cash_minor = h.forfeited_cash_minor,
+                    forfeited_bonus_minor = h.forfeited_bonus_minor,
+                    dormancy_notices = h.dormancy_notices,
+                    dormancy_freezes = h.dormancy_freezes,
+                    points_lapsed = h.points_lapsed,
+                    "housekeeping done"
+                );
+            }
+            self.housekept_date = ctx.business_date;
+        }
+    }
+
     /// Fetches from disk what the command needs and the engine no longer holds. False when a
     /// read failed: the command is then refused (nothing is posted), the partition goes on.
     fn fetch_needs(&mut self, cmd: &Command, now_ms: i64) -> bool {
@@ -375,6 +431,57 @@ mod tests {
         // Fail-stop: even reads are refused from now on.
         assert_eq!(call(&partitions, 3, Request::Balance { card }).code, ResponseCode::SystemError);
         partitions.stop();
+    }
+
+    /// A clock the test moves forward.
+    struct SettableClock(std::sync::atomic::AtomicI64);
+    impl Clock for SettableClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// S7, T4: when the business date changes, the partition runs the day's housekeeping on
+    /// its own, as journaled postings in a group commit, and a restart finds them.
+    #[test]
+    fn housekeeping_runs_when_the_business_date_changes_and_is_recovered() {
+        const DAY_MS: i64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
+        let range = recovered(1).ranges[0];
+        store.put_range(&range).unwrap();
+        let clock = Arc::new(SettableClock(std::sync::atomic::AtomicI64::new(FixedClock.now_ms())));
+        let partitions =
+            Partitions::start(store.recover(1).unwrap(), store.clone(), clock.clone(), None, Rules::core());
+        let card = CardNo(FIRST + 1);
+        let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
+        assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
+        let hold = Request::Hold {
+            card,
+            amount_minor: 4_000,
+            category: Category::Room as u8,
+            verification: Verification::NONE,
+        };
+        assert_eq!(call(&partitions, 2, hold).held_minor, 4_000);
+        // 30 days later (the default hold expiry), with no request to wake the partition.
+        clock.0.fetch_add(30 * DAY_MS, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut stan = 3;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(2 * HOUSEKEEPING_TICK_MS));
+            stan += 1;
+            if call(&partitions, stan, Request::Balance { card }).held_minor == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the hold never expired");
+        }
+        partitions.stop();
+        drop(partitions);
+        let recovered = store.recover(1).unwrap();
+        assert_eq!(recovered.partitions[0].cards[&card].held_minor, 0);
+        assert!(recovered.partitions[0].open_holds.is_empty(), "the index follows the hold's status");
+        let kinds: Vec<_> = store.journal().map(|e| e.unwrap().kind).collect();
+        assert_eq!(kinds.last(), Some(&crate::engine::TxnKind::HoldExpired));
     }
 
     #[test]

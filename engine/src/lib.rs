@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod catalog;
+mod housekeeping;
 pub mod model;
 pub mod recent;
 pub mod roles;
@@ -19,6 +20,7 @@ use protocol::{
     MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
 };
 
+pub use housekeeping::Housekeeping;
 pub use model::*;
 pub use recent::Recent;
 pub use rules::{Pin, PinKey, Rules};
@@ -74,6 +76,12 @@ pub struct Command {
 }
 
 impl Command {
+    /// What a housekeeping posting (S7) is journaled as coming from: no terminal, no
+    /// operator, the card's own store.
+    fn housekeeping(store_id: u32) -> Command {
+        Command::new(Header::default(), store_id, Request::Echo)
+    }
+
     /// A request without PIN, operator or approval.
     pub fn new(header: Header, store_id: u32, request: Request) -> Command {
         Command { header, store_id, request, pin: None, approver_id: 0, operator_id: 0, new_pin: None }
@@ -213,6 +221,9 @@ pub struct Engine {
     rules: Rules,
     /// See [`Effects::day_spend`].
     day_spend: HashMap<(CardNo, u8), (BusinessDate, i64), foldhash::fast::RandomState>,
+    /// Every hold still reserving value: its card and business date, so that housekeeping
+    /// finds the ones to expire (T4) without reading every transaction.
+    open_holds: std::collections::BTreeMap<u64, (CardNo, BusinessDate)>,
 }
 
 impl Engine {
@@ -302,6 +313,26 @@ impl Engine {
         }
     }
 
+    fn track_hold(&mut self, txn_id: u64, txn: &Txn) {
+        if txn.kind == TxnKind::Hold {
+            if txn.status == TxnStatus::Posted {
+                self.open_holds.insert(txn_id, (txn.card, txn.business_date));
+            } else {
+                self.open_holds.remove(&txn_id);
+            }
+        }
+    }
+
+    /// Restores the open holds (recovery): hold id, card, business date.
+    pub fn restore_open_holds(&mut self, holds: impl IntoIterator<Item = (u64, CardNo, BusinessDate)>) {
+        self.open_holds.extend(holds.into_iter().map(|(id, card, date)| (id, (card, date))));
+    }
+
+    /// Holds reserving value, by id: card and business date.
+    pub fn open_holds(&self) -> impl Iterator<Item = (u64, CardNo, BusinessDate)> + '_ {
+        self.open_holds.iter().map(|(id, (card, date))| (*id, *card, *date))
+    }
+
     /// Hands over a trace record fetched from disk (`None`: not there).
     pub fn provide_trace(&mut self, key: TraceKey, trace: Option<Trace>, now_ms: i64) {
         match trace {
@@ -347,6 +378,7 @@ impl Engine {
     }
 
     fn put_txn(&mut self, ctx: Context, txn_id: u64, txn: Txn, fx: &mut Effects) {
+        self.track_hold(txn_id, &txn);
         self.txns.insert(txn_id, txn, ctx.now_ms, ctx.batch_id);
         fx.txns.push((txn_id, txn));
     }
@@ -1087,8 +1119,12 @@ impl Engine {
         if p.spend > 0 {
             card.last_spend_date = ctx.business_date;
         }
-        // L8: any posting ends a dormancy notice.
-        card.flags &= !CardFlags::DORMANT_NOTICE;
+        // L8: any posting but housekeeping's ends a dormancy notice and counts as activity.
+        let activity = !p.kind.is_housekeeping();
+        if activity {
+            card.flags &= !CardFlags::DORMANT_NOTICE;
+            card.notice_date = 0;
+        }
         assert!(
             card.cash_minor >= 0 && card.bonus_minor >= 0 && card.held_minor >= 0,
             "a posting never makes a bucket negative: {card:?}"
@@ -1104,7 +1140,9 @@ impl Engine {
                 card.expiry_date = rules::add_days(ctx.business_date, i64::from(days));
             }
         }
-        card.last_activity_date = ctx.business_date;
+        if activity {
+            card.last_activity_date = ctx.business_date;
+        }
         let card = *card;
         fx.cards.push((card_no, Some(card)));
         fx.journal.push(JournalEntry {

@@ -117,6 +117,9 @@ pub struct Card {
     pub points: i64,
     /// Cumulative net spend, minor units: the member tier (K1) follows it.
     pub spend_minor: i64,
+    /// When the dormancy notice was given (L8); the card freezes when the notice period
+    /// has passed since. 0: no notice.
+    pub notice_date: BusinessDate,
 }
 
 /// Bits of [`Card::flags`].
@@ -162,6 +165,7 @@ impl Card {
             birthday_mmdd: 0,
             points: 0,
             spend_minor: 0,
+            notice_date: 0,
         }
     }
 
@@ -245,6 +249,32 @@ stored_enum! {
         LoadReversal = 18 => "load_reversal",
         /// K4: points exchanged for bonus value or a gift.
         Redemption = 19 => "redemption",
+        /// Day-end housekeeping (S7), journaled with operator 0 and terminal 0. None counts as
+        /// the holder's activity (L8).
+        /// T4: an uncaptured hold past its time, released (`ref_txn_id` the hold).
+        HoldExpired = 20 => "hold_expired",
+        /// L7: the card's validity ended; what it held is forfeited.
+        Forfeit = 21 => "forfeit",
+        /// L8: listed for dormancy notice.
+        DormancyNotice = 22 => "dormancy_notice",
+        /// L8: frozen at the end of the notice period.
+        DormancyFreeze = 23 => "dormancy_freeze",
+        /// K5: the card's points lapsed.
+        PointsLapse = 24 => "points_lapse",
+    }
+}
+
+impl TxnKind {
+    /// Postings of the day-end housekeeping (S7), not of the holder.
+    pub fn is_housekeeping(self) -> bool {
+        matches!(
+            self,
+            TxnKind::HoldExpired
+                | TxnKind::Forfeit
+                | TxnKind::DormancyNotice
+                | TxnKind::DormancyFreeze
+                | TxnKind::PointsLapse
+        )
     }
 }
 

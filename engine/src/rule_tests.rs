@@ -132,6 +132,7 @@ fn hold(card: CardNo, amount_minor: i64, category: Category) -> Request {
 }
 
 mod admin;
+mod housekeeping;
 
 #[test]
 fn l3_a_sold_card_has_the_initial_pin_and_says_it_must_change() {

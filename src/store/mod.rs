@@ -19,7 +19,9 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use crate::engine::{partition_of, BusinessDate, Card, CardRange, JournalEntry, Trace, TraceKey, Txn};
+use crate::engine::{
+    partition_of, BusinessDate, Card, CardRange, JournalEntry, Trace, TraceKey, Txn, TxnKind, TxnStatus,
+};
 use protocol::CardNo;
 use records::{LogRecord, RecordError, MAX_RECORD_BYTES};
 
@@ -50,7 +52,8 @@ pub mod cf {
     /// (`Store::recover`). Created when missing, so data directories of earlier versions open.
     pub const DAY_SPEND: &str = "day_spend";
     pub const OPERATORS: &str = "operators";
-    pub const STATE: [&str; 8] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS, DAY_SPEND, OPERATORS];
+    pub const OPEN_HOLDS: &str = "open_holds";
+    pub const STATE: [&str; 9] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS, DAY_SPEND, OPERATORS, OPEN_HOLDS];
 }
 
 /// Subdirectory of the data directory holding the log instance.
@@ -72,6 +75,9 @@ const STATE_MEMTABLE_BUDGET_BYTES: usize = 160 << 20;
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// `terminals` → for each terminal, the largest trace number in the materialized state.
 const TERMINALS_KEY: &[u8] = b"terminals";
+/// Present once `open_holds` indexes every open hold (a data directory written before the
+/// index existed is indexed once, from `txns`, at recovery).
+const OPEN_HOLDS_INDEXED_KEY: &[u8] = b"open_holds_indexed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -209,6 +215,9 @@ pub struct PartitionState {
     /// business date on record or the day before are kept (see `Store::recover`); the engine
     /// ignores any date but today's.
     pub day_spend: Vec<((CardNo, u8), (BusinessDate, i64))>,
+    /// Holds still reserving value (T4): id, card, business date, for
+    /// `Engine::restore_open_holds`.
+    pub open_holds: Vec<(u64, CardNo, BusinessDate)>,
 }
 
 /// Day-spend entries kept at recovery: those of the newest business date on record and of the
@@ -357,9 +366,19 @@ impl Store {
             }
             flush_if_full(&mut batch)?;
         }
+        let open_holds = self.handle(cf::OPEN_HOLDS);
         for (txn_id, txn) in txn_list {
             let n = records::encode_txn(txn, &mut buf);
             batch.put_cf(txns, txn_id.to_be_bytes(), &buf[..n]);
+            // The index of holds still reserving value follows their status (T4).
+            if txn.kind == TxnKind::Hold {
+                if txn.status == TxnStatus::Posted {
+                    let n = records::encode_open_hold(txn.card, txn.business_date, &mut buf);
+                    batch.put_cf(open_holds, txn_id.to_be_bytes(), &buf[..n]);
+                } else {
+                    batch.delete_cf(open_holds, txn_id.to_be_bytes());
+                }
+            }
             flush_if_full(&mut batch)?;
         }
         for (key, trace) in trace_list {
@@ -483,12 +502,49 @@ impl Store {
         for (key, spend) in day_spend {
             out.partitions[partition_of(key.0, partitions)].day_spend.push((key, spend));
         }
+        // After the replayed records are materialized: the index then covers them too.
+        self.index_open_holds()?;
+        for item in self.state.iterator_cf(self.handle(cf::OPEN_HOLDS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let txn_id = records::decode_u64_key(&key).map_err(corrupt(cf::OPEN_HOLDS))?;
+            let (card, date) = records::decode_open_hold(&value).map_err(corrupt(cf::OPEN_HOLDS))?;
+            out.partitions[partition_of(card, partitions)].open_holds.push((txn_id, card, date));
+        }
         for state in &mut out.partitions {
             state.day_spend.sort_unstable_by_key(|((card_no, category), _)| (card_no.0, *category));
         }
         out.marks = covered;
         out.disk_max_stan = self.terminals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(out)
+    }
+
+    /// Builds the open-holds index from `txns` in a data directory written before it existed
+    /// (once: a meta key says it is done).
+    fn index_open_holds(&self) -> Result<(), StoreError> {
+        let meta = self.handle(cf::META);
+        if self.state.get_cf(meta, OPEN_HOLDS_INDEXED_KEY)?.is_some() {
+            return Ok(());
+        }
+        let (txns, open_holds) = (self.handle(cf::TXNS), self.handle(cf::OPEN_HOLDS));
+        let mut batch = WriteBatch::default();
+        let mut buf = [0u8; MAX_RECORD_BYTES];
+        let mut indexed = 0usize;
+        for item in self.state.iterator_cf(txns, IteratorMode::Start) {
+            let (key, value) = item?;
+            let (txn_id, txn) =
+                records::decode_txn(&key, &value).map_err(|problem| StoreError::Corrupt { cf: cf::TXNS, problem })?;
+            if txn.kind == TxnKind::Hold && txn.status == TxnStatus::Posted {
+                let n = records::encode_open_hold(txn.card, txn.business_date, &mut buf);
+                batch.put_cf(open_holds, txn_id.to_be_bytes(), &buf[..n]);
+                indexed += 1;
+            }
+        }
+        batch.put_cf(meta, OPEN_HOLDS_INDEXED_KEY, [1u8]);
+        self.state.write_opt(batch, &self.sync_write)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "open holds indexed");
+        }
+        Ok(())
     }
 
     /// Removes the day-spend entries older than the newest business date among them minus

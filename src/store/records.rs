@@ -8,7 +8,7 @@
 //!
 //! | record | versions | newest adds |
 //! |---|---|---|
-//! | card | 1, 2 | expiry, last spend date, PIN hash and failures, flags, birthday, points, spend (72 bytes) |
+//! | card | 1, 2, 3 | 2: expiry, last spend date, PIN hash and failures, flags, birthday, points, spend; 3: dormancy notice date (76 bytes) |
 //! | transaction | 1, 2 | points delta, refunded points, spend delta, category (104 bytes) |
 //! | trace record | 1, 2 | the reply's gross, discount, points earned and balance, tier, notices, PIN attempts left, limit (104 bytes) |
 //! | journal entry | 1–4 | 2: catalog version; 3: gross amount, points delta; 4: ticket, approver (123 bytes) |
@@ -27,8 +27,9 @@ const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
 const FORMAT_V3: u8 = 3;
 const FORMAT_V4: u8 = 4;
-/// Cards: 2 adds the fields of PINs, flags, birthdays, points and spend.
-const CARD_FORMAT: u8 = FORMAT_V2;
+/// Cards: 2 adds the fields of PINs, flags, birthdays, points and spend; 3 the date of a
+/// dormancy notice.
+const CARD_FORMAT: u8 = FORMAT_V3;
 /// Transactions: 2 adds points, refunded points, spend delta and category.
 const TXN_FORMAT: u8 = FORMAT_V2;
 /// Trace records: 2 adds the reply's discount, points, tier, notices, PIN and limit fields.
@@ -38,6 +39,7 @@ const TRACE_FORMAT: u8 = FORMAT_V2;
 const JOURNAL_FORMAT: u8 = FORMAT_V4;
 const RANGE_FORMAT: u8 = FORMAT_V1;
 const DAY_SPEND_FORMAT: u8 = FORMAT_V1;
+const OPEN_HOLD_FORMAT: u8 = FORMAT_V1;
 const TRACE_ANSWERED: u8 = 1;
 const TRACE_REVERSED_UNSEEN: u8 = 2;
 
@@ -197,7 +199,9 @@ pub fn encode_card(card: &Card, buf: &mut [u8]) -> usize {
         .u8(card.flags)
         .u16(card.birthday_mmdd)
         .i64(card.points)
-        .i64(card.spend_minor);
+        .i64(card.spend_minor)
+        // Format 3:
+        .u32(card.notice_date);
     w.at
 }
 
@@ -228,7 +232,22 @@ pub fn decode_card(key: &[u8], value: &[u8]) -> Result<(CardNo, Card), RecordErr
             ..card
         })
     })?;
-    r.finish((card_no, card))
+    // Cards before format 3 were written before dormancy notices were dated: none given.
+    let notice_date = r.since(FORMAT_V3, 0, R::u32)?;
+    r.finish((card_no, Card { notice_date, ..card }))
+}
+
+/// An entry of the open-holds index (T4): the hold's card and business date.
+pub fn encode_open_hold(card: CardNo, business_date: BusinessDate, buf: &mut [u8]) -> usize {
+    let mut w = W::versioned(buf, OPEN_HOLD_FORMAT);
+    w.u64(card.0).u32(business_date);
+    w.at
+}
+
+pub fn decode_open_hold(value: &[u8]) -> Result<(CardNo, BusinessDate), RecordError> {
+    let mut r = R::new(value, OPEN_HOLD_FORMAT)?;
+    let entry = (r.card()?, r.u32()?);
+    r.finish(entry)
 }
 
 pub fn encode_journal(e: &JournalEntry, buf: &mut [u8]) -> usize {
@@ -653,6 +672,7 @@ mod tests {
             birthday_mmdd: 1224,
             points: 4_321,
             spend_minor: 98_765,
+            notice_date: 20271123,
         }
     }
 
@@ -761,7 +781,7 @@ mod tests {
             stan: 1,
         };
         let sizes = [
-            ("card", encode_card(&card(), &mut buf), 72),
+            ("card", encode_card(&card(), &mut buf), 76),
             ("txn", encode_txn(&txn(), &mut buf), 104),
             ("trace", encode_trace(&answered(), &mut buf), 104),
             ("journal", encode_journal(&crate::journal_cmd::tests::capture(), &mut buf), 123),
@@ -819,9 +839,11 @@ mod tests {
             last_activity_date: card.last_activity_date,
             ..Card::new(card.product, card.store_id, card.state)
         };
-        assert_eq!(decode_card(&key, &older(&buf, n, 32, FORMAT_V1)), Ok((CardNo(6200880000000017), old_card)));
-        assert!(decode_card(&key, &buf[..n - 32]).is_err(), "a format-2 card cut short is damaged");
-        assert_eq!(decode_card(&key, &older(&buf, n, 0, 3)), Err(RecordError::Version(3)));
+        assert_eq!(decode_card(&key, &older(&buf, n, 36, FORMAT_V1)), Ok((CardNo(6200880000000017), old_card)));
+        let format_2 = Card { notice_date: 0, ..card };
+        assert_eq!(decode_card(&key, &older(&buf, n, 4, FORMAT_V2)), Ok((CardNo(6200880000000017), format_2)));
+        assert!(decode_card(&key, &buf[..n - 4]).is_err(), "a format-3 card cut short is damaged");
+        assert_eq!(decode_card(&key, &older(&buf, n, 0, 4)), Err(RecordError::Version(4)));
 
         let txn = txn();
         let n = encode_txn(&txn, &mut buf);
@@ -898,8 +920,8 @@ mod tests {
         let n = encode_card(&card(), &mut buf);
         old.push(TAG_CARD);
         old.extend_from_slice(&card_no.0.to_be_bytes());
-        old.push((n - 32) as u8);
-        old.extend_from_slice(&older(&buf, n, 32, FORMAT_V1));
+        old.push((n - 36) as u8);
+        old.extend_from_slice(&older(&buf, n, 36, FORMAT_V1));
         old.push(TAG_CARD);
         old.extend_from_slice(&(card_no.0 + 1).to_be_bytes());
         old.push(0);
