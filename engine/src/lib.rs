@@ -8,6 +8,8 @@
 mod admin;
 pub mod catalog;
 mod housekeeping;
+pub mod member;
+mod transfer;
 pub mod model;
 pub mod recent;
 pub mod roles;
@@ -21,6 +23,7 @@ use protocol::{
 };
 
 pub use housekeeping::Housekeeping;
+pub use transfer::{Moved, Step};
 pub use model::*;
 pub use recent::Recent;
 pub use rules::{Pin, PinKey, Rules};
@@ -461,6 +464,7 @@ impl Engine {
             Request::Load { amount_minor, method, .. } => {
                 let card = self.active_card(ctx, card_no)?;
                 let settings = self.settings(card_no, &card, &catalog)?;
+                self.check_registered(card_no, &card, settings)?;
                 if !settings.reloadable && card.first_load_date != 0 {
                     return Err(self.decline(card_no, ResponseCode::NotReloadable));
                 }
@@ -470,6 +474,7 @@ impl Engine {
             Request::Sale { amount_minor, category, flags, .. } => {
                 let card = self.active_card(ctx, card_no)?;
                 let settings = self.settings(card_no, &card, &catalog)?;
+                self.check_registered(card_no, &card, settings)?;
                 self.check_pin(cmd, card_no, settings, fx)?;
                 let card = self.cards[&card_no];
                 let category = Category::from_u8(category).expect("validated");
@@ -502,6 +507,7 @@ impl Engine {
                 if !settings.holds {
                     return Err(self.decline(card_no, ResponseCode::HoldsNotAllowed));
                 }
+                self.check_registered(card_no, &card, settings)?;
                 self.check_pin(cmd, card_no, settings, fx)?;
                 let card = self.cards[&card_no];
                 let category = Category::from_u8(category).expect("validated");
@@ -565,6 +571,15 @@ impl Engine {
             .and_then(|product| catalog.product(product))
             .filter(|settings| settings.enabled)
             .ok_or_else(|| self.decline(card_no, ResponseCode::ProductDisabled))
+    }
+
+    /// M1: a real-name card is used only once its holder is registered (the opening load of
+    /// its sale aside: registration follows the sale at the desk).
+    fn check_registered(&self, card_no: CardNo, card: &Card, settings: &ProductSettings) -> Result<(), CardReply> {
+        if settings.real_name && !card.has(CardFlags::MEMBER) {
+            return Err(self.decline(card_no, ResponseCode::MemberNotRegistered));
+        }
+        Ok(())
     }
 
     /// T2, L4: the PIN of a product that requires one. A wrong PIN counts towards the lockout

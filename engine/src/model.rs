@@ -134,7 +134,10 @@ impl CardFlags {
     pub const DORMANT_NOTICE: u8 = 1 << 2;
     /// A gift card spent to zero, waiting to be returned and closed (L9).
     pub const RECYCLE: u8 = 1 << 3;
-    pub const KNOWN: u8 = Self::PIN_MUST_CHANGE | Self::STAFF | Self::DORMANT_NOTICE | Self::RECYCLE;
+    /// A real-name card whose holder is registered (M1).
+    pub const MEMBER: u8 = 1 << 4;
+    pub const KNOWN: u8 =
+        Self::PIN_MUST_CHANGE | Self::STAFF | Self::DORMANT_NOTICE | Self::RECYCLE | Self::MEMBER;
 }
 
 impl Card {
@@ -261,6 +264,19 @@ stored_enum! {
         DormancyFreeze = 23 => "dormancy_freeze",
         /// K5: the card's points lapsed.
         PointsLapse = 24 => "points_lapse",
+        /// Steps of operations spanning partitions, each journaled on its own card with the
+        /// operation's id as `ticket`.
+        /// M1: the card's holder registered.
+        MemberRegistered = 25 => "member_registered",
+        /// L6: the old card closed, its value, points and spend moved out.
+        TransferOut = 26 => "transfer_out",
+        /// L6: the new card sold to the same holder with the old card's value (`ref_txn_id`:
+        /// the transfer out).
+        TransferIn = 27 => "transfer_in",
+        /// A fee collected at the desk (`method`), moving no card value (L6 replacement fee).
+        Fee = 28 => "fee",
+        /// L6: a transfer out given back because the new card refused the value.
+        TransferBack = 29 => "transfer_back",
     }
 }
 

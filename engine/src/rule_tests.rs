@@ -99,7 +99,29 @@ impl World {
         let card = CardNo(first_of(product).0 + self.next[product as usize]);
         self.next[product as usize] += 1;
         let reply = self.send(Request::SellCard { card, amount_minor, method: PaymentMethod::Cash as u8 });
+        let real_name = self.engine.rules().catalog.product(product).is_some_and(|s| s.real_name);
+        if reply.code.is_approved() && real_name {
+            // M1: the holder registers at the desk right after the sale.
+            let registered = self.step(card, Step::AttachMember { birthday_mmdd: 0 });
+            assert_eq!(registered.code, C::Approved, "{registered:?}");
+        }
         (card, reply)
+    }
+
+    /// A step of an operation spanning partitions, as the coordinator sends it.
+    fn step(&mut self, card: CardNo, step: Step) -> CardReply {
+        self.stan += 1;
+        let key = TraceKey { terminal_id: u32::MAX, stan: self.stan };
+        self.step_as(key, card, step)
+    }
+
+    fn step_as(&mut self, key: TraceKey, card: CardNo, step: Step) -> CardReply {
+        let header = Header { flags: 0, terminal_id: key.terminal_id, stan: key.stan, local_time: LocalTime(0) };
+        let cmd = Command { operator_id: 41, ..Command::new(header, self.store_id, Request::Echo) };
+        let mut fx = Effects::default();
+        let reply = self.engine.apply_step(self.ctx, key, card, &cmd, step, &mut fx);
+        self.journal.extend(fx.journal);
+        reply
     }
 
     fn sold(&mut self, product: Product, amount_minor: i64) -> CardNo {
@@ -133,6 +155,7 @@ fn hold(card: CardNo, amount_minor: i64, category: Category) -> Request {
 
 mod admin;
 mod housekeeping;
+mod transfer;
 
 #[test]
 fn l3_a_sold_card_has_the_initial_pin_and_says_it_must_change() {

@@ -270,6 +270,8 @@ wire_enum! {
         /// The card's state does not allow this administrative operation (e.g. unfreezing a
         /// card that is not frozen, confirming funds of a card that is not waiting for them).
         StateNotEligible = 30 => "state_not_eligible",
+        /// A real-name card (M1) whose holder is not registered yet: no load, debit or hold.
+        MemberNotRegistered = 31 => "member_not_registered",
         /// The referenced original transaction does not exist on this card.
         OriginalNotFound = 32 => "original_not_found",
         /// The referenced original is of a kind this request cannot act on, or belongs to a
@@ -315,6 +317,15 @@ wire_enum! {
         RangeOverlaps = 64 => "range_overlaps",
         /// The product code is not in the catalog.
         UnknownProduct = 65 => "unknown_product",
+        /// A registration field is missing or malformed (M2); the reply names it.
+        MemberDataInvalid = 66 => "member_data_invalid",
+        /// The ID already holds a live member card (M1).
+        IdAlreadyRegistered = 67 => "id_already_registered",
+        /// The card already has a registered holder, or its product is anonymous (M1, P2).
+        MemberNotAllowed = 68 => "member_not_allowed",
+        /// A replacement's new card is not a card in stock of the old card's product, or the
+        /// products may not exchange value (L6, P2).
+        ReplacementRefused = 69 => "replacement_refused",
     }
 }
 

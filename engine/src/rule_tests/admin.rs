@@ -142,6 +142,7 @@ fn l2_a_card_sold_by_cheque_is_usable_once_finance_confirms_the_funds() {
     let card = first_of(Product::Member);
     let sold = w.send(Request::SellCard { card, amount_minor: 100_000, method: PaymentMethod::Cheque as u8 });
     assert_eq!(sold.state, CardState::PendingFunds);
+    w.step(card, Step::AttachMember { birthday_mmdd: 0 });
     assert_eq!(w.cmd(sale(card, 1_000, Category::Retail), Some(PIN), 0).code, C::CardPendingFunds);
     let r = w.admin(admin(card, A::ConfirmFunds));
     assert_eq!((r.code, r.state), (C::Approved, CardState::Active));
