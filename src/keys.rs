@@ -149,6 +149,11 @@ impl MasterKey {
         hmac(&self.0, &[b"cardswitch pin hash v1"])
     }
 
+    /// The key that seals member records and keys the member ID index (M1, M3).
+    pub fn member_secret(&self) -> [u8; KEY_BYTES] {
+        hmac(&self.0, &[b"cardswitch member data v1"])
+    }
+
     /// The key of operators' passcode hashes (O1), derived like the PIN key.
     pub fn operator_secret(&self) -> [u8; KEY_BYTES] {
         hmac(&self.0, &[b"cardswitch operator passcode v1"])

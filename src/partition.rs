@@ -13,11 +13,13 @@ use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode
 use tokio::sync::mpsc;
 
 use crate::engine::{
-    partition_of, BusinessDate, CardRange, Command, Context, Effects, Engine, Housekeeping, IdSource, Need, Rules,
+    partition_of, BusinessDate, Card, CardRange, Command, Context, Effects, Engine, Housekeeping, IdSource, Need,
+    Rules, Step, TraceKey, Txn,
 };
 use crate::store::materializer::{Feed, Logged, MaterializedMarks};
 use crate::store::records::encode_batch;
 use crate::store::{CommitLog, Recovered};
+use protocol::CardReply;
 
 /// Most commands one group commit carries.
 pub const MAX_BATCH: usize = 4_096;
@@ -79,6 +81,22 @@ pub enum Work {
     AddRange {
         range: CardRange,
         done: std::sync::mpsc::SyncSender<()>,
+    },
+    /// A step of an operation spanning partitions (`coordinator`), applied once under `key`
+    /// and answered after its group commit.
+    Step {
+        key: TraceKey,
+        card: CardNo,
+        cmd: Command,
+        step: Step,
+        reply: tokio::sync::oneshot::Sender<CardReply>,
+    },
+    /// Reads a card and a transaction of this partition (memory, else disk), for the
+    /// coordinator; `Err` when the disk read failed.
+    Read {
+        card: CardNo,
+        txn_id: u64,
+        reply: tokio::sync::oneshot::Sender<Result<(Option<Card>, Option<Txn>), ()>>,
     },
     /// Finish what is queued before this, then stop.
     Stop,
@@ -164,6 +182,25 @@ impl Partitions {
         }
     }
 
+    /// Sends a step to the partition of `card` (waiting for room in its queue: steps are rare
+    /// and must not be refused) and waits for its durable answer. `None`: the partition is gone.
+    pub async fn step(&self, key: TraceKey, card: CardNo, cmd: Command, step: Step) -> Option<CardReply> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sender = self.senders[partition_of(card, self.senders.len())].clone();
+        let work = Work::Step { key, card, cmd, step, reply };
+        tokio::task::spawn_blocking(move || sender.send(work)).await.ok()?.ok()?;
+        answer.await.ok()
+    }
+
+    /// Reads `card` and the transaction `txn_id` (0: none) from the partition of `card`.
+    pub async fn read(&self, card: CardNo, txn_id: u64) -> Option<Result<(Option<Card>, Option<Txn>), ()>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sender = self.senders[partition_of(card, self.senders.len())].clone();
+        let work = Work::Read { card, txn_id, reply };
+        tokio::task::spawn_blocking(move || sender.send(work)).await.ok()?.ok()?;
+        answer.await.ok()
+    }
+
     /// Tells every partition about a new range and waits until all know it. Blocking.
     pub fn add_range_blocking(&self, range: CardRange) {
         let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
@@ -207,6 +244,7 @@ impl Worker {
     fn run(mut self, rx: Receiver<Work>) {
         let mut effects = Effects::default();
         let mut pending: Vec<(ReplySender, Frame)> = Vec::with_capacity(MAX_BATCH);
+        let mut steps: Vec<(tokio::sync::oneshot::Sender<CardReply>, CardReply)> = Vec::new();
         let mut stop = false;
         while !stop {
             let first = match rx.recv_timeout(std::time::Duration::from_millis(HOUSEKEEPING_TICK_MS)) {
@@ -240,6 +278,27 @@ impl Worker {
                         self.engine.add_range(range);
                         let _ = done.send(());
                     }
+                    Work::Step { key, card, cmd, step, reply } => {
+                        let answer =
+                            if self.failed.load(Ordering::Relaxed) || !self.fetch_step_needs(key, &step, now_ms) {
+                                CardReply::code_only(ResponseCode::SystemError)
+                            } else {
+                                let answer = self.engine.apply_step(ctx, key, card, &cmd, step, &mut effects);
+                                self.engine.forget_absent();
+                                answer
+                            };
+                        steps.push((reply, answer));
+                    }
+                    Work::Read { card, txn_id, reply } => {
+                        let txn = match self.engine.txn(txn_id) {
+                            _ if txn_id == 0 => Ok(None),
+                            Some(txn) => Ok(Some(*txn)),
+                            None => self.log.txn(txn_id).map_err(|error| {
+                                tracing::error!(partition = self.index, %error, txn_id, "reading a transaction failed");
+                            }),
+                        };
+                        let _ = reply.send(txn.map(|txn| (self.engine.card(card).copied(), txn)));
+                    }
                     Work::Stop => stop = true,
                 }
                 if taken < MAX_BATCH && !stop {
@@ -262,6 +321,9 @@ impl Worker {
                             *reply = protocol::CardReply::code_only(ResponseCode::SystemError);
                         }
                     }
+                    for (_, answer) in steps.iter_mut() {
+                        *answer = CardReply::code_only(ResponseCode::SystemError);
+                    }
                 } else if let Some((materializer, _)) = &self.materializer {
                     let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
                     // Blocks only when the materializer is far behind: backpressure, not loss.
@@ -273,6 +335,9 @@ impl Worker {
                 // A full or closed channel means the connection is gone; the terminal will
                 // retransmit and get this same answer (T8).
                 let _ = reply.try_send(frame);
+            }
+            for (reply, answer) in steps.drain(..) {
+                let _ = reply.send(answer);
             }
             // After the replies: the terminals need not wait for the housekeeping.
             if let Some((_, marks)) = &self.materializer {
@@ -315,6 +380,23 @@ impl Worker {
             }
             self.housekept_date = ctx.business_date;
         }
+    }
+
+    /// Fetches from disk what a step needs (see `fetch_needs`).
+    fn fetch_step_needs(&mut self, key: TraceKey, step: &Step, now_ms: i64) -> bool {
+        for _ in 0..MAX_NEEDS_PER_COMMAND {
+            let fetched = match self.engine.step_need(key, step) {
+                None => return true,
+                Some(Need::Trace(key)) => self.log.trace(key).map(|t| self.engine.provide_trace(key, t, now_ms)),
+                Some(Need::Txn(txn_id)) => self.log.txn(txn_id).map(|t| self.engine.provide_txn(txn_id, t, now_ms)),
+            };
+            if let Err(error) = fetched {
+                tracing::error!(partition = self.index, %error, "reading an old record failed; step refused");
+                self.engine.forget_absent();
+                return false;
+            }
+        }
+        true
     }
 
     /// Fetches from disk what the command needs and the engine no longer holds. False when a

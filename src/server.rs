@@ -23,6 +23,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::coordinator::{Coordinator, CoordinatorError};
+use crate::engine::member::MemberRules;
 use crate::engine::roles;
 use crate::engine::{check_import, validate, CardRange, Command, Pin, PinKey, Rules};
 use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, StanUse, Terminal, ANY_STORE};
@@ -105,6 +107,8 @@ pub enum ServerError {
     Partitions { given: usize, max: usize },
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("recovering operations spanning partitions: {0}")]
+    Coordinator(#[from] CoordinatorError),
 }
 
 /// Most partitions a switch runs.
@@ -127,6 +131,10 @@ struct Switch {
     provisioning: tokio::sync::Mutex<()>,
     /// Every operator and its passcode hash (O1).
     operators: OperatorBook,
+    /// Operations spanning partitions and the member index (M1, L6).
+    coordinator: Coordinator,
+    /// The catalog in force (fees of replacements, L6).
+    catalog: Arc<crate::engine::catalog::Catalog>,
     /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
     declines: Arc<DeclineCounts>,
 }
@@ -208,6 +216,7 @@ impl Server {
         let catalog = config.catalog.clone().unwrap_or_else(|| Arc::new(crate::engine::catalog::Catalog::core()));
         let rules = Rules::new(catalog, PinKey::new(&config.keys.master.pin_secret()));
         let materializer = Materializer::start(store.clone(), partitions, recovered.marks.clone());
+        let coordinator = Coordinator::open(store.clone(), &config.keys.master)?;
         let switch = Arc::new(Switch {
             partitions: Partitions::start(
                 recovered,
@@ -217,6 +226,8 @@ impl Server {
                 rules.clone(),
             ),
             materializer: std::sync::Mutex::new(materializer),
+            coordinator,
+            catalog: rules.catalog.clone(),
             store,
             clock,
             ranges: tokio::sync::Mutex::new(ranges),
@@ -228,6 +239,11 @@ impl Server {
             declines: Arc::new(DeclineCounts::default()),
         });
         let declines = switch.declines.clone();
+        // Before anything is served: operations a crash left half done are finished (M1, L6).
+        let unfinished = switch.coordinator.recover(&switch.partitions).await?;
+        if unfinished > 0 {
+            tracing::info!(unfinished, "operations spanning partitions recovered");
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
@@ -480,8 +496,14 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
             Ok(Some(Ok(inbound))) => inbound,
         };
         let header = inbound.frame.header;
-        let request = match inbound.frame.message {
-            Message::Request(request) => request,
+        // A registration carries strings; it takes the administrative path under a stand-in
+        // request with its operator and card, which are all that path looks at before it.
+        let (request, register) = match inbound.frame.message {
+            Message::Request(request) => (request, None),
+            Message::RegisterMember(ref register) => {
+                let stand_in = Request::MemberQuery { operator: register.operator, card: register.card };
+                (stand_in, Some(register.clone()))
+            }
             Message::Response(ref response) => {
                 let text = format!("{} is a response; terminals send requests", response.msg_type());
                 let error = Response::Error { code: ResponseCode::UnknownMessageType, text };
@@ -489,7 +511,7 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                 break;
             }
         };
-        let msg_type = request.msg_type();
+        let msg_type = if register.is_some() { MsgType::RegisterMember } else { request.msg_type() };
         let decline = |code| Some(Response::decline(msg_type, code));
         // Authentication first (SPEC §3.1, §5.1): a known terminal, its MAC, enabled.
         let known = match &bound {
@@ -575,12 +597,18 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                             // Administrative requests: rare, serialised, answered when done.
                             let (switch, replies, sender) = (switch.clone(), replies.clone(), terminal.clone());
                             tokio::spawn(async move {
-                                let response = match request {
-                                    Request::ImportRange { .. } => switch.import_range(header, request).await,
-                                    Request::SetOperator { .. } => {
+                                let response = match (register, request) {
+                                    (Some(register), _) => {
+                                        switch.register_member(header, *register, store_id, &sender.key).await
+                                    }
+                                    (None, Request::MemberQuery { .. } | Request::ReplaceCard { .. }) => {
+                                        switch.member_desk(header, request, store_id, &sender.key).await
+                                    }
+                                    (None, Request::ImportRange { .. }) => switch.import_range(header, request).await,
+                                    (None, Request::SetOperator { .. }) => {
                                         switch.set_operator(header, request, store_id, &sender.key).await
                                     }
-                                    _ => switch.administer_terminal(header, request, &sender).await,
+                                    (None, _) => switch.administer_terminal(header, request, &sender).await,
                                 };
                                 let _ = replies.send(reply_frame(&header, response)).await;
                             });
@@ -754,6 +782,155 @@ impl Switch {
         self.operators.insert(record);
         tracing::info!(target_id, by = operator.operator_id, %role, store_id = target_store, enabled, "operator set");
         reply(ResponseCode::Approved, role as u8, enabled)
+    }
+
+    /// The operator a member request names, if its passcode, store and role allow it (O1);
+    /// refusals are logged with the operator.
+    fn member_operator(
+        &self,
+        header: &Header,
+        operator: &protocol::OperatorAuth,
+        store_id: u32,
+        key: &TerminalKey,
+        msg_type: MsgType,
+        allowed: impl Fn(OperatorRole) -> bool,
+    ) -> Result<crate::operators::Operator, ResponseCode> {
+        let checked = open_secret(&operator.passcode, SecretKind::OperatorPasscode, header, key)
+            .and_then(|passcode| self.operators.verify(operator.operator_id, passcode.as_deref(), store_id))
+            .and_then(|found| if allowed(found.role) { Ok(found) } else { Err(ResponseCode::RoleNotPermitted) });
+        if let Err(code) = checked {
+            tracing::warn!(
+                terminal_id = header.terminal_id,
+                stan = header.stan,
+                %msg_type,
+                operator_id = operator.operator_id,
+                %code,
+                "member request refused"
+            );
+        }
+        checked
+    }
+
+    /// M1, M2: registers the holder of a sold real-name card, for customer service.
+    async fn register_member(
+        self: &Arc<Self>,
+        header: Header,
+        register: protocol::RegisterMember,
+        store_id: u32,
+        key: &TerminalKey,
+    ) -> Response {
+        let card = register.card;
+        let reply = |code, state, problem: u8, member: protocol::MemberData| Response::Member {
+            request: MsgType::RegisterMember,
+            reply: Box::new(protocol::MemberReply { code, card, state, problem, member }),
+        };
+        let unknown = protocol::CardState::Unknown;
+        let allowed = roles::may_manage_members;
+        let checked =
+            self.member_operator(&header, &register.operator, store_id, key, MsgType::RegisterMember, allowed);
+        if let Err(code) = checked {
+            return reply(code, unknown, 0, Default::default());
+        }
+        if !card.is_valid() {
+            return reply(ResponseCode::InvalidField, unknown, 0, Default::default());
+        }
+        // M2: checked whole before anything is stored; the reply names the field.
+        if let Err(problem) = register.member.check() {
+            return reply(ResponseCode::MemberDataInvalid, unknown, problem as u8, Default::default());
+        }
+        let operator_id = register.operator.operator_id;
+        match self.coordinator.register(&self.partitions, card, &register.member, operator_id, store_id).await {
+            Ok(done) if done.code.is_approved() => reply(done.code, done.state, 0, register.member),
+            Ok(done) => reply(done.code, done.state, 0, Default::default()),
+            Err(error) => {
+                tracing::error!(%error, %card, "registration failed");
+                reply(ResponseCode::SystemError, unknown, 0, Default::default())
+            }
+        }
+    }
+
+    /// M3 queries and L6 replacements.
+    async fn member_desk(
+        self: &Arc<Self>,
+        header: Header,
+        request: Request,
+        store_id: u32,
+        key: &TerminalKey,
+    ) -> Response {
+        let unknown = protocol::CardState::Unknown;
+        match request {
+            Request::MemberQuery { operator, card } => {
+                let reply = |code, state, member| Response::Member {
+                    request: MsgType::MemberQuery,
+                    reply: Box::new(protocol::MemberReply { code, card, state, problem: 0, member }),
+                };
+                let allowed = |role| roles::member_view(role).is_some();
+                let found = match self.member_operator(&header, &operator, store_id, key, MsgType::MemberQuery, allowed)
+                {
+                    Ok(found) => found,
+                    Err(code) => return reply(code, unknown, Default::default()),
+                };
+                let view = roles::member_view(found.role).expect("checked");
+                let state = match self.partitions.read(card, 0).await {
+                    Some(Ok((Some(c), _))) => c.state,
+                    Some(Ok((None, _))) => return reply(ResponseCode::UnknownCard, unknown, Default::default()),
+                    _ => return reply(ResponseCode::SystemError, unknown, Default::default()),
+                };
+                match self.coordinator.shown_member(card, view) {
+                    Ok(Some(member)) => {
+                        tracing::info!(operator_id = found.operator_id, %card, ?view, "member data shown");
+                        reply(ResponseCode::Approved, state, member)
+                    }
+                    Ok(None) => reply(ResponseCode::MemberNotRegistered, state, Default::default()),
+                    Err(error) => {
+                        tracing::error!(%error, %card, "member record unreadable");
+                        reply(ResponseCode::SystemError, state, Default::default())
+                    }
+                }
+            }
+            Request::ReplaceCard { operator, old_card, new_card, flags, method } => {
+                let decline = |code| Response::Card {
+                    request: MsgType::ReplaceCard,
+                    reply: protocol::CardReply::code_only(code),
+                };
+                let allowed = roles::may_manage_members;
+                let found = match self.member_operator(&header, &operator, store_id, key, MsgType::ReplaceCard, allowed)
+                {
+                    Ok(found) => found,
+                    Err(code) => return decline(code),
+                };
+                // L6: the holder's ID is checked at the desk.
+                if flags & protocol::AdminFlags::ID_CHECKED == 0 {
+                    return decline(ResponseCode::IdNotChecked);
+                }
+                let product = match self.partitions.read(old_card, 0).await {
+                    Some(Ok((Some(c), _))) => c.product,
+                    Some(Ok((None, _))) => return decline(ResponseCode::UnknownCard),
+                    _ => return decline(ResponseCode::SystemError),
+                };
+                let fee_minor = crate::engine::Product::from_code(product)
+                    .and_then(|p| self.catalog.product(p))
+                    .map_or(0, |s| s.replacement_fee_minor);
+                if fee_minor > 0 && method == 0 {
+                    return decline(ResponseCode::InvalidField);
+                }
+                let replaced = self
+                    .coordinator
+                    .replace(&self.partitions, old_card, new_card, fee_minor, method, found.operator_id, store_id)
+                    .await;
+                match replaced {
+                    Ok(reply) => {
+                        tracing::info!(%old_card, %new_card, operator_id = found.operator_id, code = %reply.code, "replacement");
+                        Response::Card { request: MsgType::ReplaceCard, reply }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, %old_card, %new_card, "replacement failed");
+                        decline(ResponseCode::SystemError)
+                    }
+                }
+            }
+            _ => Response::decline(request.msg_type(), ResponseCode::UnknownMessageType),
+        }
     }
 
     /// L1: imports a range after checking it against the others, durably, then tells the

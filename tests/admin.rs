@@ -9,11 +9,11 @@ use cardswitch::engine::TxnKind;
 use cardswitch::server::Server;
 use protocol::client::Client;
 use protocol::{
-    AdminAction, AdminFlags, CardNo, CardReply, CardState, OperatorAuth, OperatorRole, PaymentMethod, Request,
-    Response, ResponseCode as C, Sealed, SecretKind, TerminalRole, Verification,
+    AdminAction, AdminFlags, CardNo, CardState, OperatorRole, PaymentMethod, Request, ResponseCode as C, TerminalRole,
 };
 
 mod support;
+use support::desk::Desk;
 use support::{admin, config, connect, key_of, provision_as};
 
 const STORE: u32 = 21;
@@ -31,104 +31,6 @@ const STAFF: [(u32, OperatorRole, u32, &str); 5] = [
     (61, OperatorRole::HqFinance, 0, "hqf1n61"),
     (7, OperatorRole::Manager, STORE, "m4nager7"),
 ];
-
-struct Desk {
-    client: Client,
-    terminal_id: u32,
-    stan: u32,
-}
-
-impl Desk {
-    async fn open(client: Client, terminal_id: u32, store_id: u32) -> Desk {
-        let mut desk = Desk { client, terminal_id, stan: 100 };
-        let stan = desk.next();
-        assert_eq!(desk.client.sign_on(stan, store_id).await.unwrap().code, C::Approved);
-        desk
-    }
-
-    fn next(&mut self) -> u32 {
-        self.stan += 1;
-        self.stan
-    }
-
-    fn key(&self) -> protocol::TerminalKey {
-        key_of(&admin(), self.terminal_id)
-    }
-
-    async fn call(&mut self, build: impl FnOnce(&protocol::TerminalKey, u32, u32) -> Request) -> Response {
-        let stan = self.next();
-        let request = build(&self.key(), self.terminal_id, stan);
-        self.client.call(stan, request).await.unwrap()
-    }
-
-    async fn card(&mut self, build: impl FnOnce(&protocol::TerminalKey, u32, u32) -> Request) -> CardReply {
-        match self.call(build).await {
-            Response::Card { reply, .. } => reply,
-            other => panic!("not a card reply: {other:?}"),
-        }
-    }
-
-    /// `card_admin` by operator `operator` with `passcode`.
-    async fn admin(&mut self, operator: u32, passcode: &str, card: CardNo, action: AdminAction) -> CardReply {
-        self.admin_with(operator, passcode, card, action, 0, 0, 0, None).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn admin_with(
-        &mut self,
-        operator: u32,
-        passcode: &str,
-        card: CardNo,
-        action: AdminAction,
-        flags: u8,
-        value: i64,
-        ticket: u64,
-        approver: Option<(u32, &str)>,
-    ) -> CardReply {
-        self.card(|key, terminal_id, stan| {
-            let verification = match approver {
-                None => Verification::NONE,
-                Some((approver_id, passcode)) => Verification {
-                    approver_id,
-                    approver_passcode: Sealed::seal(key, SecretKind::Passcode, terminal_id, stan, passcode).unwrap(),
-                    ..Verification::NONE
-                },
-            };
-            Request::CardAdmin {
-                operator: OperatorAuth::seal(key, terminal_id, stan, operator, passcode).unwrap(),
-                card,
-                action: action as u8,
-                flags,
-                value,
-                original_txn_id: 0,
-                ticket,
-                verification,
-                new_pin: Sealed::NONE,
-            }
-        })
-        .await
-    }
-
-    async fn set_operator(
-        &mut self,
-        by: (u32, &str),
-        target: u32,
-        role: OperatorRole,
-        store_id: u32,
-        passcode: Option<&str>,
-    ) -> Response {
-        self.call(|key, terminal_id, stan| Request::SetOperator {
-            operator: OperatorAuth::seal(key, terminal_id, stan, by.0, by.1).unwrap(),
-            target_id: target,
-            role: role as u8,
-            store_id,
-            enabled: 1,
-            new_passcode: passcode
-                .map_or(Sealed::NONE, |p| Sealed::seal(key, SecretKind::NewPasscode, terminal_id, stan, p).unwrap()),
-        })
-        .await
-    }
-}
 
 async fn start(dir: &std::path::Path) -> Server {
     let mut config = config(dir);

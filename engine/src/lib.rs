@@ -9,11 +9,11 @@ mod admin;
 pub mod catalog;
 mod housekeeping;
 pub mod member;
-mod transfer;
 pub mod model;
 pub mod recent;
 pub mod roles;
 pub mod rules;
+mod transfer;
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,10 +23,10 @@ use protocol::{
 };
 
 pub use housekeeping::Housekeeping;
-pub use transfer::{Moved, Step};
 pub use model::*;
 pub use recent::Recent;
 pub use rules::{Pin, PinKey, Rules};
+pub use transfer::{Moved, Step};
 
 use catalog::{Catalog, PayFirst, ProductSettings};
 use rules::{apply_rate, in_birthday_window};
@@ -188,6 +188,15 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
                 && protocol::OperatorRole::from_u8(role).is_some()
                 && enabled <= 1
         }
+        Request::MemberQuery { operator, card } => operator.operator_id != 0 && card.is_valid(),
+        Request::ReplaceCard { operator, old_card, new_card, flags, method } => {
+            operator.operator_id != 0
+                && old_card.is_valid()
+                && new_card.is_valid()
+                && old_card != new_card
+                && flags & !protocol::AdminFlags::KNOWN == 0
+                && (method == 0 || PaymentMethod::from_u8(method).is_some())
+        }
         Request::CardAdmin { operator, action, flags, value, original_txn_id, ticket, new_pin, .. } => {
             operator.operator_id != 0
                 && flags & !protocol::AdminFlags::KNOWN == 0
@@ -275,27 +284,8 @@ impl Engine {
     /// What `cmd` needs from disk before it can be applied, one thing at a time (an answer
     /// may reveal the next need: a reversal's trace names its transaction).
     pub fn need(&self, cmd: &Command) -> Option<Need> {
-        let trace_need = |key: TraceKey| {
-            let on_disk = self.disk_max_stan.get(&key.terminal_id).is_some_and(|max| key.stan <= *max);
-            (on_disk && !self.traces.contains(&key) && !self.absent_traces.contains(&key)).then_some(Need::Trace(key))
-        };
-        let txn_need = |txn_id: u64| {
-            if txn_id == 0 || self.absent_txns.contains(&txn_id) {
-                return None;
-            }
-            match self.txns.get(&txn_id) {
-                None => Some(Need::Txn(txn_id)),
-                // A capture names its hold, a refund its sale: undoing them touches those too.
-                Some(txn)
-                    if txn.ref_txn_id != 0
-                        && !self.txns.contains(&txn.ref_txn_id)
-                        && !self.absent_txns.contains(&txn.ref_txn_id) =>
-                {
-                    Some(Need::Txn(txn.ref_txn_id))
-                }
-                Some(_) => None,
-            }
-        };
+        let trace_need = |key| self.trace_need(key);
+        let txn_need = |txn_id| self.txn_need(txn_id);
         let own = TraceKey { terminal_id: cmd.header.terminal_id, stan: cmd.header.stan };
         if let Some(need) = trace_need(own) {
             return Some(need);
@@ -334,6 +324,40 @@ impl Engine {
     /// Holds reserving value, by id: card and business date.
     pub fn open_holds(&self) -> impl Iterator<Item = (u64, CardNo, BusinessDate)> + '_ {
         self.open_holds.iter().map(|(id, (card, date))| (*id, *card, *date))
+    }
+
+    /// The trace record of `key` if it may be on disk only.
+    fn trace_need(&self, key: TraceKey) -> Option<Need> {
+        let on_disk = self.disk_max_stan.get(&key.terminal_id).is_some_and(|max| key.stan <= *max);
+        (on_disk && !self.traces.contains(&key) && !self.absent_traces.contains(&key)).then_some(Need::Trace(key))
+    }
+
+    /// The transaction `txn_id` if it is not in memory, or the one it refers to (undoing a
+    /// capture or refund touches its hold or sale too).
+    fn txn_need(&self, txn_id: u64) -> Option<Need> {
+        if txn_id == 0 || self.absent_txns.contains(&txn_id) {
+            return None;
+        }
+        match self.txns.get(&txn_id) {
+            None => Some(Need::Txn(txn_id)),
+            Some(txn)
+                if txn.ref_txn_id != 0
+                    && !self.txns.contains(&txn.ref_txn_id)
+                    && !self.absent_txns.contains(&txn.ref_txn_id) =>
+            {
+                Some(Need::Txn(txn.ref_txn_id))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// What a step (see [`Step`]) needs from disk first: its own trace record, and for a
+    /// transfer back the transfer it gives back.
+    pub fn step_need(&self, key: TraceKey, step: &Step) -> Option<Need> {
+        self.trace_need(key).or_else(|| match step {
+            Step::TransferBack { transfer_txn_id, .. } => self.txn_need(*transfer_txn_id),
+            _ => None,
+        })
     }
 
     /// Hands over a trace record fetched from disk (`None`: not there).
@@ -555,7 +579,9 @@ impl Engine {
             | Request::ImportRange { .. }
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }
-            | Request::SetOperator { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
+            | Request::SetOperator { .. }
+            | Request::MemberQuery { .. }
+            | Request::ReplaceCard { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
         }
     }
 

@@ -42,29 +42,21 @@ impl IdType {
 }
 
 /// A member's registration data (M1): name, ID and phone required; the rest optional (empty,
-/// or 0 for the birth date).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub name: String,
-    pub id_type: u8,
-    pub id_number: String,
-    pub phone: String,
-    pub address: String,
-    pub email: String,
-    /// YYYYMMDD; 0 not given (for an ID card, the date the ID encodes).
-    pub birth_date: BusinessDate,
-}
+/// or 0 for the birth date). The wire's type: what the engine checks is what was sent.
+pub use protocol::MemberData as Member;
 
-/// What is wrong with a registration (M2), by field.
+/// What is wrong with a registration (M2), by field; the numbers are the `problem` of a
+/// member reply (SPEC §6.12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum MemberProblem {
-    Name,
-    IdType,
-    IdNumber,
-    Phone,
-    Address,
-    Email,
-    BirthDate,
+    Name = 1,
+    IdType = 2,
+    IdNumber = 3,
+    Phone = 4,
+    Address = 5,
+    Email = 6,
+    BirthDate = 7,
 }
 
 impl MemberProblem {
@@ -109,9 +101,22 @@ pub fn id_card_birth_date(number: &str) -> Option<BusinessDate> {
     is_date(date).then_some(date)
 }
 
-impl Member {
+/// The rules of a member's data (M1–M3).
+pub trait MemberRules {
     /// M2: the first problem of the registration, in field order; `Ok` when it may be stored.
-    pub fn check(&self) -> Result<(), MemberProblem> {
+    fn check(&self) -> Result<(), MemberProblem>;
+    /// The birth date to use for the birthday discount (K3), as MMDD: given, or from the ID
+    /// card; 0 unknown.
+    fn birthday_mmdd(&self) -> u16;
+    /// The ID as the uniqueness of M1 sees it: type and number, letters upper-case.
+    fn id_key_text(&self) -> String;
+    /// M3: the member as shown outside the customer-service role: ID number and phone
+    /// masked to their last four characters, address, e-mail and birth date withheld.
+    fn masked(&self) -> Member;
+}
+
+impl MemberRules for Member {
+    fn check(&self) -> Result<(), MemberProblem> {
         let text_ok = |text: &str, max: usize| text.len() <= max && !text.chars().any(char::is_control);
         if self.name.trim().is_empty() || !text_ok(&self.name, MAX_NAME_BYTES) {
             return Err(MemberProblem::Name);
@@ -144,15 +149,13 @@ impl Member {
             return Err(MemberProblem::Email);
         }
         // A birth date, when given, is a date; on an ID card it is the one the ID encodes.
-        if self.birth_date != 0 && (!is_date(self.birth_date) || encoded_birth.is_some_and(|d| d != self.birth_date))
-        {
+        if self.birth_date != 0 && (!is_date(self.birth_date) || encoded_birth.is_some_and(|d| d != self.birth_date)) {
             return Err(MemberProblem::BirthDate);
         }
         Ok(())
     }
 
-    /// The birth date to use for the birthday discount (K3): given, or from the ID card.
-    pub fn birthday_mmdd(&self) -> u16 {
+    fn birthday_mmdd(&self) -> u16 {
         let date = match self.birth_date {
             0 if self.id_type == IdType::IdCard as u8 => id_card_birth_date(&self.id_number).unwrap_or(0),
             date => date,
@@ -160,14 +163,11 @@ impl Member {
         (date % 10_000) as u16
     }
 
-    /// The ID as the uniqueness of M1 sees it: type and number, letters upper-case.
-    pub fn id_key_text(&self) -> String {
+    fn id_key_text(&self) -> String {
         format!("{}:{}", self.id_type, self.id_number.to_ascii_uppercase())
     }
 
-    /// M3: the member as shown outside the customer-service role: ID number and phone masked
-    /// to their last four characters, address and e-mail withheld.
-    pub fn masked(&self) -> Member {
+    fn masked(&self) -> Member {
         Member {
             id_number: mask(&self.id_number),
             phone: mask(&self.phone),

@@ -136,8 +136,7 @@ impl CardFlags {
     pub const RECYCLE: u8 = 1 << 3;
     /// A real-name card whose holder is registered (M1).
     pub const MEMBER: u8 = 1 << 4;
-    pub const KNOWN: u8 =
-        Self::PIN_MUST_CHANGE | Self::STAFF | Self::DORMANT_NOTICE | Self::RECYCLE | Self::MEMBER;
+    pub const KNOWN: u8 = Self::PIN_MUST_CHANGE | Self::STAFF | Self::DORMANT_NOTICE | Self::RECYCLE | Self::MEMBER;
 }
 
 impl Card {
@@ -482,6 +481,17 @@ pub fn request_digest(request: &Request) -> u64 {
             h.u64(ticket);
             h.verification(&verification);
             h.bytes(&new_pin.0);
+        }
+        Request::MemberQuery { operator, card } => {
+            h.operator(&operator);
+            h.u64(card.0);
+        }
+        Request::ReplaceCard { operator, old_card, new_card, flags, method } => {
+            h.operator(&operator);
+            h.u64(old_card.0);
+            h.u64(new_card.0);
+            h.u8(flags);
+            h.u8(method);
         }
     }
     h.0

@@ -21,6 +21,33 @@ pub fn may(role: OperatorRole, action: AdminAction) -> bool {
     }
 }
 
+/// How much of a member's data an operator of `role` may see (M3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberView {
+    /// Everything: customer service, who registers members and checks IDs.
+    Full,
+    /// ID number and phone masked to their last four characters.
+    Masked,
+}
+
+/// M3: customer service sees members in full; the counter and finance see them masked;
+/// admins and managers have no business with members and are refused.
+pub fn member_view(role: OperatorRole) -> Option<MemberView> {
+    match role {
+        OperatorRole::CustomerService => Some(MemberView::Full),
+        OperatorRole::Cashier | OperatorRole::FrontDesk | OperatorRole::Finance | OperatorRole::HqFinance => {
+            Some(MemberView::Masked)
+        }
+        OperatorRole::Admin | OperatorRole::Manager => None,
+    }
+}
+
+/// May an operator of `role` register members (M1) and replace their cards (L6)? Customer
+/// service only.
+pub fn may_manage_members(role: OperatorRole) -> bool {
+    role == OperatorRole::CustomerService
+}
+
 /// May an operator of `role` create and change operators? Admins only.
 pub fn may_set_operators(role: OperatorRole) -> bool {
     role == OperatorRole::Admin
@@ -63,6 +90,17 @@ mod tests {
         assert!(!may(R::Finance, A::LoadReversal));
         // Admins administer products and operators, not cards.
         assert!(A::ALL.iter().all(|a| !may(R::Admin, *a)));
+    }
+
+    #[test]
+    fn m3_o1_member_data_is_full_for_customer_service_and_masked_or_refused_otherwise() {
+        assert_eq!(member_view(R::CustomerService), Some(MemberView::Full));
+        for role in [R::Cashier, R::FrontDesk, R::Finance, R::HqFinance] {
+            assert_eq!(member_view(role), Some(MemberView::Masked), "{role}");
+        }
+        assert_eq!(member_view(R::Admin), None);
+        assert_eq!(member_view(R::Manager), None);
+        assert!(R::ALL.iter().all(|r| may_manage_members(*r) == (*r == R::CustomerService)));
     }
 
     #[test]

@@ -159,7 +159,8 @@ impl Engine {
                 let Some(transfer) = self.txns.get(&transfer_txn_id).copied() else {
                     return Err(self.decline(card_no, ResponseCode::OriginalNotFound));
                 };
-                if transfer.kind != TxnKind::TransferOut || transfer.card != card_no || card.state != CardState::Closed {
+                if transfer.kind != TxnKind::TransferOut || transfer.card != card_no || card.state != CardState::Closed
+                {
                     return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
                 }
                 self.cards.get_mut(&card_no).expect("sold").state = state;
@@ -182,10 +183,6 @@ impl Engine {
 
     /// A step's posting: by the operation's operator, against its id (the ticket).
     fn step_posting(&self, cmd: &Command) -> Posting {
-        Posting {
-            operator_id: cmd.operator_id,
-            ticket: u64::from(cmd.header.stan),
-            ..Posting::default()
-        }
+        Posting { operator_id: cmd.operator_id, ticket: u64::from(cmd.header.stan), ..Posting::default() }
     }
 }

@@ -31,8 +31,8 @@ pub enum ClientError {
     Closed,
     #[error("no response within {0} ms")]
     Timeout(u64),
-    #[error("the switch sent a request frame ({0:?}) to a terminal")]
-    UnexpectedRequest(Box<Request>),
+    #[error("the switch sent a request frame ({0}) to a terminal")]
+    UnexpectedRequest(crate::MsgType),
     #[error("the switch sent more than {MAX_PARKED_RESPONSES} responses nobody asked for")]
     TooManyParked,
 }
@@ -110,9 +110,7 @@ impl Client {
             None => Err(ClientError::Closed),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(Frame { header, message: Message::Response(resp) })) => Ok((header, resp)),
-            Some(Ok(Frame { message: Message::Request(req), .. })) => {
-                Err(ClientError::UnexpectedRequest(Box::new(req)))
-            }
+            Some(Ok(Frame { message, .. })) => Err(ClientError::UnexpectedRequest(message.msg_type())),
         }
     }
 
@@ -141,6 +139,18 @@ impl Client {
     /// Sends one request and waits for its response.
     pub async fn call(&mut self, stan: u32, request: Request) -> Result<Response, ClientError> {
         self.send(stan, 0, request).await?;
+        self.receive(stan).await
+    }
+
+    /// Sends a `register_member` request and waits for its response.
+    pub async fn register_member(
+        &mut self,
+        stan: u32,
+        flags: u16,
+        register: crate::RegisterMember,
+    ) -> Result<Response, ClientError> {
+        let header = Header { flags, terminal_id: self.terminal_id, stan, local_time: local_time_now() };
+        self.framed.send(Frame { header, message: Message::RegisterMember(Box::new(register)) }).await?;
         self.receive(stan).await
     }
 

@@ -184,7 +184,7 @@ fn may_be_unsigned(frame: &Frame) -> bool {
             response.code(),
             ResponseCode::UnknownTerminal | ResponseCode::BadMac | ResponseCode::TerminalDisabled
         ),
-        Message::Request(_) => false,
+        Message::Request(_) | Message::RegisterMember(_) => false,
     }
 }
 

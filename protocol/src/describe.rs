@@ -14,7 +14,9 @@ use bytes::BytesMut;
 use crate::auth::{TerminalKey, MAC_BYTES};
 use crate::codec::encode_signed;
 use crate::message::{
-    CardReply, Frame, Message, MsgType, OperatorAuth, Request, Response, Verification, FLAG_RETRANSMIT, KNOWN_FLAGS,
+    CardReply, Frame, MemberData, Message, MsgType, OperatorAuth, Request, Response, Verification, FLAG_RETRANSMIT,
+    KNOWN_FLAGS, MAX_MEMBER_ADDRESS_BYTES, MAX_MEMBER_EMAIL_BYTES, MAX_MEMBER_ID_NUMBER_BYTES, MAX_MEMBER_NAME_BYTES,
+    MAX_MEMBER_PHONE_BYTES,
 };
 use crate::types::{
     format_minor, AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod,
@@ -164,7 +166,6 @@ fn verification_fields(v: &Verification) -> Vec<(&'static str, Value, usize)> {
     ]
 }
 
-/// The body fields of `message` in wire order, each with its value and its size in bytes.
 fn operator_fields(operator: &OperatorAuth) -> Vec<(&'static str, Value, usize)> {
     vec![
         ("operator_id", Value::Int(operator.operator_id.into()), 4),
@@ -172,10 +173,71 @@ fn operator_fields(operator: &OperatorAuth) -> Vec<(&'static str, Value, usize)>
     ]
 }
 
+/// The `value` of a `card_admin` request: an amount for the actions that move value by it
+/// (SPEC §5.20), otherwise a plain number (points for `redeem_points`, 0 for the rest).
+fn admin_value(action: u8, value: i64) -> Value {
+    match AdminAction::from_u8(action) {
+        Some(AdminAction::Adjust | AdminAction::LoadReversal) => Value::Amount(value),
+        _ => Value::Signed(value),
+    }
+}
+
+/// The body fields of `message` in wire order, each with its value and its size in bytes.
+fn member_fields(member: &MemberData) -> Vec<(&'static str, Value, usize)> {
+    let string = |name_len: &'static str, name: &'static str, text: &str, max: usize| {
+        let mut end = text.len().min(max);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        [(name_len, Value::Int(end as u64), 2), (name, Value::Text(text[..end].to_string()), end)]
+    };
+    let mut fields = vec![
+        ("id_type", Value::Enum(member.id_type, id_type_name(member.id_type)), 1),
+        ("birth_date", Value::Date(member.birth_date), 4),
+    ];
+    fields.extend(string("name_length", "name", &member.name, MAX_MEMBER_NAME_BYTES));
+    fields.extend(string("id_number_length", "id_number", &member.id_number, MAX_MEMBER_ID_NUMBER_BYTES));
+    fields.extend(string("phone_length", "phone", &member.phone, MAX_MEMBER_PHONE_BYTES));
+    fields.extend(string("address_length", "address", &member.address, MAX_MEMBER_ADDRESS_BYTES));
+    fields.extend(string("email_length", "email", &member.email, MAX_MEMBER_EMAIL_BYTES));
+    fields
+}
+
+/// Names of the ID types of a member registration (SPEC §6.12).
+pub fn id_type_name(id_type: u8) -> Option<&'static str> {
+    Some(match id_type {
+        1 => "id_card",
+        2 => "passport",
+        3 => "military_id",
+        _ => return None,
+    })
+}
+
 fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
     use Value::*;
     match message {
+        Message::RegisterMember(register) => {
+            let mut fields = operator_fields(&register.operator);
+            fields.push(("card", Card(register.card), 8));
+            fields.extend(member_fields(&register.member));
+            fields
+        }
         Message::Request(req) => match *req {
+            Request::MemberQuery { operator, card } => {
+                let mut fields = operator_fields(&operator);
+                fields.push(("card", Card(card), 8));
+                fields
+            }
+            Request::ReplaceCard { operator, old_card, new_card, flags, method: m } => {
+                let mut fields = operator_fields(&operator);
+                fields.extend([
+                    ("old_card", Card(old_card), 8),
+                    ("new_card", Card(new_card), 8),
+                    ("flags", AdminFlags(flags), 1),
+                    ("method", method(m), 1),
+                ]);
+                fields
+            }
             Request::SignOn { store_id } => vec![("store_id", Int(store_id.into()), 4)],
             Request::Echo => vec![],
             Request::Balance { card } => vec![("card", Card(card), 8)],
@@ -263,8 +325,8 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
                 fields.extend([
                     ("card", Card(card), 8),
                     ("action", Enum(action, AdminAction::from_u8(action).map(AdminAction::as_str)), 1),
-                    ("flags", AdminFlags(flags), 1),
-                    ("value", Signed(value), 8),
+                    ("admin_flags", AdminFlags(flags), 1),
+                    ("value", admin_value(action, value), 8),
                     ("original_txn_id", Int(original_txn_id), 8),
                     ("ticket", Int(ticket), 8),
                 ]);
@@ -274,6 +336,16 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             }
         },
         Message::Response(resp) => match resp {
+            Response::Member { reply, .. } => {
+                let mut fields = vec![
+                    ("code", code(reply.code), 1),
+                    ("card", Card(reply.card), 8),
+                    ("state", state(reply.state), 1),
+                    ("problem", Int(reply.problem.into()), 1),
+                ];
+                fields.extend(member_fields(&reply.member));
+                fields
+            }
             Response::SignOn(r) => {
                 vec![("code", code(r.code), 1), ("business_date", Date(r.business_date), 4)]
             }
@@ -474,6 +546,33 @@ mod tests {
         assert!(describe(&reply(0)).contains("notices = 0x00 (none)\n"));
         assert!(describe(&reply(0x05)).contains("notices = 0x05 (pin_must_change+recycle)\n"));
         assert!(describe(&reply(0x0a)).contains("notices = 0x0a (dormant+reserved 0x08)\n"));
+    }
+
+    #[test]
+    fn admin_flags_and_values_are_named_by_action() {
+        let admin = |action: u8, flags: u8, value: i64| Frame {
+            header: Header::default(),
+            message: Message::Request(Request::CardAdmin {
+                operator: OperatorAuth::default(),
+                card: CardNo(6200880000000017),
+                action,
+                flags,
+                value,
+                original_txn_id: 0,
+                ticket: 0,
+                verification: Verification::NONE,
+                new_pin: crate::Sealed::NONE,
+            }),
+        };
+        let text = describe(&admin(AdminAction::Adjust as u8, AdminFlags::BONUS_BUCKET, -2_500));
+        assert!(text.contains("action = 9 (adjust)\nadmin_flags = 0x04 (bonus_bucket)\n"), "{text}");
+        assert!(text.contains("value = -2500 (-25.00 yuan)\n"), "{text}");
+        // The header's flags and the body's admin flags are told apart.
+        assert_eq!(text.matches("\nflags = ").count(), 1, "{text}");
+        let text = describe(&admin(AdminAction::RedeemPoints as u8, AdminFlags::FOR_GIFT | 0x40, 250));
+        assert!(text.contains("admin_flags = 0x48 (for_gift+reserved 0x40)\nvalue = 250\n"), "{text}");
+        let text = describe(&admin(99, 0x10, 0));
+        assert!(text.contains("action = 99 (unknown)\nadmin_flags = 0x10 (reserved 0x10)\nvalue = 0\n"), "{text}");
     }
 
     #[test]

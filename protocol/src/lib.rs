@@ -15,8 +15,8 @@ pub mod client;
 pub use auth::{Credential, Sealed, SecretKind, TerminalKey, MAC_BYTES};
 pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
 pub use message::{
-    CardReply, Frame, Header, ImportRangeReply, Message, MsgType, OperatorAuth, OperatorReply, Request, Response,
-    SignOnReply, TerminalReply, Verification,
+    CardReply, Frame, Header, ImportRangeReply, MemberData, MemberReply, Message, MsgType, OperatorAuth, OperatorReply,
+    RegisterMember, Request, Response, SignOnReply, TerminalReply, Verification,
 };
 pub use types::{
     AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod, ResponseCode,

@@ -38,6 +38,9 @@ pub struct Frame {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Request(Request),
+    /// `register_member`: a request with strings, kept apart so that [`Request`] stays a
+    /// fixed-size `Copy` value on the hot path.
+    RegisterMember(Box<RegisterMember>),
     Response(Response),
 }
 
@@ -45,6 +48,7 @@ impl Message {
     pub fn msg_type(&self) -> MsgType {
         match self {
             Message::Request(r) => r.msg_type(),
+            Message::RegisterMember(_) => MsgType::RegisterMember,
             Message::Response(r) => r.msg_type(),
         }
     }
@@ -89,6 +93,53 @@ impl OperatorAuth {
     ) -> Result<OperatorAuth, crate::auth::SealError> {
         let passcode = Sealed::seal(key, crate::SecretKind::OperatorPasscode, terminal_id, stan, passcode)?;
         Ok(OperatorAuth { operator_id, passcode })
+    }
+}
+
+/// Longest strings of a member's registration, in bytes of UTF-8 (SPEC §5.21).
+pub const MAX_MEMBER_NAME_BYTES: usize = 64;
+pub const MAX_MEMBER_ID_NUMBER_BYTES: usize = 20;
+pub const MAX_MEMBER_PHONE_BYTES: usize = 20;
+pub const MAX_MEMBER_ADDRESS_BYTES: usize = 128;
+pub const MAX_MEMBER_EMAIL_BYTES: usize = 64;
+
+/// A member's registration data (M1) as it travels: in a `register_member` request, and in
+/// the replies that show a member (masked outside customer service, M3).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MemberData {
+    pub id_type: u8,
+    /// YYYYMMDD; 0 none.
+    pub birth_date: u32,
+    pub name: String,
+    pub id_number: String,
+    pub phone: String,
+    pub address: String,
+    pub email: String,
+}
+
+/// `register_member` (SPEC §5.21): the holder of a sold real-name card is registered (M1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterMember {
+    pub operator: OperatorAuth,
+    pub card: CardNo,
+    pub member: MemberData,
+}
+
+/// Reply to `register_member` and `member_query`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MemberReply {
+    pub code: ResponseCode,
+    pub card: CardNo,
+    pub state: CardState,
+    /// A `member_data_invalid` decline: the field at fault (SPEC §6.12); 0 otherwise.
+    pub problem: u8,
+    /// The member as the operator's role may see it (empty when declined).
+    pub member: MemberData,
+}
+
+impl Default for CardNo {
+    fn default() -> Self {
+        CardNo(0)
     }
 }
 
@@ -204,6 +255,23 @@ pub enum Request {
         /// change_pin, unlock_pin: the PIN the holder chose.
         new_pin: Sealed,
     },
+    /// The registered holder of `card` (SPEC §5.22): in full for customer service, masked
+    /// for the other roles that may ask (M3).
+    MemberQuery {
+        operator: OperatorAuth,
+        card: CardNo,
+    },
+    /// Replaces `old_card` by `new_card` for its registered holder (L6, SPEC §5.23): the old
+    /// card closes and its value, points, tier and validity move to the new one; a
+    /// replacement fee, if the product has one, is paid by `method`.
+    ReplaceCard {
+        operator: OperatorAuth,
+        old_card: CardNo,
+        new_card: CardNo,
+        /// [`crate::AdminFlags`]: `id_checked` is required.
+        flags: u8,
+        method: u8,
+    },
 }
 
 impl Request {
@@ -225,6 +293,8 @@ impl Request {
             Request::SetTerminalState { .. } => MsgType::SetTerminalState,
             Request::SetOperator { .. } => MsgType::SetOperator,
             Request::CardAdmin { .. } => MsgType::CardAdmin,
+            Request::MemberQuery { .. } => MsgType::MemberQuery,
+            Request::ReplaceCard { .. } => MsgType::ReplaceCard,
         }
     }
 
@@ -245,7 +315,10 @@ impl Request {
     /// The operator an administrative request names (O1).
     pub fn operator(&self) -> Option<OperatorAuth> {
         match *self {
-            Request::SetOperator { operator, .. } | Request::CardAdmin { operator, .. } => Some(operator),
+            Request::SetOperator { operator, .. }
+            | Request::CardAdmin { operator, .. }
+            | Request::MemberQuery { operator, .. }
+            | Request::ReplaceCard { operator, .. } => Some(operator),
             _ => None,
         }
     }
@@ -268,7 +341,9 @@ impl Request {
             | Request::ImportRange { .. }
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }
-            | Request::SetOperator { .. } => None,
+            | Request::SetOperator { .. }
+            | Request::MemberQuery { .. }
+            | Request::ReplaceCard { .. } => None,
         }
     }
 }
@@ -396,6 +471,11 @@ pub enum Response {
         reply: TerminalReply,
     },
     Operator(OperatorReply),
+    /// Reply to `register_member` or `member_query` (`request` says which).
+    Member {
+        request: MsgType,
+        reply: Box<MemberReply>,
+    },
     /// A frame the switch could not process; the connection closes after it.
     Error {
         code: ResponseCode,
@@ -412,6 +492,7 @@ impl Response {
             Response::ImportRange(_) => MsgType::ImportRangeReply,
             Response::Terminal { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Operator(_) => MsgType::SetOperatorReply,
+            Response::Member { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Error { .. } => MsgType::Error,
         }
     }
@@ -424,6 +505,7 @@ impl Response {
             Response::ImportRange(r) => r.code,
             Response::Terminal { reply, .. } => reply.code,
             Response::Operator(r) => r.code,
+            Response::Member { reply, .. } => reply.code,
         }
     }
 
@@ -437,6 +519,9 @@ impl Response {
                 Response::Terminal { request, reply: TerminalReply { code, terminal_id: 0, enabled: 0 } }
             }
             MsgType::SetOperator => Response::Operator(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 }),
+            MsgType::RegisterMember | MsgType::MemberQuery => {
+                Response::Member { request, reply: Box::new(MemberReply { code, ..MemberReply::default() }) }
+            }
             MsgType::Balance
             | MsgType::Sale
             | MsgType::Load
@@ -446,7 +531,8 @@ impl Response {
             | MsgType::Refund
             | MsgType::Reversal
             | MsgType::SellCard
-            | MsgType::CardAdmin => Response::Card { request, reply: CardReply::code_only(code) },
+            | MsgType::CardAdmin
+            | MsgType::ReplaceCard => Response::Card { request, reply: CardReply::code_only(code) },
             _ => Response::Error { code, text: format!("{request} is not a request") },
         }
     }
@@ -538,6 +624,19 @@ impl<'a> Reader<'a> {
     }
     fn operator(&mut self) -> Result<OperatorAuth, BodyError> {
         Ok(OperatorAuth { operator_id: self.u32("operator_id")?, passcode: self.sealed("passcode")? })
+    }
+
+    /// Member data: `id_type`, `birth_date`, then the five strings (SPEC §5.21).
+    fn member(&mut self) -> Result<MemberData, BodyError> {
+        Ok(MemberData {
+            id_type: self.u8("id_type")?,
+            birth_date: self.u32("birth_date")?,
+            name: self.string("name", MAX_MEMBER_NAME_BYTES)?,
+            id_number: self.string("id_number", MAX_MEMBER_ID_NUMBER_BYTES)?,
+            phone: self.string("phone", MAX_MEMBER_PHONE_BYTES)?,
+            address: self.string("address", MAX_MEMBER_ADDRESS_BYTES)?,
+            email: self.string("email", MAX_MEMBER_EMAIL_BYTES)?,
+        })
     }
 
     fn code(&mut self) -> Result<ResponseCode, BodyError> {
@@ -644,6 +743,33 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             verification: r.verification()?,
             new_pin: r.sealed("new_pin")?,
         }),
+        T::RegisterMember => Ok(Message::RegisterMember(Box::new(RegisterMember {
+            operator: r.operator()?,
+            card: r.card()?,
+            member: r.member()?,
+        }))),
+        T::MemberQuery => request(Request::MemberQuery { operator: r.operator()?, card: r.card()? }),
+        T::ReplaceCard => request(Request::ReplaceCard {
+            operator: r.operator()?,
+            old_card: CardNo(r.u64("old_card")?),
+            new_card: CardNo(r.u64("new_card")?),
+            flags: r.u8("flags")?,
+            method: r.u8("method")?,
+        }),
+        T::RegisterMemberReply | T::MemberQueryReply => {
+            let code = r.code()?;
+            let card = r.card()?;
+            let raw_state = r.u8("state")?;
+            let state = CardState::from_u8(raw_state).ok_or(BodyError::UnknownState(raw_state))?;
+            let problem = r.u8("problem")?;
+            let member = r.member()?;
+            let request = MsgType::from_u8(msg_type as u8 & !MsgType::RESPONSE_BIT)
+                .expect("every member reply type has a request type");
+            Ok(Message::Response(Response::Member {
+                request,
+                reply: Box::new(MemberReply { code, card, state, problem, member }),
+            }))
+        }
         T::SetOperatorReply => Ok(Message::Response(Response::Operator(OperatorReply {
             code: r.code()?,
             operator_id: r.u32("operator_id")?,
@@ -678,7 +804,8 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
         | T::RefundReply
         | T::ReversalReply
         | T::SellCardReply
-        | T::CardAdminReply => {
+        | T::CardAdminReply
+        | T::ReplaceCardReply => {
             let code = r.code()?;
             let raw_state = r.u8("state")?;
             let state = CardState::from_u8(raw_state).ok_or(BodyError::UnknownState(raw_state))?;
@@ -717,9 +844,35 @@ fn put_operator(out: &mut BytesMut, operator: &OperatorAuth) {
     out.put_slice(&operator.passcode.0);
 }
 
+/// A string as a `u16` count and its bytes, cut to `max` bytes at a character boundary so the
+/// frame stays decodable.
+fn put_string(out: &mut BytesMut, text: &str, max: usize) {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16(end as u16);
+    out.put_slice(&text.as_bytes()[..end]);
+}
+
+fn put_member(out: &mut BytesMut, member: &MemberData) {
+    out.put_u8(member.id_type);
+    out.put_u32(member.birth_date);
+    put_string(out, &member.name, MAX_MEMBER_NAME_BYTES);
+    put_string(out, &member.id_number, MAX_MEMBER_ID_NUMBER_BYTES);
+    put_string(out, &member.phone, MAX_MEMBER_PHONE_BYTES);
+    put_string(out, &member.address, MAX_MEMBER_ADDRESS_BYTES);
+    put_string(out, &member.email, MAX_MEMBER_EMAIL_BYTES);
+}
+
 /// Appends the body of `message` to `out`.
 pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
     match message {
+        Message::RegisterMember(register) => {
+            put_operator(out, &register.operator);
+            out.put_u64(register.card.0);
+            put_member(out, &register.member);
+        }
         Message::Request(req) => match *req {
             Request::SignOn { store_id } => out.put_u32(store_id),
             Request::Echo => {}
@@ -802,6 +955,17 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 put_verification(out, &verification);
                 out.put_slice(&new_pin.0);
             }
+            Request::MemberQuery { operator, card } => {
+                put_operator(out, &operator);
+                out.put_u64(card.0);
+            }
+            Request::ReplaceCard { operator, old_card, new_card, flags, method } => {
+                put_operator(out, &operator);
+                out.put_u64(old_card.0);
+                out.put_u64(new_card.0);
+                out.put_u8(flags);
+                out.put_u8(method);
+            }
         },
         Message::Response(resp) => match resp {
             Response::SignOn(r) => {
@@ -841,15 +1005,16 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u8(reply.role);
                 out.put_u8(reply.enabled);
             }
+            Response::Member { reply, .. } => {
+                out.put_u8(reply.code as u8);
+                out.put_u64(reply.card.0);
+                out.put_u8(reply.state as u8);
+                out.put_u8(reply.problem);
+                put_member(out, &reply.member);
+            }
             Response::Error { code, text } => {
-                // Longer texts are cut at a character boundary so the frame stays decodable.
-                let mut end = text.len().min(MAX_ERROR_TEXT_BYTES);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
                 out.put_u8(*code as u8);
-                out.put_u16(end as u16);
-                out.put_slice(&text.as_bytes()[..end]);
+                put_string(out, text, MAX_ERROR_TEXT_BYTES);
             }
         },
     }

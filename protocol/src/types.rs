@@ -157,6 +157,9 @@ wire_enum! {
         SetTerminalState = 0x23 => "set_terminal_state",
         SetOperator = 0x24 => "set_operator",
         CardAdmin = 0x30 => "card_admin",
+        RegisterMember = 0x31 => "register_member",
+        MemberQuery = 0x32 => "member_query",
+        ReplaceCard = 0x33 => "replace_card",
         SignOnReply = 0x81 => "sign_on_reply",
         EchoReply = 0x82 => "echo_reply",
         BalanceReply = 0x90 => "balance_reply",
@@ -173,6 +176,9 @@ wire_enum! {
         SetTerminalStateReply = 0xA3 => "set_terminal_state_reply",
         SetOperatorReply = 0xA4 => "set_operator_reply",
         CardAdminReply = 0xB0 => "card_admin_reply",
+        RegisterMemberReply = 0xB1 => "register_member_reply",
+        MemberQueryReply = 0xB2 => "member_query_reply",
+        ReplaceCardReply = 0xB3 => "replace_card_reply",
         Error = 0xFF => "error",
     }
 }

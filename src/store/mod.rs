@@ -53,7 +53,26 @@ pub mod cf {
     pub const DAY_SPEND: &str = "day_spend";
     pub const OPERATORS: &str = "operators";
     pub const OPEN_HOLDS: &str = "open_holds";
-    pub const STATE: [&str; 9] = [CARDS, TXNS, TRACES, RANGES, META, TERMINAL_KEYS, DAY_SPEND, OPERATORS, OPEN_HOLDS];
+    /// Operations spanning partitions not yet finished (see `coordinator`).
+    pub const INTENTS: &str = "intents";
+    /// M1: keyed hash of a member's ID → the card it holds.
+    pub const MEMBER_IDS: &str = "member_ids";
+    /// A registered card's holder, sealed (see `coordinator`).
+    pub const MEMBERS: &str = "members";
+    pub const STATE: [&str; 12] = [
+        CARDS,
+        TXNS,
+        TRACES,
+        RANGES,
+        META,
+        TERMINAL_KEYS,
+        DAY_SPEND,
+        OPERATORS,
+        OPEN_HOLDS,
+        INTENTS,
+        MEMBER_IDS,
+        MEMBERS,
+    ];
 }
 
 /// Subdirectory of the data directory holding the log instance.
@@ -78,6 +97,9 @@ const TERMINALS_KEY: &[u8] = b"terminals";
 /// Present once `open_holds` indexes every open hold (a data directory written before the
 /// index existed is indexed once, from `txns`, at recovery).
 const OPEN_HOLDS_INDEXED_KEY: &[u8] = b"open_holds_indexed";
+/// The last id given to an operation spanning partitions: ids are never reused, because the
+/// trace records of their steps outlive them.
+const LAST_OPERATION_KEY: &[u8] = b"last_operation";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,6 +113,8 @@ pub enum StoreError {
     Terminal(String),
     #[error("corrupt record in column family operators: {0}")]
     Operator(String),
+    #[error("corrupt record of a member: {0}")]
+    Member(String),
     #[error(
         "{0} holds a RocksDB database directly, the layout before the log and the state were \
          split into {LOG_DIR}/ and {STATE_DIR}/; it is not read, so that nothing in it is \
@@ -307,6 +331,76 @@ impl Store {
         batch.put_cf(self.handle(cf::OPERATORS), operator.operator_id.to_be_bytes(), operator.encode());
         self.state.write_opt(batch, &self.sync_write)?;
         Ok(())
+    }
+
+    /// The last operation id handed out (0 none).
+    pub fn last_operation(&self) -> Result<u64, StoreError> {
+        match self.state.get_cf(self.handle(cf::META), LAST_OPERATION_KEY)? {
+            Some(bytes) => {
+                records::decode_u64_key(&bytes).map_err(|problem| StoreError::Corrupt { cf: cf::META, problem })
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Records the intent of operation `op_id` (and that its id is taken), durably, before
+    /// its first step.
+    pub fn put_intent(&self, op_id: u64, intent: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.handle(cf::INTENTS), op_id.to_be_bytes(), intent);
+        batch.put_cf(self.handle(cf::META), LAST_OPERATION_KEY, op_id.to_be_bytes());
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// Every unfinished operation, in id order.
+    pub fn intents(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.iterator_cf(self.handle(cf::INTENTS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let op_id =
+                records::decode_u64_key(&key).map_err(|problem| StoreError::Corrupt { cf: cf::INTENTS, problem })?;
+            out.push((op_id, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Ends operation `op_id`: its intent goes, and in the same synced write the member index
+    /// and member records it changes (`Some(card)` maps an ID to it).
+    pub fn finish_operation(
+        &self,
+        op_id: u64,
+        member_id: Option<([u8; 16], CardNo)>,
+        member: Option<(CardNo, &[u8])>,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.handle(cf::INTENTS), op_id.to_be_bytes());
+        if let Some((id_key, card)) = member_id {
+            batch.put_cf(self.handle(cf::MEMBER_IDS), id_key, card.0.to_be_bytes());
+        }
+        if let Some((card, record)) = member {
+            batch.put_cf(self.handle(cf::MEMBERS), card.0.to_be_bytes(), record);
+        }
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// The M1 index: ID key → card.
+    pub fn member_ids(&self) -> Result<Vec<([u8; 16], CardNo)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.iterator_cf(self.handle(cf::MEMBER_IDS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let corrupt = |what: &str| StoreError::Member(format!("{what} of {} bytes", key.len().max(value.len())));
+            let id_key: [u8; 16] = key.as_ref().try_into().map_err(|_| corrupt("an ID key"))?;
+            let card: [u8; 8] = value.as_ref().try_into().map_err(|_| corrupt("a card number"))?;
+            out.push((id_key, CardNo(u64::from_be_bytes(card))));
+        }
+        Ok(out)
+    }
+
+    /// The sealed member record of `card`, if its holder is registered.
+    pub fn member(&self, card: CardNo) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state.get_cf(self.handle(cf::MEMBERS), card.0.to_be_bytes())?)
     }
 
     /// Every operator, as stored.

@@ -69,7 +69,10 @@ fn l6_a_replacement_moves_value_points_tier_and_validity_and_closes_the_old_card
     let in_key = TraceKey { terminal_id: u32::MAX, stan: 9_002 };
     let step = Step::TransferIn { from: old, moved: m, fee_minor: 1_800, method: PaymentMethod::Cash as u8 };
     let r = w.step_as(in_key, new, step);
-    assert_eq!((r.code, r.cash_minor, r.bonus_minor, r.points_balance), (C::Approved, before.cash_minor, before.bonus_minor, before.points));
+    assert_eq!(
+        (r.code, r.cash_minor, r.bonus_minor, r.points_balance),
+        (C::Approved, before.cash_minor, before.bonus_minor, before.points)
+    );
     assert_eq!(w.step_as(in_key, new, step), r, "applied once");
     let c = w.card(new);
     assert_eq!((c.expiry_date, c.spend_minor, c.birthday_mmdd), (before.expiry_date, before.spend_minor, 307), "L6");
@@ -81,7 +84,8 @@ fn l6_a_replacement_moves_value_points_tier_and_validity_and_closes_the_old_card
     // Value is neither lost nor doubled: the journal explains both cards.
     for card in [old, new] {
         let c = w.card(card);
-        let sum: i64 = w.journal.iter().filter(|e| e.card == card).map(|e| e.cash_delta_minor + e.bonus_delta_minor).sum();
+        let sum: i64 =
+            w.journal.iter().filter(|e| e.card == card).map(|e| e.cash_delta_minor + e.bonus_delta_minor).sum();
         assert_eq!(sum, c.cash_minor + c.bonus_minor);
     }
     assert_eq!(w.cmd(sale(old, 100, Category::Dining), Some(PIN), 0).code, C::CardClosed);
@@ -99,14 +103,21 @@ fn l6_member_and_gift_cards_never_exchange_value_and_a_refused_transfer_is_given
     assert_eq!(out.code, C::Approved);
     let m = moved(&w, old, &out);
     // The new card is of another product: refused, so the coordinator gives the value back.
-    let into_gift = w.step(CardNo(first_of(Product::Gift).0 + 7), Step::TransferIn { from: old, moved: m, fee_minor: 0, method: 0 });
+    let into_gift = w
+        .step(CardNo(first_of(Product::Gift).0 + 7), Step::TransferIn { from: old, moved: m, fee_minor: 0, method: 0 });
     assert_eq!(into_gift.code, C::ReplacementRefused);
     let back = w.step(old, Step::TransferBack { transfer_txn_id: out.txn_id, state: before.state });
-    assert_eq!((back.code, back.state, back.cash_minor, back.bonus_minor), (C::Approved, before.state, before.cash_minor, before.bonus_minor));
+    assert_eq!(
+        (back.code, back.state, back.cash_minor, back.bonus_minor),
+        (C::Approved, before.state, before.cash_minor, before.bonus_minor)
+    );
     assert_eq!(w.card(old).spend_minor, before.spend_minor);
     // A sold card cannot receive a replacement either.
     let out = w.step(old, Step::TransferOut { to: gift });
     let m = moved(&w, old, &out);
     let sold_member = w.sold(Product::Member, 0);
-    assert_eq!(w.step(sold_member, Step::TransferIn { from: old, moved: m, fee_minor: 0, method: 0 }).code, C::ReplacementRefused);
+    assert_eq!(
+        w.step(sold_member, Step::TransferIn { from: old, moved: m, fee_minor: 0, method: 0 }).code,
+        C::ReplacementRefused
+    );
 }
