@@ -75,6 +75,17 @@ pub async fn connect_as(addr: SocketAddr, admin: &Credential, terminal_id: u32, 
 /// `max_file_bytes`, no file it writes may grow past that size (`RLIMIT_FSIZE`): a disk that
 /// fills up. Its log goes to `data/keys/switch.log`.
 pub fn start_binary(binary: &str, data: &Path, max_file_bytes: Option<u64>) -> (Child, SocketAddr) {
+    start_binary_with(binary, data, max_file_bytes, &[], &[])
+}
+
+/// [`start_binary`] with more arguments for `serve` and more environment variables.
+pub fn start_binary_with(
+    binary: &str,
+    data: &Path,
+    max_file_bytes: Option<u64>,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Child, SocketAddr) {
     let key_dir = data.join("keys");
     std::fs::create_dir_all(&key_dir).unwrap();
     let master = format!("{}\n", TerminalKey::from_bytes([0x11; 32]).to_hex());
@@ -90,7 +101,9 @@ pub fn start_binary(binary: &str, data: &Path, max_file_bytes: Option<u64>) -> (
         .arg(key_dir.join("master.key"))
         .arg("--admin-key-file")
         .arg(key_dir.join("admin.key"))
+        .args(args)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log);
     if let Some(limit) = max_file_bytes {
