@@ -22,12 +22,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use protocol::{CardNo, CardReply, CardState, Header, LocalTime, MemberData, ResponseCode};
+use protocol::{CardNo, CardReply, CardState, Header, LocalTime, MemberData, MsgType, ResponseCode};
 use sha2::Sha256;
 
 use crate::engine::member::MemberRules;
 use crate::engine::roles::MemberView;
-use crate::engine::{Command, Moved, Step, TraceKey};
+use crate::engine::{Command, Moved, Step, Trace, TraceKey};
 use crate::keys::MasterKey;
 use crate::partition::Partitions;
 use crate::store::{Store, StoreError};
@@ -67,21 +67,36 @@ pub enum CoordinatorError {
     OutOfIds(u64),
 }
 
+/// The request that started an operation: its answer is kept under its terminal and trace
+/// number, so the same request again gets it (T8), also after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub key: TraceKey,
+    /// Digest of the request's content: the same trace number with other content is
+    /// `trace_reused`.
+    pub digest: u64,
+    pub msg_type: MsgType,
+}
+
 /// An operation in flight, as its intent records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Intent {
+struct Intent {
+    origin: Origin,
+    operator_id: u32,
+    store_id: u32,
+    op: Operation,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Operation {
     Register {
         card: CardNo,
-        operator_id: u32,
-        store_id: u32,
         id_key: [u8; 16],
         member: Vec<u8>,
     },
     Replace {
         old: CardNo,
         new: CardNo,
-        operator_id: u32,
-        store_id: u32,
         fee_minor: i64,
         method: u8,
         /// The old card's state before the transfer out: what a transfer back restores.
@@ -92,21 +107,25 @@ enum Intent {
 impl Intent {
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![INTENT_VERSION];
-        match self {
-            Intent::Register { card, operator_id, store_id, id_key, member } => {
-                out.push(INTENT_REGISTER);
+        out.push(match self.op {
+            Operation::Register { .. } => INTENT_REGISTER,
+            Operation::Replace { .. } => INTENT_REPLACE,
+        });
+        out.extend_from_slice(&self.origin.key.terminal_id.to_be_bytes());
+        out.extend_from_slice(&self.origin.key.stan.to_be_bytes());
+        out.extend_from_slice(&self.origin.digest.to_be_bytes());
+        out.push(self.origin.msg_type as u8);
+        out.extend_from_slice(&self.operator_id.to_be_bytes());
+        out.extend_from_slice(&self.store_id.to_be_bytes());
+        match &self.op {
+            Operation::Register { card, id_key, member } => {
                 out.extend_from_slice(&card.0.to_be_bytes());
-                out.extend_from_slice(&operator_id.to_be_bytes());
-                out.extend_from_slice(&store_id.to_be_bytes());
                 out.extend_from_slice(id_key);
                 out.extend_from_slice(member);
             }
-            Intent::Replace { old, new, operator_id, store_id, fee_minor, method, old_state } => {
-                out.push(INTENT_REPLACE);
+            Operation::Replace { old, new, fee_minor, method, old_state } => {
                 out.extend_from_slice(&old.0.to_be_bytes());
                 out.extend_from_slice(&new.0.to_be_bytes());
-                out.extend_from_slice(&operator_id.to_be_bytes());
-                out.extend_from_slice(&store_id.to_be_bytes());
                 out.extend_from_slice(&fee_minor.to_be_bytes());
                 out.push(*method);
                 out.push(*old_state as u8);
@@ -121,25 +140,29 @@ impl Intent {
         if bytes.first() != Some(&INTENT_VERSION) {
             return None;
         }
-        match *bytes.get(1)? {
-            INTENT_REGISTER => Some(Intent::Register {
-                card: CardNo(u64_at(2)?),
-                operator_id: u32_at(10)?,
-                store_id: u32_at(14)?,
-                id_key: bytes.get(18..34)?.try_into().ok()?,
-                member: bytes.get(34..)?.to_vec(),
-            }),
-            INTENT_REPLACE if bytes.len() == 36 => Some(Intent::Replace {
-                old: CardNo(u64_at(2)?),
-                new: CardNo(u64_at(10)?),
-                operator_id: u32_at(18)?,
-                store_id: u32_at(22)?,
-                fee_minor: u64_at(26)? as i64,
-                method: bytes[34],
-                old_state: CardState::from_u8(bytes[35])?,
-            }),
-            _ => None,
-        }
+        let origin = Origin {
+            key: TraceKey { terminal_id: u32_at(2)?, stan: u32_at(6)? },
+            digest: u64_at(10)?,
+            msg_type: MsgType::from_u8(*bytes.get(18)?)?,
+        };
+        let (operator_id, store_id) = (u32_at(19)?, u32_at(23)?);
+        const BODY: usize = 27;
+        let op = match *bytes.get(1)? {
+            INTENT_REGISTER => Operation::Register {
+                card: CardNo(u64_at(BODY)?),
+                id_key: bytes.get(BODY + 8..BODY + 24)?.try_into().ok()?,
+                member: bytes.get(BODY + 24..)?.to_vec(),
+            },
+            INTENT_REPLACE if bytes.len() == BODY + 26 => Operation::Replace {
+                old: CardNo(u64_at(BODY)?),
+                new: CardNo(u64_at(BODY + 8)?),
+                fee_minor: u64_at(BODY + 16)? as i64,
+                method: bytes[BODY + 24],
+                old_state: CardState::from_u8(bytes[BODY + 25])?,
+            },
+            _ => return None,
+        };
+        Some(Intent { origin, operator_id, store_id, op })
     }
 }
 
@@ -249,6 +272,7 @@ impl Coordinator {
     pub async fn register(
         &self,
         partitions: &Partitions,
+        origin: Origin,
         card: CardNo,
         member: &MemberData,
         operator_id: u32,
@@ -256,6 +280,9 @@ impl Coordinator {
     ) -> Result<CardReply, CoordinatorError> {
         let id_key = self.id_key(member);
         let mut state = self.state.lock().await;
+        if let Some(answer) = self.answered(origin)? {
+            return Ok(answer);
+        }
         if let Some(held) = state.index.get(&id_key).copied() {
             // The same registration again (a retransmission): the same answer.
             if held == card && self.member(card)?.as_ref() == Some(member) {
@@ -268,7 +295,8 @@ impl Coordinator {
             }
         }
         let op = Self::next_op(&mut state)?;
-        let intent = Intent::Register { card, operator_id, store_id, id_key, member: self.seal_member(member)? };
+        let register = Operation::Register { card, id_key, member: self.seal_member(member)? };
+        let intent = Intent { origin, operator_id, store_id, op: register };
         self.put_intent(op, &intent).await?;
         self.pause("register.after_intent").await;
         self.drive(partitions, &mut state, op, intent).await
@@ -276,9 +304,11 @@ impl Coordinator {
 
     /// L6: replaces `old` by `new` for its registered holder, charging the product's
     /// replacement fee by `method`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn replace(
         &self,
         partitions: &Partitions,
+        origin: Origin,
         old: CardNo,
         new: CardNo,
         fee_minor: i64,
@@ -287,6 +317,9 @@ impl Coordinator {
         store_id: u32,
     ) -> Result<CardReply, CoordinatorError> {
         let mut state = self.state.lock().await;
+        if let Some(answer) = self.answered(origin)? {
+            return Ok(answer);
+        }
         let current = read_card(partitions, old).await;
         if !current.code.is_approved() {
             return Ok(current);
@@ -295,10 +328,20 @@ impl Coordinator {
             return Ok(CardReply { state: current.state, ..CardReply::code_only(ResponseCode::ReplacementRefused) });
         }
         let op = Self::next_op(&mut state)?;
-        let intent = Intent::Replace { old, new, operator_id, store_id, fee_minor, method, old_state: current.state };
+        let replace = Operation::Replace { old, new, fee_minor, method, old_state: current.state };
+        let intent = Intent { origin, operator_id, store_id, op: replace };
         self.put_intent(op, &intent).await?;
         self.pause("replace.after_intent").await;
         self.drive(partitions, &mut state, op, intent).await
+    }
+
+    /// T8: the answer of a finished operation started by the same request, if there is one.
+    fn answered(&self, origin: Origin) -> Result<Option<CardReply>, CoordinatorError> {
+        Ok(match self.store.op_reply(origin.key)? {
+            Some(Trace::Answered { digest, reply, .. }) if digest == origin.digest => Some(reply),
+            Some(_) => Some(CardReply::code_only(ResponseCode::TraceReused)),
+            None => None,
+        })
     }
 
     async fn put_intent(&self, op: u64, intent: &Intent) -> Result<(), CoordinatorError> {
@@ -331,8 +374,12 @@ impl Coordinator {
         let step =
             |n: u64| TraceKey { terminal_id: COORDINATOR_TERMINAL_ID, stan: (op * STEPS_PER_OPERATION + n) as u32 };
         let gone = || CoordinatorError::PartitionGone(op);
-        match intent {
-            Intent::Register { card, operator_id, store_id, id_key, member } => {
+        let Intent { origin, operator_id, store_id, op: operation } = intent;
+        let answer = |card, reply| {
+            (origin.key, Trace::Answered { digest: origin.digest, msg_type: origin.msg_type, card, reply })
+        };
+        match operation {
+            Operation::Register { card, id_key, member } => {
                 let data = self.open_member(card, &member)?;
                 let attach = Step::AttachMember { birthday_mmdd: data.birthday_mmdd() };
                 let cmd = step_command(step(0), operator_id, store_id);
@@ -343,22 +390,14 @@ impl Coordinator {
                 }
                 self.pause("register.after_attach").await;
                 let approved = reply.code.is_approved();
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.finish_operation(
-                        op,
-                        approved.then_some((id_key, card)),
-                        approved.then_some((card, &member[..])),
-                    )
-                })
-                .await
-                .expect("no panic")?;
+                let sealed = approved.then_some((card, member));
+                self.finish(op, answer(card, reply), approved.then_some((id_key, card)), sealed).await?;
                 if approved {
                     state.index.insert(id_key, card);
                 }
                 Ok(reply)
             }
-            Intent::Replace { old, new, operator_id, store_id, fee_minor, method, old_state } => {
+            Operation::Replace { old, new, fee_minor, method, old_state } => {
                 let cmd = |n| step_command(step(n), operator_id, store_id);
                 let out =
                     partitions.step(step(0), old, cmd(0), Step::TransferOut { to: new }).await.ok_or_else(gone)?;
@@ -366,7 +405,7 @@ impl Coordinator {
                     return Ok(out);
                 }
                 if !out.code.is_approved() {
-                    self.finish(op, None, None).await?;
+                    self.finish(op, answer(old, out), None, None).await?;
                     return Ok(out);
                 }
                 self.pause("replace.after_out").await;
@@ -399,14 +438,14 @@ impl Coordinator {
                     if given_back.code == ResponseCode::SystemError {
                         return Ok(given_back);
                     }
-                    self.finish(op, None, None).await?;
+                    self.finish(op, answer(new, reply), None, None).await?;
                     return Ok(reply);
                 }
                 // The holder's registration moves to the new card.
                 let member = self.member(old)?;
                 let id_key = member.as_ref().map(|m| self.id_key(m));
                 let sealed = member.as_ref().map(|m| self.seal_member(m)).transpose()?;
-                self.finish(op, id_key.map(|k| (k, new)), sealed.map(|s| (new, s))).await?;
+                self.finish(op, answer(new, reply), id_key.map(|k| (k, new)), sealed.map(|s| (new, s))).await?;
                 if let Some(id_key) = id_key {
                     state.index.insert(id_key, new);
                 }
@@ -418,12 +457,14 @@ impl Coordinator {
     async fn finish(
         &self,
         op: u64,
+        answer: (TraceKey, Trace),
         member_id: Option<([u8; 16], CardNo)>,
         member: Option<(CardNo, Vec<u8>)>,
     ) -> Result<(), CoordinatorError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            store.finish_operation(op, member_id, member.as_ref().map(|(card, record)| (*card, &record[..])))
+            let member = member.as_ref().map(|(card, record)| (*card, &record[..]));
+            store.finish_operation(op, (answer.0, &answer.1), member_id, member)
         })
         .await
         .expect("no panic")?;
@@ -520,18 +561,18 @@ mod tests {
         let lower = MemberData { id_number: "11010519900307101x".into(), ..member() };
         assert_eq!(coordinator.id_key(&lower), coordinator.id_key(&member()));
 
+        let origin = Origin { key: TraceKey { terminal_id: 7, stan: 9 }, digest: 77, msg_type: MsgType::ReplaceCard };
         let intents = [
-            Intent::Register { card: CardNo(62), operator_id: 41, store_id: 21, id_key: [7; 16], member: sealed },
-            Intent::Replace {
+            Operation::Register { card: CardNo(62), id_key: [7; 16], member: sealed },
+            Operation::Replace {
                 old: CardNo(62),
                 new: CardNo(63),
-                operator_id: 41,
-                store_id: 21,
                 fee_minor: 1_800,
                 method: 1,
                 old_state: CardState::Lost,
             },
-        ];
+        ]
+        .map(|op| Intent { origin, operator_id: 41, store_id: 21, op });
         for intent in intents {
             assert_eq!(Intent::decode(&intent.encode()), Some(intent.clone()));
             assert_eq!(Intent::decode(&intent.encode()[..10]), None);

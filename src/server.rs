@@ -23,9 +23,10 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::coordinator::{Coordinator, CoordinatorError};
+use crate::coordinator::{Coordinator, CoordinatorError, Origin};
 use crate::engine::member::MemberRules;
 use crate::engine::roles;
+use crate::engine::TraceKey;
 use crate::engine::{check_import, validate, CardRange, Command, Pin, PinKey, Rules};
 use crate::keys::{Credential, CredentialFile, KeyError, Keyring, MasterKey, StanUse, Terminal, ANY_STORE};
 use crate::operators::OperatorBook;
@@ -839,7 +840,14 @@ impl Switch {
             return reply(ResponseCode::MemberDataInvalid, unknown, problem as u8, Default::default());
         }
         let operator_id = register.operator.operator_id;
-        match self.coordinator.register(&self.partitions, card, &register.member, operator_id, store_id).await {
+        let origin = Origin {
+            key: TraceKey { terminal_id: header.terminal_id, stan: header.stan },
+            digest: crate::engine::register_digest(&register),
+            msg_type: MsgType::RegisterMember,
+        };
+        let registered =
+            self.coordinator.register(&self.partitions, origin, card, &register.member, operator_id, store_id);
+        match registered.await {
             Ok(done) if done.code.is_approved() => reply(done.code, done.state, 0, register.member),
             Ok(done) => reply(done.code, done.state, 0, Default::default()),
             Err(error) => {
@@ -914,9 +922,23 @@ impl Switch {
                 if fee_minor > 0 && method == 0 {
                     return decline(ResponseCode::InvalidField);
                 }
+                let origin = Origin {
+                    key: TraceKey { terminal_id: header.terminal_id, stan: header.stan },
+                    digest: crate::engine::request_digest(&request),
+                    msg_type: MsgType::ReplaceCard,
+                };
                 let replaced = self
                     .coordinator
-                    .replace(&self.partitions, old_card, new_card, fee_minor, method, found.operator_id, store_id)
+                    .replace(
+                        &self.partitions,
+                        origin,
+                        old_card,
+                        new_card,
+                        fee_minor,
+                        method,
+                        found.operator_id,
+                        store_id,
+                    )
                     .await;
                 match replaced {
                     Ok(reply) => {

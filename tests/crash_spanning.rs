@@ -104,11 +104,16 @@ async fn m1_l6_killed_between_any_two_steps_the_operation_happens_exactly_once()
         let sell = Request::SellCard { card: a, amount_minor: 100_000, method: PaymentMethod::Cash as u8 };
         let sold = desk.card(|_, _, _| sell).await;
         let value_minor = sold.cash_minor + sold.bonus_minor;
-        if point.starts_with("register") {
-            kill_during(&mut child, data, point, desk.register(SERVICE, a, &member())).await;
-        } else {
+        let registering = point.starts_with("register");
+        if !registering {
             assert_eq!(desk.register(SERVICE, a, &member()).await.code, C::Approved);
             assert_eq!(desk.admin(SERVICE.0, SERVICE.1, a, AdminAction::ReportLoss).await.code, C::Approved);
+        }
+        // The stan the interrupted request goes out with.
+        let interrupted_stan = desk.stan + 1;
+        if registering {
+            kill_during(&mut child, data, point, desk.register(SERVICE, a, &member())).await;
+        } else {
             let replace = desk.replace(SERVICE, a, c, AdminFlags::ID_CHECKED, PaymentMethod::Cash as u8);
             kill_during(&mut child, data, point, replace).await;
         }
@@ -116,6 +121,16 @@ async fn m1_l6_killed_between_any_two_steps_the_operation_happens_exactly_once()
         // Restarted without the pause: recovery finishes the operation before listening.
         let (child, addr) = start(data, None);
         let mut desk = open_desk(addr).await;
+        // T8: the terminal, which got no answer, sends the same request again and gets the
+        // operation's answer; nothing is done twice.
+        desk.stan = interrupted_stan - 1;
+        if registering {
+            let again = desk.register(SERVICE, a, &member()).await;
+            assert_eq!((again.code, again.state), (C::Approved, CardState::Active), "{point}: retransmitted");
+        } else {
+            let again = desk.replace(SERVICE, a, c, AdminFlags::ID_CHECKED, PaymentMethod::Cash as u8).await;
+            assert_eq!((again.code, again.cash_minor + again.bonus_minor), (C::Approved, value_minor), "{point}");
+        }
         desk.stan = 10_000;
         let balance = |card| Request::Balance { card };
         let live_card = if point.starts_with("register") { a } else { c };

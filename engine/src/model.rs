@@ -497,6 +497,23 @@ pub fn request_digest(request: &Request) -> u64 {
     h.0
 }
 
+/// [`request_digest`] of a `register_member` request (T8), whose strings keep it out of
+/// [`Request`].
+pub fn register_digest(register: &protocol::RegisterMember) -> u64 {
+    let mut h = Fnv::new();
+    h.u8(protocol::MsgType::RegisterMember as u8);
+    h.operator(&register.operator);
+    h.u64(register.card.0);
+    let m = &register.member;
+    h.u8(m.id_type);
+    h.u64(m.birth_date.into());
+    for text in [&m.name, &m.id_number, &m.phone, &m.address, &m.email] {
+        h.u64(text.len() as u64);
+        h.bytes(text.as_bytes());
+    }
+    h.0
+}
+
 struct Fnv(u64);
 
 impl Fnv {

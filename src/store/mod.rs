@@ -59,7 +59,10 @@ pub mod cf {
     pub const MEMBER_IDS: &str = "member_ids";
     /// A registered card's holder, sealed (see `coordinator`).
     pub const MEMBERS: &str = "members";
-    pub const STATE: [&str; 12] = [
+    /// The answer to the request that started an operation spanning partitions, by its
+    /// terminal and trace number (T8).
+    pub const OP_REPLIES: &str = "op_replies";
+    pub const STATE: [&str; 13] = [
         CARDS,
         TXNS,
         TRACES,
@@ -72,6 +75,7 @@ pub mod cf {
         INTENTS,
         MEMBER_IDS,
         MEMBERS,
+        OP_REPLIES,
     ];
 }
 
@@ -370,11 +374,15 @@ impl Store {
     pub fn finish_operation(
         &self,
         op_id: u64,
+        answer: (TraceKey, &Trace),
         member_id: Option<([u8; 16], CardNo)>,
         member: Option<(CardNo, &[u8])>,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.handle(cf::INTENTS), op_id.to_be_bytes());
+        let mut buf = [0u8; MAX_RECORD_BYTES];
+        let n = records::encode_trace(answer.1, &mut buf);
+        batch.put_cf(self.handle(cf::OP_REPLIES), records::trace_key(&answer.0), &buf[..n]);
         if let Some((id_key, card)) = member_id {
             batch.put_cf(self.handle(cf::MEMBER_IDS), id_key, card.0.to_be_bytes());
         }
@@ -383,6 +391,19 @@ impl Store {
         }
         self.state.write_opt(batch, &self.sync_write)?;
         Ok(())
+    }
+
+    /// The answer to the request `key` that started an operation, once it is finished.
+    pub fn op_reply(&self, key: TraceKey) -> Result<Option<Trace>, StoreError> {
+        let raw = records::trace_key(&key);
+        match self.state.get_cf(self.handle(cf::OP_REPLIES), raw)? {
+            Some(value) => Ok(Some(
+                records::decode_trace(&raw, &value)
+                    .map_err(|problem| StoreError::Corrupt { cf: cf::OP_REPLIES, problem })?
+                    .1,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// The M1 index: ID key → card.
