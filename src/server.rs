@@ -136,6 +136,8 @@ struct Switch {
     coordinator: Coordinator,
     /// The catalog in force (fees of replacements, L6).
     catalog: Arc<crate::engine::catalog::Catalog>,
+    /// Per partition, the last group commit materialized (card histories read the log after).
+    materialized: crate::store::materializer::MaterializedMarks,
     /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
     declines: Arc<DeclineCounts>,
 }
@@ -217,6 +219,7 @@ impl Server {
         let catalog = config.catalog.clone().unwrap_or_else(|| Arc::new(crate::engine::catalog::Catalog::core()));
         let rules = Rules::new(catalog, PinKey::new(&config.keys.master.pin_secret()));
         let materializer = Materializer::start(store.clone(), partitions, recovered.marks.clone());
+        let materialized = materializer.marks();
         let coordinator = Coordinator::open(store.clone(), &config.keys.master)?;
         let switch = Arc::new(Switch {
             partitions: Partitions::start(
@@ -229,6 +232,7 @@ impl Server {
             materializer: std::sync::Mutex::new(materializer),
             coordinator,
             catalog: rules.catalog.clone(),
+            materialized,
             store,
             clock,
             ranges: tokio::sync::Mutex::new(ranges),
@@ -602,9 +606,12 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                                     (Some(register), _) => {
                                         switch.register_member(header, *register, store_id, &sender.key).await
                                     }
-                                    (None, Request::MemberQuery { .. } | Request::ReplaceCard { .. }) => {
-                                        switch.member_desk(header, request, store_id, &sender.key).await
-                                    }
+                                    (
+                                        None,
+                                        Request::MemberQuery { .. }
+                                        | Request::ReplaceCard { .. }
+                                        | Request::CardHistory { .. },
+                                    ) => switch.member_desk(header, request, store_id, &sender.key).await,
                                     (None, Request::ImportRange { .. }) => switch.import_range(header, request).await,
                                     (None, Request::SetOperator { .. }) => {
                                         switch.set_operator(header, request, store_id, &sender.key).await
@@ -951,7 +958,77 @@ impl Switch {
                     }
                 }
             }
+            Request::CardHistory { operator, card, after_txn_id } => {
+                let decline =
+                    |code| Response::History(Box::new(protocol::HistoryReply { code, card, ..Default::default() }));
+                let allowed = roles::may_read_history;
+                if let Err(code) =
+                    self.member_operator(&header, &operator, store_id, key, MsgType::CardHistory, allowed)
+                {
+                    return decline(code);
+                }
+                if let Some(Ok((None, _))) = self.partitions.read(card, 0).await {
+                    return decline(ResponseCode::UnknownCard);
+                }
+                let switch = self.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || switch.history(card, after_txn_id)).await.expect("no panic");
+                match read {
+                    Ok(reply) => Response::History(Box::new(reply)),
+                    Err(error) => {
+                        tracing::error!(%error, %card, "reading a card's history failed");
+                        decline(ResponseCode::SystemError)
+                    }
+                }
+            }
             _ => Response::decline(request.msg_type(), ResponseCode::UnknownMessageType),
+        }
+    }
+
+    /// S9: the postings of `card` after `after_txn_id` with the buckets after each, which
+    /// are summed from the card's first posting. Blocking.
+    fn history(&self, card: protocol::CardNo, after_txn_id: u64) -> Result<protocol::HistoryReply, StoreError> {
+        // Read before the index, so a group commit materialized meanwhile is read from the
+        // log instead of missed.
+        let marks: Vec<u64> = self.materialized.iter().map(|m| m.load(Ordering::Acquire)).collect();
+        let covered = |batch_id: u64| batch_id <= marks[(batch_id % marks.len() as u64) as usize];
+        let mut reply = protocol::HistoryReply { code: ResponseCode::Approved, card, ..Default::default() };
+        let (mut cash, mut bonus, mut held) = (0i64, 0i64, 0i64);
+        let mut cursor = 0;
+        loop {
+            let (page, more) = self.store.card_history(card, cursor, covered)?;
+            for e in &page {
+                (cash, bonus, held) =
+                    (cash + e.cash_delta_minor, bonus + e.bonus_delta_minor, held + e.held_delta_minor);
+                cursor = e.txn_id;
+                if e.txn_id <= after_txn_id {
+                    continue;
+                }
+                if reply.entries.len() == protocol::message::MAX_HISTORY_ENTRIES {
+                    reply.more = 1;
+                    return Ok(reply);
+                }
+                reply.entries.push(protocol::HistoryEntry {
+                    txn_id: e.txn_id,
+                    kind: e.kind as u8,
+                    business_date: e.business_date,
+                    time_ms: e.time_ms,
+                    store_id: e.store_id,
+                    terminal_id: e.terminal_id,
+                    operator_id: e.operator_id,
+                    amount_minor: e.amount_minor,
+                    cash_delta_minor: e.cash_delta_minor,
+                    bonus_delta_minor: e.bonus_delta_minor,
+                    held_delta_minor: e.held_delta_minor,
+                    points_delta: e.points_delta,
+                    cash_after_minor: cash,
+                    bonus_after_minor: bonus,
+                    held_after_minor: held,
+                });
+            }
+            if !more {
+                return Ok(reply);
+            }
         }
     }
 

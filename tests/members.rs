@@ -147,3 +147,47 @@ async fn m1_m2_m3_l6_members_register_once_are_shown_by_role_and_keep_their_valu
         assert_eq!(sum, expected, "{card}");
     }
 }
+
+/// S9: every posting of a card, oldest first, with store, terminal, operator, amounts and the
+/// balances after each; the newest (not yet materialized) included; in pages of 100.
+#[tokio::test]
+async fn s9_a_cards_history_lists_every_posting_with_balances_after_it_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = support::keys().master;
+    cardswitch::operators::add_to_data_dir(dir.path(), &master, ADMIN.0, OperatorRole::Admin, 0, ADMIN.1.as_bytes())
+        .unwrap();
+    // The core rules: no registration needed, so the test is about the history alone.
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let mut desk = desk(&server).await;
+    let card = CardNo(FIRST + 5);
+    sell(&mut desk, card, 1_000_000).await;
+    let sale = |amount_minor| Request::Sale {
+        card,
+        amount_minor,
+        category: protocol::Category::Retail as u8,
+        flags: 0,
+        verification: protocol::Verification::NONE,
+    };
+    for n in 0..120 {
+        assert_eq!(desk.card(|_, _, _| sale(100 + n)).await.code, C::Approved);
+    }
+    let adjusted = desk.admin_with(41, "s3rvice41", card, AdminAction::Freeze, 0, 0, 0, None).await;
+    assert_eq!(adjusted.code, C::Approved);
+    assert_eq!(desk.history(ADMIN, card, 0).await.code, C::RoleNotPermitted, "O1: not the admin's business");
+    let first = desk.history(CASHIER, card, 0).await;
+    assert_eq!((first.code, first.more, first.entries.len()), (C::Approved, 1, 100));
+    let rest = desk.history(CASHIER, card, first.entries.last().unwrap().txn_id).await;
+    assert_eq!((rest.more, rest.entries.len()), (0, 22));
+    let all: Vec<_> = first.entries.iter().chain(&rest.entries).collect();
+    assert_eq!(all[0].kind, TxnKind::SellCard as u8);
+    assert_eq!((all[0].cash_after_minor, all[0].store_id, all[0].terminal_id), (1_000_000, STORE, admin().terminal_id));
+    let last = all.last().unwrap();
+    assert_eq!((last.kind, last.operator_id), (TxnKind::Freeze as u8, 41), "the newest posting is listed");
+    let spent: i64 = (0..120).map(|n| 100 + n).sum();
+    assert_eq!(last.cash_after_minor, 1_000_000 - spent);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].txn_id < w[1].txn_id && w[1].cash_after_minor == w[0].cash_after_minor + w[1].cash_delta_minor));
+    assert_eq!(desk.history(CASHIER, CardNo(FIRST + 7), 0).await.code, C::UnknownCard);
+    server.shutdown().await;
+}

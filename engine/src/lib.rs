@@ -188,7 +188,9 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
                 && protocol::OperatorRole::from_u8(role).is_some()
                 && enabled <= 1
         }
-        Request::MemberQuery { operator, card } => operator.operator_id != 0 && card.is_valid(),
+        Request::MemberQuery { operator, card } | Request::CardHistory { operator, card, .. } => {
+            operator.operator_id != 0 && card.is_valid()
+        }
         Request::ReplaceCard { operator, old_card, new_card, flags, method } => {
             operator.operator_id != 0
                 && old_card.is_valid()
@@ -581,7 +583,8 @@ impl Engine {
             | Request::SetTerminalState { .. }
             | Request::SetOperator { .. }
             | Request::MemberQuery { .. }
-            | Request::ReplaceCard { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
+            | Request::ReplaceCard { .. }
+            | Request::CardHistory { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
         }
     }
 
@@ -1021,7 +1024,9 @@ impl Engine {
             Some(Trace::ReversedUnseen { .. }) => return approved_unchanged(self),
             Some(Trace::Answered { card, msg_type, reply, .. }) => (*card, *msg_type, *reply),
         };
-        if matches!(orig_type, MsgType::Void | MsgType::Reversal) {
+        // Administrative postings are corrected by another administrative posting (an
+        // adjustment), never reversed by a terminal.
+        if matches!(orig_type, MsgType::Void | MsgType::Reversal | MsgType::CardAdmin) {
             return Err(self.decline(card_no, ResponseCode::OriginalNotEligible));
         }
         // A declined original moved nothing, so only its card can be compared. A reversal
@@ -1230,7 +1235,7 @@ impl Engine {
     /// A reply with `code` and the card's current state and balances (zeros if unknown).
     fn decline(&self, card_no: CardNo, code: ResponseCode) -> CardReply {
         match self.cards.get(&card_no) {
-            Some(card) => card.reply(code, 0, 0),
+            Some(card) => self.with_tier(card, card.reply(code, 0, 0)),
             None if self.range_of(card_no).is_some() => {
                 CardReply { state: CardState::Stock, ..CardReply::code_only(code) }
             }

@@ -42,6 +42,12 @@ pub fn member_view(role: OperatorRole) -> Option<MemberView> {
     }
 }
 
+/// May an operator of `role` list a card's postings (S9)? Those who serve the holder or
+/// account for the money: not admins, not managers.
+pub fn may_read_history(role: OperatorRole) -> bool {
+    !matches!(role, OperatorRole::Admin | OperatorRole::Manager)
+}
+
 /// May an operator of `role` register members (M1) and replace their cards (L6)? Customer
 /// service only.
 pub fn may_manage_members(role: OperatorRole) -> bool {

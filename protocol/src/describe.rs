@@ -182,7 +182,7 @@ fn admin_value(action: u8, value: i64) -> Value {
     }
 }
 
-/// The body fields of `message` in wire order, each with its value and its size in bytes.
+/// The fields of member data: ID type, birth date and the five strings with their lengths.
 fn member_fields(member: &MemberData) -> Vec<(&'static str, Value, usize)> {
     let string = |name_len: &'static str, name: &'static str, text: &str, max: usize| {
         let mut end = text.len().min(max);
@@ -213,6 +213,7 @@ pub fn id_type_name(id_type: u8) -> Option<&'static str> {
     })
 }
 
+/// The body fields of `message` in wire order, each with its value and its size in bytes.
 fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
     use Value::*;
     match message {
@@ -226,6 +227,11 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             Request::MemberQuery { operator, card } => {
                 let mut fields = operator_fields(&operator);
                 fields.push(("card", Card(card), 8));
+                fields
+            }
+            Request::CardHistory { operator, card, after_txn_id } => {
+                let mut fields = operator_fields(&operator);
+                fields.extend([("card", Card(card), 8), ("after_txn_id", Int(after_txn_id), 8)]);
                 fields
             }
             Request::ReplaceCard { operator, old_card, new_card, flags, method: m } => {
@@ -336,6 +342,35 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             }
         },
         Message::Response(resp) => match resp {
+            Response::History(reply) => {
+                let shown = &reply.entries[..reply.entries.len().min(crate::message::MAX_HISTORY_ENTRIES)];
+                let mut fields = vec![
+                    ("code", code(reply.code), 1),
+                    ("card", Card(reply.card), 8),
+                    ("more", Int(reply.more.into()), 1),
+                    ("count", Int(shown.len() as u64), 1),
+                ];
+                for e in shown {
+                    fields.extend([
+                        ("txn_id", Int(e.txn_id), 8),
+                        ("kind", Enum(e.kind, crate::types::PostingKind::from_u8(e.kind).map(|k| k.as_str())), 1),
+                        ("business_date", Date(e.business_date), 4),
+                        ("time_ms", Signed(e.time_ms), 8),
+                        ("store_id", Int(e.store_id.into()), 4),
+                        ("terminal_id", Int(e.terminal_id.into()), 4),
+                        ("operator_id", Int(e.operator_id.into()), 4),
+                        ("amount_minor", Amount(e.amount_minor), 8),
+                        ("cash_delta_minor", Amount(e.cash_delta_minor), 8),
+                        ("bonus_delta_minor", Amount(e.bonus_delta_minor), 8),
+                        ("held_delta_minor", Amount(e.held_delta_minor), 8),
+                        ("points_delta", Signed(e.points_delta), 8),
+                        ("cash_after_minor", Amount(e.cash_after_minor), 8),
+                        ("bonus_after_minor", Amount(e.bonus_after_minor), 8),
+                        ("held_after_minor", Amount(e.held_after_minor), 8),
+                    ]);
+                }
+                fields
+            }
             Response::Member { reply, .. } => {
                 let mut fields = vec![
                     ("code", code(reply.code), 1),

@@ -15,12 +15,12 @@ pub mod client;
 pub use auth::{Credential, Sealed, SecretKind, TerminalKey, MAC_BYTES};
 pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
 pub use message::{
-    CardReply, Frame, Header, ImportRangeReply, MemberData, MemberReply, Message, MsgType, OperatorAuth, OperatorReply,
-    RegisterMember, Request, Response, SignOnReply, TerminalReply, Verification,
+    CardReply, Frame, Header, HistoryEntry, HistoryReply, ImportRangeReply, MemberData, MemberReply, Message, MsgType,
+    OperatorAuth, OperatorReply, RegisterMember, Request, Response, SignOnReply, TerminalReply, Verification,
 };
 pub use types::{
-    AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod, ResponseCode,
-    SaleFlags, TerminalRole,
+    AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod, PostingKind,
+    ResponseCode, SaleFlags, TerminalRole,
 };
 
 /// The protocol version this crate speaks (header byte 0).

@@ -74,7 +74,7 @@ impl Verification {
 }
 
 /// Who carries out an administrative operation (O1): an operator and its passcode, sealed
-/// (SPEC §3.2, kind `passcode`).
+/// (SPEC §3.2, kind `operator_passcode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct OperatorAuth {
     pub operator_id: u32,
@@ -141,6 +141,42 @@ impl Default for CardNo {
     fn default() -> Self {
         CardNo(0)
     }
+}
+
+/// Most postings one `card_history_reply` carries (SPEC §5.24).
+pub const MAX_HISTORY_ENTRIES: usize = 100;
+
+/// One posting of a card's history (S9): what the journal says of it, and the card's buckets
+/// after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HistoryEntry {
+    pub txn_id: u64,
+    /// A [`crate::PostingKind`].
+    pub kind: u8,
+    pub business_date: u32,
+    /// Switch time, ms since the Unix epoch.
+    pub time_ms: i64,
+    pub store_id: u32,
+    pub terminal_id: u32,
+    pub operator_id: u32,
+    pub amount_minor: i64,
+    pub cash_delta_minor: i64,
+    pub bonus_delta_minor: i64,
+    pub held_delta_minor: i64,
+    pub points_delta: i64,
+    pub cash_after_minor: i64,
+    pub bonus_after_minor: i64,
+    pub held_after_minor: i64,
+}
+
+/// Reply to `card_history`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HistoryReply {
+    pub code: ResponseCode,
+    pub card: CardNo,
+    /// 1 when postings after the last one listed exist: ask again from its `txn_id`.
+    pub more: u8,
+    pub entries: Vec<HistoryEntry>,
 }
 
 /// Requests a terminal sends.
@@ -261,6 +297,13 @@ pub enum Request {
         operator: OperatorAuth,
         card: CardNo,
     },
+    /// The postings of `card` after `after_txn_id` (0: from the first), oldest first, with the
+    /// balances after each (S9, SPEC §5.24).
+    CardHistory {
+        operator: OperatorAuth,
+        card: CardNo,
+        after_txn_id: u64,
+    },
     /// Replaces `old_card` by `new_card` for its registered holder (L6, SPEC §5.23): the old
     /// card closes and its value, points, tier and validity move to the new one; a
     /// replacement fee, if the product has one, is paid by `method`.
@@ -295,6 +338,7 @@ impl Request {
             Request::CardAdmin { .. } => MsgType::CardAdmin,
             Request::MemberQuery { .. } => MsgType::MemberQuery,
             Request::ReplaceCard { .. } => MsgType::ReplaceCard,
+            Request::CardHistory { .. } => MsgType::CardHistory,
         }
     }
 
@@ -318,7 +362,8 @@ impl Request {
             Request::SetOperator { operator, .. }
             | Request::CardAdmin { operator, .. }
             | Request::MemberQuery { operator, .. }
-            | Request::ReplaceCard { operator, .. } => Some(operator),
+            | Request::ReplaceCard { operator, .. }
+            | Request::CardHistory { operator, .. } => Some(operator),
             _ => None,
         }
     }
@@ -343,7 +388,8 @@ impl Request {
             | Request::SetTerminalState { .. }
             | Request::SetOperator { .. }
             | Request::MemberQuery { .. }
-            | Request::ReplaceCard { .. } => None,
+            | Request::ReplaceCard { .. }
+            | Request::CardHistory { .. } => None,
         }
     }
 }
@@ -471,6 +517,7 @@ pub enum Response {
         reply: TerminalReply,
     },
     Operator(OperatorReply),
+    History(Box<HistoryReply>),
     /// Reply to `register_member` or `member_query` (`request` says which).
     Member {
         request: MsgType,
@@ -492,6 +539,7 @@ impl Response {
             Response::ImportRange(_) => MsgType::ImportRangeReply,
             Response::Terminal { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Operator(_) => MsgType::SetOperatorReply,
+            Response::History(_) => MsgType::CardHistoryReply,
             Response::Member { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Error { .. } => MsgType::Error,
         }
@@ -506,6 +554,7 @@ impl Response {
             Response::Terminal { reply, .. } => reply.code,
             Response::Operator(r) => r.code,
             Response::Member { reply, .. } => reply.code,
+            Response::History(reply) => reply.code,
         }
     }
 
@@ -519,6 +568,7 @@ impl Response {
                 Response::Terminal { request, reply: TerminalReply { code, terminal_id: 0, enabled: 0 } }
             }
             MsgType::SetOperator => Response::Operator(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 }),
+            MsgType::CardHistory => Response::History(Box::new(HistoryReply { code, ..HistoryReply::default() })),
             MsgType::RegisterMember | MsgType::MemberQuery => {
                 Response::Member { request, reply: Box::new(MemberReply { code, ..MemberReply::default() }) }
             }
@@ -561,6 +611,8 @@ pub enum BodyError {
     UnknownCode(u8),
     #[error("card state {0} is unknown")]
     UnknownState(u8),
+    #[error("{count} history entries, more than the maximum {max}")]
+    TooManyEntries { count: usize, max: usize },
 }
 
 impl BodyError {
@@ -749,6 +801,39 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             member: r.member()?,
         }))),
         T::MemberQuery => request(Request::MemberQuery { operator: r.operator()?, card: r.card()? }),
+        T::CardHistory => request(Request::CardHistory {
+            operator: r.operator()?,
+            card: r.card()?,
+            after_txn_id: r.u64("after_txn_id")?,
+        }),
+        T::CardHistoryReply => {
+            let (code, card, more) = (r.code()?, r.card()?, r.u8("more")?);
+            let count = usize::from(r.u8("count")?);
+            if count > MAX_HISTORY_ENTRIES {
+                return Err(BodyError::TooManyEntries { count, max: MAX_HISTORY_ENTRIES });
+            }
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                entries.push(HistoryEntry {
+                    txn_id: r.u64("txn_id")?,
+                    kind: r.u8("kind")?,
+                    business_date: r.u32("business_date")?,
+                    time_ms: r.i64("time_ms")?,
+                    store_id: r.u32("store_id")?,
+                    terminal_id: r.u32("terminal_id")?,
+                    operator_id: r.u32("operator_id")?,
+                    amount_minor: r.i64("amount_minor")?,
+                    cash_delta_minor: r.i64("cash_delta_minor")?,
+                    bonus_delta_minor: r.i64("bonus_delta_minor")?,
+                    held_delta_minor: r.i64("held_delta_minor")?,
+                    points_delta: r.i64("points_delta")?,
+                    cash_after_minor: r.i64("cash_after_minor")?,
+                    bonus_after_minor: r.i64("bonus_after_minor")?,
+                    held_after_minor: r.i64("held_after_minor")?,
+                });
+            }
+            Ok(Message::Response(Response::History(Box::new(HistoryReply { code, card, more, entries }))))
+        }
         T::ReplaceCard => request(Request::ReplaceCard {
             operator: r.operator()?,
             old_card: CardNo(r.u64("old_card")?),
@@ -959,6 +1044,11 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 put_operator(out, &operator);
                 out.put_u64(card.0);
             }
+            Request::CardHistory { operator, card, after_txn_id } => {
+                put_operator(out, &operator);
+                out.put_u64(card.0);
+                out.put_u64(after_txn_id);
+            }
             Request::ReplaceCard { operator, old_card, new_card, flags, method } => {
                 put_operator(out, &operator);
                 out.put_u64(old_card.0);
@@ -1004,6 +1094,30 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u32(reply.operator_id);
                 out.put_u8(reply.role);
                 out.put_u8(reply.enabled);
+            }
+            Response::History(reply) => {
+                out.put_u8(reply.code as u8);
+                out.put_u64(reply.card.0);
+                out.put_u8(reply.more);
+                let entries = &reply.entries[..reply.entries.len().min(MAX_HISTORY_ENTRIES)];
+                out.put_u8(entries.len() as u8);
+                for e in entries {
+                    out.put_u64(e.txn_id);
+                    out.put_u8(e.kind);
+                    out.put_u32(e.business_date);
+                    out.put_i64(e.time_ms);
+                    out.put_u32(e.store_id);
+                    out.put_u32(e.terminal_id);
+                    out.put_u32(e.operator_id);
+                    out.put_i64(e.amount_minor);
+                    out.put_i64(e.cash_delta_minor);
+                    out.put_i64(e.bonus_delta_minor);
+                    out.put_i64(e.held_delta_minor);
+                    out.put_i64(e.points_delta);
+                    out.put_i64(e.cash_after_minor);
+                    out.put_i64(e.bonus_after_minor);
+                    out.put_i64(e.held_after_minor);
+                }
             }
             Response::Member { reply, .. } => {
                 out.put_u8(reply.code as u8);

@@ -160,6 +160,7 @@ wire_enum! {
         RegisterMember = 0x31 => "register_member",
         MemberQuery = 0x32 => "member_query",
         ReplaceCard = 0x33 => "replace_card",
+        CardHistory = 0x34 => "card_history",
         SignOnReply = 0x81 => "sign_on_reply",
         EchoReply = 0x82 => "echo_reply",
         BalanceReply = 0x90 => "balance_reply",
@@ -179,6 +180,7 @@ wire_enum! {
         RegisterMemberReply = 0xB1 => "register_member_reply",
         MemberQueryReply = 0xB2 => "member_query_reply",
         ReplaceCardReply = 0xB3 => "replace_card_reply",
+        CardHistoryReply = 0xB4 => "card_history_reply",
         Error = 0xFF => "error",
     }
 }
@@ -392,6 +394,85 @@ wire_enum! {
     TerminalRole {
         Pos = 1 => "pos",
         Admin = 2 => "admin",
+    }
+}
+
+wire_enum! {
+    /// What a posting is: the kind of a journal entry (S9), as card history replies name it
+    /// (SPEC §6.13) and the journal stores it.
+    PostingKind {
+        SellCard = 1 => "sell_card",
+        Load = 2 => "load",
+        Sale = 3 => "sale",
+        Hold = 4 => "hold",
+        Capture = 5 => "capture",
+        Refund = 6 => "refund",
+        /// A void (T6) or a hold's release; its deltas undo the original named by `ref_txn_id`.
+        Void = 7 => "void",
+        /// A reversal (T7); its deltas undo the original named by `ref_txn_id`.
+        Reversal = 8 => "reversal",
+        /// Administrative postings (`card_admin`), each naming its operator. The lifecycle
+        /// changes move no value; their entries keep the card's history (S9).
+        LossReport = 9 => "loss_report",
+        Freeze = 10 => "freeze",
+        Unfreeze = 11 => "unfreeze",
+        PinUnlock = 12 => "pin_unlock",
+        PinChange = 13 => "pin_change",
+        FundsConfirmed = 14 => "funds_confirmed",
+        /// L10: the cash value paid back (`amount_minor`, after tax) and everything removed.
+        CardReturn = 15 => "card_return",
+        /// L9: a gift card spent to zero, returned and closed.
+        Recycle = 16 => "recycle",
+        /// A signed correction of one bucket, with its ticket.
+        Adjustment = 17 => "adjustment",
+        /// V5: part or all of the load `ref_txn_id` taken back, its bonus in proportion.
+        LoadReversal = 18 => "load_reversal",
+        /// K4: points exchanged for bonus value or a gift.
+        Redemption = 19 => "redemption",
+        /// Day-end housekeeping (S7), journaled with operator 0 and terminal 0. None counts as
+        /// the holder's activity (L8).
+        /// T4: an uncaptured hold past its time, released (`ref_txn_id` the hold).
+        HoldExpired = 20 => "hold_expired",
+        /// L7: the card's validity ended; what it held is forfeited.
+        Forfeit = 21 => "forfeit",
+        /// L8: listed for dormancy notice.
+        DormancyNotice = 22 => "dormancy_notice",
+        /// L8: frozen at the end of the notice period.
+        DormancyFreeze = 23 => "dormancy_freeze",
+        /// K5: the card's points lapsed.
+        PointsLapse = 24 => "points_lapse",
+        /// Steps of operations spanning partitions, each journaled on its own card with the
+        /// operation's id as `ticket`.
+        /// M1: the card's holder registered.
+        MemberRegistered = 25 => "member_registered",
+        /// L6: the old card closed, its value, points and spend moved out.
+        TransferOut = 26 => "transfer_out",
+        /// L6: the new card sold to the same holder with the old card's value (`ref_txn_id`:
+        /// the transfer out).
+        TransferIn = 27 => "transfer_in",
+        /// A fee collected at the desk (`method`), moving no card value (L6 replacement fee).
+        Fee = 28 => "fee",
+        /// L6: a transfer out given back because the new card refused the value.
+        TransferBack = 29 => "transfer_back",
+    }
+}
+
+impl PostingKind {
+    /// The posting's name, as the journal's readable forms print it.
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// Postings of the day-end housekeeping (S7), not of the holder.
+    pub fn is_housekeeping(self) -> bool {
+        matches!(
+            self,
+            PostingKind::HoldExpired
+                | PostingKind::Forfeit
+                | PostingKind::DormancyNotice
+                | PostingKind::DormancyFreeze
+                | PostingKind::PointsLapse
+        )
     }
 }
 

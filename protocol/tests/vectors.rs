@@ -16,9 +16,10 @@ use protocol::codec::{encode_signed, InboundCodec};
 use protocol::describe::{annotated_hex, describe_signed};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
-    decode_frame, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header, ImportRangeReply, LocalTime,
-    Message, MsgType, PaymentMethod, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply,
-    TerminalKey, TerminalReply, TerminalRole, Verification, LENGTH_PREFIX_BYTES,
+    decode_frame, AdminAction, AdminFlags, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header,
+    ImportRangeReply, LocalTime, Message, MsgType, OperatorAuth, OperatorReply, OperatorRole, PaymentMethod, Request,
+    Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole,
+    Verification, LENGTH_PREFIX_BYTES,
 };
 use tokio_util::codec::Decoder;
 
@@ -36,6 +37,18 @@ const APPROVER_PASSCODE: &str = "m4nager";
 /// The header of the `sale_with_pin` vector, whose stan and terminal its secrets are sealed for.
 const PIN_SALE_STAN: u32 = 143;
 const PIN_SALE_TIME: u64 = 20261122100300;
+/// The operators of the administrative vectors (O1, SPEC.md §5.19, §5.20): (id, passcode).
+const ADMIN_OPERATOR: (u32, &str) = (1, "4dmin-pass");
+const CASHIER: (u32, &str) = (31, "c4shier31");
+const SERVICE: (u32, &str) = (41, "s3rvice41");
+const FINANCE: (u32, &str) = (51, "f1nance51");
+/// The PIN the holder of `MEMBER_CARD` chooses in `card_admin_change_pin` (L3).
+const NEW_PIN: &str = "135790";
+/// The stans of the administrative vectors, whose secrets are sealed for them.
+const SET_OPERATOR_STAN: u32 = 146;
+const REPORT_LOSS_STAN: u32 = 147;
+const CHANGE_PIN_STAN: u32 = 148;
+const RETURN_CARD_STAN: u32 = 149;
 
 /// The key of terminal `TERMINAL` in every vector (SPEC.md §14).
 fn test_key() -> TerminalKey {
@@ -109,6 +122,41 @@ fn pin_and_override() -> Verification {
         pin: seal(SecretKind::Pin, PIN),
         approver_id: APPROVER_ID,
         approver_passcode: seal(SecretKind::Passcode, APPROVER_PASSCODE),
+    }
+}
+
+/// `secret` sealed as `kind` under the test key for terminal 1001 and `stan` (SPEC.md §3.2).
+fn sealed(kind: SecretKind, stan: u32, secret: &str) -> Sealed {
+    Sealed::seal(&test_key(), kind, TERMINAL, stan, secret).unwrap()
+}
+
+/// Operator `operator` with its passcode sealed for terminal 1001 and `stan` (kind
+/// `operator_passcode`).
+fn operator(stan: u32, (operator_id, passcode): (u32, &str)) -> OperatorAuth {
+    OperatorAuth::seal(&test_key(), TERMINAL, stan, operator_id, passcode).unwrap()
+}
+
+/// A `card_admin` request by `by` on `card` carrying out `action` with `flags`, the holder's
+/// PIN and a manager's approval in `verification`, and `new_pin`; no value, original or ticket.
+fn card_admin(
+    stan: u32,
+    by: (u32, &str),
+    card: CardNo,
+    action: AdminAction,
+    flags: u8,
+    verification: Verification,
+    new_pin: Sealed,
+) -> Request {
+    Request::CardAdmin {
+        operator: operator(stan, by),
+        card,
+        action: action as u8,
+        flags,
+        value: 0,
+        original_txn_id: 0,
+        ticket: 0,
+        verification,
+        new_pin,
     }
 }
 
@@ -408,6 +456,90 @@ fn vectors() -> Vec<Vector> {
                 },
             ),
         ),
+        request(
+            "set_operator",
+            "admin operator 1 (passcode 4dmin-pass) creates operator 31, a cashier of store 21, enabled, with the \
+             passcode c4shier31 (O1); both passcodes sealed for terminal 1001, stan 146",
+            header(SET_OPERATOR_STAN, 20261122100600),
+            Request::SetOperator {
+                operator: operator(SET_OPERATOR_STAN, ADMIN_OPERATOR),
+                target_id: CASHIER.0,
+                role: OperatorRole::Cashier as u8,
+                store_id: STORE,
+                enabled: 1,
+                new_passcode: sealed(SecretKind::NewPasscode, SET_OPERATOR_STAN, CASHIER.1),
+            },
+        ),
+        response(
+            "set_operator_reply",
+            "operator 31 set: a cashier, enabled",
+            header(SET_OPERATOR_STAN, 20261122100600),
+            Response::Operator(OperatorReply {
+                code: ResponseCode::Approved,
+                operator_id: CASHIER.0,
+                role: OperatorRole::Cashier as u8,
+                enabled: 1,
+            }),
+        ),
+        request(
+            "card_admin_report_loss",
+            "customer service operator 41 (passcode s3rvice41) reports card 6200880000000017 lost (L5)",
+            header(REPORT_LOSS_STAN, 20261122100700),
+            card_admin(REPORT_LOSS_STAN, SERVICE, CARD, AdminAction::ReportLoss, 0, Verification::NONE, Sealed::NONE),
+        ),
+        response(
+            "card_admin_reply",
+            "the loss report approved: the card is lost, its balances unchanged; the report is posted (txn_id) \
+             and moves no value",
+            header(REPORT_LOSS_STAN, 20261122100700),
+            card_reply(
+                T::CardAdmin,
+                CardReply { state: CardState::Lost, ..approved(418_310, 0, 11_855, 0, 0) },
+            ),
+        ),
+        request(
+            "card_admin_change_pin",
+            "cashier 31 (passcode c4shier31) changes the PIN of member card 6200880000000025: the holder enters \
+             the current PIN 123456 and chooses 135790 (L3); the passcode, the PIN and the new PIN sealed for \
+             terminal 1001, stan 148",
+            header(CHANGE_PIN_STAN, 20261122100800),
+            card_admin(
+                CHANGE_PIN_STAN,
+                CASHIER,
+                MEMBER_CARD,
+                AdminAction::ChangePin,
+                0,
+                Verification::pin(sealed(SecretKind::Pin, CHANGE_PIN_STAN, PIN)),
+                sealed(SecretKind::NewPin, CHANGE_PIN_STAN, NEW_PIN),
+            ),
+        ),
+        request(
+            "card_admin_return_card",
+            "finance operator 51 (passcode f1nance51) takes back gift card 6200880000010018 with its load's \
+             invoice, approved by manager 7 (passcode m4nager) (L10); both passcodes sealed for terminal 1001, \
+             stan 149",
+            header(RETURN_CARD_STAN, 20261122100900),
+            card_admin(
+                RETURN_CARD_STAN,
+                FINANCE,
+                NEW_CARD,
+                AdminAction::ReturnCard,
+                AdminFlags::INVOICE_RETURNED,
+                Verification {
+                    approver_id: APPROVER_ID,
+                    approver_passcode: sealed(SecretKind::Passcode, RETURN_CARD_STAN, APPROVER_PASSCODE),
+                    ..Verification::NONE
+                },
+                Sealed::NONE,
+            ),
+        ),
+        response(
+            "card_admin_reply_role_not_permitted",
+            "cashier 31 tries to report card 6200880000000017 lost: declined role_not_permitted before the card \
+             is looked at, so the reply carries the code only (O1)",
+            header(150, 20261122101000),
+            card_reply(T::CardAdmin, CardReply::code_only(ResponseCode::RoleNotPermitted)),
+        ),
     ]
 }
 
@@ -516,12 +648,7 @@ fn vectors_match_their_files() {
 /// header's terminal and stan, and only so (SPEC.md §3.2).
 #[test]
 fn the_sealed_pin_of_the_pin_vector_opens_with_the_test_key() {
-    let wire = if updating() {
-        // The file may be being rewritten right now: take the bytes it is being given.
-        encode(&vectors().into_iter().find(|v| v.name == "sale_with_pin").expect("the vector").frame)
-    } else {
-        parse_hex("sale_with_pin", &fs::read_to_string(vectors_dir().join("sale_with_pin.hex")).unwrap())
-    };
+    let wire = vector_wire("sale_with_pin");
     assert!(!wire.windows(PIN.len()).any(|w| w == PIN.as_bytes()), "the PIN is not on the wire in clear");
     assert!(!wire.windows(APPROVER_PASSCODE.len()).any(|w| w == APPROVER_PASSCODE.as_bytes()));
     let frame = decode_frame(&wire[LENGTH_PREFIX_BYTES..]).unwrap();
@@ -548,6 +675,95 @@ fn the_sealed_pin_of_the_pin_vector_opens_with_the_test_key() {
     let Message::Request(Request::Sale { verification, .. }) = plain.frame.message else { unreachable!() };
     assert_eq!(verification, Verification::NONE);
     assert_eq!(open(verification.pin, SecretKind::Pin, TERMINAL, 123), Ok(None));
+}
+
+/// The bytes of vector `name`: from its file, or, while the files are being rewritten, from
+/// the code.
+fn vector_wire(name: &str) -> Vec<u8> {
+    if updating() {
+        encode(&vectors().into_iter().find(|v| v.name == name).expect("the vector").frame)
+    } else {
+        parse_hex(name, &fs::read_to_string(vectors_dir().join(format!("{name}.hex"))).unwrap())
+    }
+}
+
+/// The secrets of the administrative vectors open, from the bytes of their files, with the test
+/// key for the header's terminal and stan and each field's own kind, and only so (SPEC.md
+/// §3.2, §5.19, §5.20); none is on the wire in clear.
+#[test]
+fn the_sealed_secrets_of_the_operator_vectors_open_with_their_kinds() {
+    let kinds = [
+        SecretKind::Pin,
+        SecretKind::Passcode,
+        SecretKind::NewPin,
+        SecretKind::NewPasscode,
+        SecretKind::OperatorPasscode,
+    ];
+    // Each sealed field opens to its secret as its own kind, and as no other kind.
+    let check = |name: &str, field: &str, sealed: Sealed, kind: SecretKind, secret: &str, header: &Header| {
+        let open = |kind| sealed.open(&test_key(), kind, header.terminal_id, header.stan);
+        let expected = Ok(Some(secret.as_bytes().to_vec()));
+        assert_eq!(open(kind), expected, "{name}: {field}");
+        for other in kinds.iter().filter(|k| **k != kind) {
+            assert_ne!(open(*other), expected, "{name}: {field} opens as {other:?}");
+        }
+        assert_ne!(sealed.open(&test_key(), kind, header.terminal_id, header.stan + 1), expected, "{name}: {field}");
+    };
+    let decoded = |name: &str, secrets: &[&str]| {
+        let wire = vector_wire(name);
+        for secret in secrets {
+            assert!(!wire.windows(secret.len()).any(|w| w == secret.as_bytes()), "{name}: {secret} in clear");
+        }
+        decode_frame(&wire[LENGTH_PREFIX_BYTES..]).unwrap()
+    };
+
+    let frame = decoded("set_operator", &[ADMIN_OPERATOR.1, CASHIER.1]);
+    let Message::Request(Request::SetOperator { operator, target_id, new_passcode, .. }) = frame.message else {
+        panic!("{frame:?}")
+    };
+    assert_eq!((frame.header.stan, operator.operator_id, target_id), (SET_OPERATOR_STAN, ADMIN_OPERATOR.0, CASHIER.0));
+    let h = &frame.header;
+    check("set_operator", "passcode", operator.passcode, SecretKind::OperatorPasscode, ADMIN_OPERATOR.1, h);
+    check("set_operator", "new_passcode", new_passcode, SecretKind::NewPasscode, CASHIER.1, h);
+
+    let frame = decoded("card_admin_change_pin", &[CASHIER.1, PIN, NEW_PIN]);
+    let Message::Request(Request::CardAdmin { operator, verification, new_pin, .. }) = frame.message else {
+        panic!("{frame:?}")
+    };
+    assert_eq!((frame.header.stan, operator.operator_id), (CHANGE_PIN_STAN, CASHIER.0));
+    let h = &frame.header;
+    check("card_admin_change_pin", "passcode", operator.passcode, SecretKind::OperatorPasscode, CASHIER.1, h);
+    check("card_admin_change_pin", "pin", verification.pin, SecretKind::Pin, PIN, h);
+    check("card_admin_change_pin", "new_pin", new_pin, SecretKind::NewPin, NEW_PIN, h);
+    assert_eq!((verification.approver_id, verification.approver_passcode), (0, Sealed::NONE));
+
+    let frame = decoded("card_admin_return_card", &[FINANCE.1, APPROVER_PASSCODE]);
+    let Message::Request(Request::CardAdmin { operator, verification, new_pin, .. }) = frame.message else {
+        panic!("{frame:?}")
+    };
+    assert_eq!((frame.header.stan, verification.approver_id), (RETURN_CARD_STAN, APPROVER_ID));
+    let h = &frame.header;
+    check("card_admin_return_card", "passcode", operator.passcode, SecretKind::OperatorPasscode, FINANCE.1, h);
+    check(
+        "card_admin_return_card",
+        "approver_passcode",
+        verification.approver_passcode,
+        SecretKind::Passcode,
+        APPROVER_PASSCODE,
+        h,
+    );
+    assert_eq!((verification.pin, new_pin), (Sealed::NONE, Sealed::NONE));
+
+    let frame = decoded("card_admin_report_loss", &[SERVICE.1]);
+    let Message::Request(Request::CardAdmin { operator, .. }) = frame.message else { panic!("{frame:?}") };
+    check(
+        "card_admin_report_loss",
+        "passcode",
+        operator.passcode,
+        SecretKind::OperatorPasscode,
+        SERVICE.1,
+        &frame.header,
+    );
 }
 
 #[test]

@@ -184,7 +184,7 @@ impl Folder<'_> {
     fn fold(&mut self, logged: &Logged) {
         for record in decode_batch(&logged.bytes) {
             match record {
-                Ok(record) => self.pending.apply(record, &mut self.marks),
+                Ok(record) => self.pending.apply(record, logged.batch_id, &mut self.marks),
                 Err(error) => {
                     tracing::error!(%error, batch_id = logged.batch_id, "undecodable group commit");
                     self.failed = true;

@@ -62,7 +62,9 @@ pub mod cf {
     /// The answer to the request that started an operation spanning partitions, by its
     /// terminal and trace number (T8).
     pub const OP_REPLIES: &str = "op_replies";
-    pub const STATE: [&str; 13] = [
+    /// S9: card ‖ txn id → the group commit whose log record holds the journal entry.
+    pub const CARD_JOURNAL: &str = "card_journal";
+    pub const STATE: [&str; 14] = [
         CARDS,
         TXNS,
         TRACES,
@@ -76,6 +78,7 @@ pub mod cf {
         MEMBER_IDS,
         MEMBERS,
         OP_REPLIES,
+        CARD_JOURNAL,
     ];
 }
 
@@ -104,6 +107,11 @@ const OPEN_HOLDS_INDEXED_KEY: &[u8] = b"open_holds_indexed";
 /// The last id given to an operation spanning partitions: ids are never reused, because the
 /// trace records of their steps outlive them.
 const LAST_OPERATION_KEY: &[u8] = b"last_operation";
+/// Present once `card_journal` indexes every journal entry of the log (a data directory
+/// written before the index existed is indexed once, at recovery).
+const CARD_JOURNAL_INDEXED_KEY: &[u8] = b"card_journal_indexed";
+/// Most journal entries one history read returns.
+pub const MAX_HISTORY_ENTRIES: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -192,17 +200,23 @@ pub struct Pending {
     pub day_spend: FastMap<(CardNo, u8), (BusinessDate, i64)>,
     /// Per terminal, the largest trace number among `traces`.
     pub terminal_max_stan: FastMap<u32, u32>,
+    /// Journal entries to index by card (S9): card, txn id, group commit.
+    pub journal: Vec<(CardNo, u64, u64)>,
     pub records: usize,
 }
 
 impl Pending {
-    pub fn apply(&mut self, record: LogRecord, marks: &mut Marks) {
+    /// Folds in a record of the group commit `batch_id`.
+    pub fn apply(&mut self, record: LogRecord, batch_id: u64, marks: &mut Marks) {
         self.records += 1;
         match record {
             LogRecord::Card(card_no, card) => {
                 self.cards.insert(card_no, card);
             }
-            LogRecord::Journal(entry) => marks.max_txn_id = marks.max_txn_id.max(entry.txn_id),
+            LogRecord::Journal(entry) => {
+                marks.max_txn_id = marks.max_txn_id.max(entry.txn_id);
+                self.journal.push((entry.card, entry.txn_id, batch_id));
+            }
             LogRecord::Txn(txn_id, txn) => {
                 self.txns.insert(txn_id, txn);
             }
@@ -246,6 +260,14 @@ pub struct PartitionState {
     /// Holds still reserving value (T4): id, card, business date, for
     /// `Engine::restore_open_holds`.
     pub open_holds: Vec<(u64, CardNo, BusinessDate)>,
+}
+
+/// Key of the card-journal index: card ‖ txn id, so a card's entries are adjacent, in order.
+fn card_journal_key(card: CardNo, txn_id: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&card.0.to_be_bytes());
+    key[8..].copy_from_slice(&txn_id.to_be_bytes());
+    key
 }
 
 /// Day-spend entries kept at recovery: those of the newest business date on record and of the
@@ -507,6 +529,13 @@ impl Store {
             batch.put_cf(day_spend, records::day_spend_key(*card_no, *category), &buf[..n]);
             flush_if_full(&mut batch)?;
         }
+        let card_journal = self.handle(cf::CARD_JOURNAL);
+        let mut journal_list = pending.journal.clone();
+        journal_list.sort_unstable_by_key(|(card, txn_id, _)| (card.0, *txn_id));
+        for (card, txn_id, batch_id) in journal_list {
+            batch.put_cf(card_journal, card_journal_key(card, txn_id), batch_id.to_be_bytes());
+            flush_if_full(&mut batch)?;
+        }
         batch.put_cf(self.handle(cf::META), MARKS_KEY, marks.encode());
         let mut terminals = self.terminals.lock().unwrap_or_else(|e| e.into_inner());
         for (terminal, stan) in &pending.terminal_max_stan {
@@ -590,7 +619,7 @@ impl Store {
                         day_spend.insert(key, spend);
                     }
                 }
-                pending.apply(record, &mut marks);
+                pending.apply(record, batch_id, &mut marks);
             }
         }
         if let Some(item) = self.log.iterator_cf(self.log_handle(), IteratorMode::End).next() {
@@ -617,8 +646,9 @@ impl Store {
         for (key, spend) in day_spend {
             out.partitions[partition_of(key.0, partitions)].day_spend.push((key, spend));
         }
-        // After the replayed records are materialized: the index then covers them too.
+        // After the replayed records are materialized: the indexes then cover them too.
         self.index_open_holds()?;
+        self.index_card_journal()?;
         for item in self.state.iterator_cf(self.handle(cf::OPEN_HOLDS), IteratorMode::Start) {
             let (key, value) = item?;
             let txn_id = records::decode_u64_key(&key).map_err(corrupt(cf::OPEN_HOLDS))?;
@@ -631,6 +661,126 @@ impl Store {
         out.marks = covered;
         out.disk_max_stan = self.terminals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(out)
+    }
+
+    /// Builds the card-journal index from the log in a data directory written before it
+    /// existed (once: a meta key says it is done).
+    fn index_card_journal(&self) -> Result<(), StoreError> {
+        let meta = self.handle(cf::META);
+        if self.state.get_cf(meta, CARD_JOURNAL_INDEXED_KEY)?.is_some() {
+            return Ok(());
+        }
+        let index = self.handle(cf::CARD_JOURNAL);
+        let mut batch = WriteBatch::default();
+        let mut indexed = 0usize;
+        for item in self.log.iterator_cf(self.log_handle(), IteratorMode::Start) {
+            let (key, value) = item?;
+            let batch_id =
+                records::decode_u64_key(&key).map_err(|problem| StoreError::Corrupt { cf: cf::LOG, problem })?;
+            for record in records::decode_batch(&value) {
+                if let LogRecord::Journal(entry) =
+                    record.map_err(|problem| StoreError::Corrupt { cf: cf::LOG, problem })?
+                {
+                    batch.put_cf(index, card_journal_key(entry.card, entry.txn_id), batch_id.to_be_bytes());
+                    indexed += 1;
+                }
+            }
+            if batch.len() >= MATERIALIZE_CHUNK_RECORDS {
+                self.state.write_opt(std::mem::take(&mut batch), &self.unlogged_write)?;
+            }
+        }
+        self.state.write_opt(batch, &self.unlogged_write)?;
+        self.flush_state()?;
+        let mut done = WriteBatch::default();
+        done.put_cf(meta, CARD_JOURNAL_INDEXED_KEY, [1u8]);
+        self.state.write_opt(done, &self.sync_write)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "journal indexed by card");
+        }
+        Ok(())
+    }
+
+    /// S9: the journal entries of `card` with txn ids above `after_txn_id`, oldest first, at
+    /// most [`MAX_HISTORY_ENTRIES`], and whether more follow. `materialized(batch_id)` says
+    /// whether a group commit is in the state (and so in the index); the log records after
+    /// those are read too, so that the history ends with the last acknowledged posting.
+    pub fn card_history(
+        &self,
+        card: CardNo,
+        after_txn_id: u64,
+        materialized: impl Fn(u64) -> bool,
+    ) -> Result<(Vec<JournalEntry>, bool), StoreError> {
+        let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
+        let index = self.handle(cf::CARD_JOURNAL);
+        let from = card_journal_key(card, after_txn_id.saturating_add(1));
+        let mut found: std::collections::BTreeMap<u64, JournalEntry> = Default::default();
+        let mut batches: HashMap<u64, Vec<JournalEntry>> = HashMap::new();
+        let mut more = false;
+        for item in self.state.iterator_cf(index, IteratorMode::From(&from, rocksdb::Direction::Forward)) {
+            let (key, value) = item?;
+            if key.len() != 16 || key[..8] != card.0.to_be_bytes() {
+                break;
+            }
+            if found.len() == MAX_HISTORY_ENTRIES {
+                more = true;
+                break;
+            }
+            let txn_id = u64::from_be_bytes(key[8..].try_into().expect("16-byte key"));
+            let batch_id = records::decode_u64_key(&value)
+                .map_err(|problem| StoreError::Corrupt { cf: cf::CARD_JOURNAL, problem })?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = batches.entry(batch_id) {
+                let bytes = self.log.get_cf(self.log_handle(), batch_id.to_be_bytes())?.unwrap_or_default();
+                let mut entries = Vec::new();
+                for record in records::decode_batch(&bytes) {
+                    if let LogRecord::Journal(entry) = record.map_err(corrupt)? {
+                        entries.push(entry);
+                    }
+                }
+                slot.insert(entries);
+            }
+            if let Some(entry) = batches[&batch_id].iter().find(|e| e.txn_id == txn_id) {
+                found.insert(txn_id, *entry);
+            }
+        }
+        if !more {
+            // The log tail not yet in the index: at most a second's worth of group commits.
+            let oldest_unindexed = self.log_tail_start(&materialized)?;
+            let from = IteratorMode::From(&oldest_unindexed.to_be_bytes(), rocksdb::Direction::Forward);
+            for item in self.log.iterator_cf(self.log_handle(), from) {
+                let (key, value) = item?;
+                let batch_id = records::decode_u64_key(&key).map_err(corrupt)?;
+                if materialized(batch_id) {
+                    continue;
+                }
+                for record in records::decode_batch(&value) {
+                    if let LogRecord::Journal(entry) = record.map_err(corrupt)? {
+                        if entry.card == card && entry.txn_id > after_txn_id {
+                            found.insert(entry.txn_id, entry);
+                        }
+                    }
+                }
+            }
+            if found.len() > MAX_HISTORY_ENTRIES {
+                more = true;
+            }
+        }
+        Ok((found.into_values().take(MAX_HISTORY_ENTRIES).collect(), more))
+    }
+
+    /// The first group commit id from which the log may hold records not yet materialized:
+    /// the newest log key's, walked back while uncovered (the uncovered records are the tail).
+    fn log_tail_start(&self, materialized: &impl Fn(u64) -> bool) -> Result<u64, StoreError> {
+        let mut start = u64::MAX;
+        for item in self.log.iterator_cf(self.log_handle(), IteratorMode::End) {
+            let (key, _) = item?;
+            let batch_id =
+                records::decode_u64_key(&key).map_err(|problem| StoreError::Corrupt { cf: cf::LOG, problem })?;
+            if materialized(batch_id) {
+                break;
+            }
+            start = batch_id;
+        }
+        Ok(start)
     }
 
     /// Builds the open-holds index from `txns` in a data directory written before it existed
@@ -981,8 +1131,8 @@ mod tests {
         // Materialized through id 4 only; the sale in id 6 must come from the log.
         let mut pending = Pending::default();
         let mut marks = Marks { max_txn_id: 0, marks: vec![4, 1] };
-        for batch in [&sell, &sale1] {
-            decode_batch(batch).for_each(|r| pending.apply(r.unwrap(), &mut marks));
+        for (id, batch) in [(2, &sell), (4, &sale1)] {
+            decode_batch(batch).for_each(|r| pending.apply(r.unwrap(), id, &mut marks));
         }
         store.materialize(&pending, &marks).unwrap();
         drop(store);
@@ -1033,7 +1183,7 @@ mod tests {
         // Only the first is materialized; the second is in the log tail.
         let mut pending = Pending::default();
         let mut marks = Marks { max_txn_id: 0, marks: vec![2, 1] };
-        decode_batch(&first).for_each(|r| pending.apply(r.unwrap(), &mut marks));
+        decode_batch(&first).for_each(|r| pending.apply(r.unwrap(), 2, &mut marks));
         store.materialize(&pending, &marks).unwrap();
         drop(store);
 

@@ -119,6 +119,21 @@ impl Desk {
         }
     }
 
+    /// `card_history` of `card` after `after_txn_id` by operator `operator`.
+    pub async fn history(&mut self, operator: (u32, &str), card: CardNo, after_txn_id: u64) -> protocol::HistoryReply {
+        let response = self
+            .call(|key, terminal_id, stan| Request::CardHistory {
+                operator: OperatorAuth::seal(key, terminal_id, stan, operator.0, operator.1).unwrap(),
+                card,
+                after_txn_id,
+            })
+            .await;
+        match response {
+            Response::History(reply) => *reply,
+            other => panic!("not a history reply: {other:?}"),
+        }
+    }
+
     /// `replace_card` of `old` by `new` by operator `operator`, the fee paid by `method`.
     pub async fn replace(
         &mut self,

@@ -822,7 +822,7 @@ where
         let now = Instant::now();
         let response = match frame.message {
             Message::Response(response) => response,
-            Message::Request(request) => {
+            request => {
                 outcome.failure = Some(format!("the switch sent a request frame ({})", request.msg_type()));
                 break;
             }

@@ -18,8 +18,9 @@ use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::types::format_minor;
 use protocol::{
-    CardNo, CardReply, Category, Credential, ImportRangeReply, PaymentMethod, Request, Response, ResponseCode,
-    SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalRole, Verification, MAX_RANGE_CARDS,
+    AdminAction, AdminFlags, CardNo, CardReply, Category, Credential, ImportRangeReply, OperatorAuth, OperatorReply,
+    OperatorRole, PaymentMethod, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply,
+    TerminalKey, TerminalRole, Verification, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
 };
 
 const EXIT_APPROVED: u8 = 0;
@@ -40,8 +41,14 @@ const EXIT_ERROR: u8 = 2;
                   the terminal's key and the trace number, never in clear; to retransmit such a \
                   request, repeat the whole command, PIN and approver included, with --stan N \
                   --retransmit; to try another PIN after wrong_pin, send a new request (a new \
-                  --stan, or none).\n\nExit status: 0 approved, 1 declined (a wrong PIN or a limit \
-                  too), 2 usage, connection or protocol error."
+                  --stan, or none).\n\nAn operation on a card by an operator (admin ACTION CARD) and \
+                  setting an operator (set-operator ID, admin terminals only) name the \
+                  operator carrying them out with --operator OPERATOR_ID --passcode-file FILE; the \
+                  operator's role and store decide what it may do. Passcodes, the PIN and the new \
+                  PIN (--new-pin) travel sealed like a sale's PIN. A manager approves a card return \
+                  with --approver and --approver-passcode-file, as for a sale.\n\nExit status: 0 \
+                  approved, 1 declined (a wrong PIN or a limit too), 2 usage, connection or protocol \
+                  error."
 )]
 struct Cli {
     /// Address of the switch, HOST:PORT.
@@ -227,17 +234,111 @@ enum Op {
         #[arg(value_parser = ["enabled", "disabled"])]
         state: String,
     },
+    /// Carry out ACTION on a card as an operator (card_admin): report a loss, freeze, unfreeze,
+    /// unlock, change the PIN, confirm funds, take the card back, recycle a gift card, correct
+    /// a balance, reverse a load, redeem points.
+    Admin(AdminArgs),
+    /// Create or change operator ID: its role, store, state and passcode (admin terminals
+    /// only, by an admin operator).
+    SetOperator(SetOperatorArgs),
 }
 
-/// What a sale or hold carries to prove it may proceed: the holder's PIN and a manager's
-/// override. Sealed in `run`, once the terminal and the trace number are known.
+/// The operator carrying out an administrative request and its passcode, sealed in `run`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+struct OperatorArgs {
+    /// Operator carrying out the request.
+    #[arg(long = "operator", value_name = "OPERATOR_ID", value_parser = parse_operator, help_heading = "Operator")]
+    operator_id: u32,
+    /// File holding that operator's passcode (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE", help_heading = "Operator")]
+    passcode_file: PathBuf,
+}
+
+/// `admin ACTION CARD`: what a `card_admin` request carries besides its secrets, which are
+/// sealed in `run`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+struct AdminArgs {
+    /// report_loss, freeze, unfreeze, unlock_pin, change_pin, confirm_funds, return_card,
+    /// recycle_gift, adjust, load_reversal or redeem_points.
+    #[arg(value_parser = parse_action)]
+    action: AdminAction,
+    /// Card number, 8 to 19 digits.
+    #[arg(value_parser = parse_card)]
+    card: CardNo,
+    #[command(flatten)]
+    operator: OperatorArgs,
+    /// The holder's ID was checked at the desk (unfreeze, unlock_pin).
+    #[arg(long)]
+    id_checked: bool,
+    /// The load's invoice is returned, so no tax is withheld (return_card).
+    #[arg(long)]
+    invoice_returned: bool,
+    /// Correct the bonus bucket instead of cash (adjust).
+    #[arg(long)]
+    bonus: bool,
+    /// Exchange the points for a gift instead of bonus value (redeem_points).
+    #[arg(long)]
+    for_gift: bool,
+    /// Yuan: the correction (adjust; a leading - takes value off, e.g. --amount -12.50) or the
+    /// amount to reverse (load_reversal).
+    #[arg(long, value_name = "YUAN", value_parser = parse_signed_amount, allow_hyphen_values = true)]
+    amount: Option<i64>,
+    /// Points to redeem (redeem_points).
+    #[arg(long, value_name = "N", value_parser = parse_points)]
+    points: Option<i64>,
+    /// Txn id of the load or card sale to reverse (load_reversal).
+    #[arg(long, value_name = "TXN", value_parser = parse_id)]
+    original: Option<u64>,
+    /// Number of the ticket or document the operation is made against (required for adjust and
+    /// load_reversal).
+    #[arg(long, value_name = "N", value_parser = parse_id)]
+    ticket: Option<u64>,
+    #[command(flatten)]
+    checks: Checks,
+    /// The PIN the holder chooses, 4 to 12 digits (change_pin; optional for unlock_pin).
+    #[arg(long, value_name = "PIN", value_parser = parse_pin, help_heading = "Verification")]
+    new_pin: Option<Pin>,
+}
+
+/// `set-operator ID`: the operator to set, and who sets it.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+#[command(group(clap::ArgGroup::new("state").required(true).args(["enabled", "disabled"])))]
+struct SetOperatorArgs {
+    /// The operator to create or change.
+    #[arg(value_name = "ID", value_parser = parse_operator)]
+    target_id: u32,
+    /// cashier, front_desk, customer_service, finance, hq_finance, admin or manager.
+    #[arg(long, value_parser = parse_operator_role)]
+    role: OperatorRole,
+    /// Store the operator works at; 0: every store (not for cashier and front_desk).
+    #[arg(long, value_name = "ID")]
+    operator_store: u32,
+    /// The operator may act.
+    #[arg(long)]
+    enabled: bool,
+    /// The operator is refused from now on.
+    #[arg(long)]
+    disabled: bool,
+    /// File holding the operator's new passcode, 6 to 15 bytes (surrounding whitespace
+    /// ignored); required for a new operator; without it the passcode stays as it is.
+    #[arg(long, value_name = "FILE")]
+    new_passcode_file: Option<PathBuf>,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+/// What a sale, hold or card operation carries to prove it may proceed: the holder's PIN and
+/// a manager's override or approval. Sealed in `run`, once the terminal and the trace number
+/// are known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 struct Checks {
-    /// The card holder's PIN, 4 to 12 digits (products that ask for one).
+    /// The card holder's PIN, 4 to 12 digits: for a sale or hold on a product that asks for one;
+    /// for admin change_pin, the current PIN.
     #[arg(long, value_name = "PIN", value_parser = parse_pin, help_heading = "Verification")]
     pin: Option<Pin>,
-    /// Operator id of the manager approving an override of a restriction (category or limit);
-    /// needs --approver-passcode-file.
+    /// Operator id of the manager approving an override of a restriction (a category or a
+    /// limit) of a sale or hold, or an admin operation (a card return); needs
+    /// --approver-passcode-file.
     #[arg(long, value_name = "OPERATOR_ID", value_parser = parse_operator,
         requires = "approver_passcode_file", help_heading = "Verification")]
     approver: Option<u32>,
@@ -286,13 +387,21 @@ fn parse_passcode(text: &str) -> Result<String, String> {
     Ok(passcode.to_string())
 }
 
+/// Shortest passcode the switch gives an operator (SPEC §5.19).
+const MIN_NEW_PASSCODE_BYTES: usize = 6;
+
+/// The passcode in the passcode file at `path`, of `whose` (for the error).
+fn read_passcode(path: &std::path::Path, whose: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {whose} passcode file {}: {e}", path.display()))?;
+    parse_passcode(&text).map_err(|problem| format!("{}: {problem}", path.display()))
+}
+
 impl Checks {
     /// The approver's passcode, read from its file, when an approver is named.
     fn passcode(&self) -> Result<Option<String>, String> {
         let Some(path) = &self.approver_passcode_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the approver's passcode file {}: {e}", path.display()))?;
-        parse_passcode(&text).map(Some).map_err(|problem| format!("{}: {problem}", path.display()))
+        read_passcode(path, "approver's").map(Some)
     }
 
     /// The verification of the request `terminal_id`/`stan` signed with `key`: the PIN and the
@@ -327,6 +436,227 @@ fn parse_role(text: &str) -> Result<TerminalRole, String> {
     TerminalRole::from_name(text.trim()).ok_or_else(|| format!("unknown role '{text}' (expected pos or admin)"))
 }
 
+/// Lower case, with `-` read as `_`, so `Report-Loss` finds `report_loss`.
+fn normalise_name(text: &str) -> String {
+    text.trim().to_ascii_lowercase().replace('-', "_")
+}
+
+/// The names of `names`, joined for a message: `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
+/// An operator's role by name (`cashier`, `front_desk`, ...).
+fn parse_operator_role(text: &str) -> Result<OperatorRole, String> {
+    OperatorRole::from_name(&normalise_name(text)).ok_or_else(|| {
+        let names: Vec<&str> = OperatorRole::ALL.iter().map(|r| r.as_str()).collect();
+        format!("unknown operator role '{text}' (expected {})", one_of(&names))
+    })
+}
+
+/// An administrative action by name (`report_loss`, `freeze`, ...).
+fn parse_action(text: &str) -> Result<AdminAction, String> {
+    AdminAction::from_name(&normalise_name(text)).ok_or_else(|| {
+        let names: Vec<&str> = AdminAction::ALL.iter().map(|a| a.as_str()).collect();
+        format!("unknown action '{text}' (expected {})", one_of(&names))
+    })
+}
+
+/// Yuan with at most two decimals and an optional leading `-`, as minor units.
+fn parse_signed_amount(text: &str) -> Result<i64, String> {
+    let trimmed = text.trim();
+    let (negative, digits) = match trimmed.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, trimmed),
+    };
+    let minor = parse_amount(digits).map_err(|_| {
+        format!(
+            "invalid amount '{text}' (expected yuan with at most two decimals and an optional leading -, e.g. -12.34)"
+        )
+    })?;
+    Ok(if negative { -minor } else { minor })
+}
+
+/// A number of points: 1 to the largest value a message may carry.
+fn parse_points(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(points) if (1..=MAX_AMOUNT_MINOR).contains(&points) => Ok(points),
+        _ => Err(format!("invalid number of points '{text}' (expected 1..={MAX_AMOUNT_MINOR})")),
+    }
+}
+
+/// A txn id or ticket number: a number other than 0 (0 on the wire means "none").
+fn parse_id(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(id) if id != 0 => Ok(id),
+        _ => Err(format!("invalid number '{text}' (expected 1..={})", u64::MAX)),
+    }
+}
+
+impl OperatorArgs {
+    /// The operator's passcode, read from its file.
+    fn passcode(&self) -> Result<String, String> {
+        read_passcode(&self.passcode_file, "operator's")
+    }
+
+    /// The operator with its passcode sealed for the request `terminal_id`/`stan` signed with
+    /// `key` (SPEC §3.2, kind `operator_passcode`).
+    fn seal(&self, key: &TerminalKey, terminal_id: u32, stan: u32) -> Result<OperatorAuth, String> {
+        let passcode = self.passcode()?;
+        OperatorAuth::seal(key, terminal_id, stan, self.operator_id, &passcode)
+            .map_err(|e| format!("cannot seal the operator's passcode: {e}"))
+    }
+}
+
+impl AdminArgs {
+    /// The `card_admin` request, its secrets still unsealed; refuses what the action does not
+    /// take and asks for what it needs (SPEC §5.20), before anything is sent.
+    fn request(&self) -> Result<Request, String> {
+        use AdminAction as A;
+        let action = self.action;
+        let what = format!("admin {action}");
+        let only = |option: &str, actions: &[A]| {
+            let names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+            format!("{what}: {option} is for {} only", one_of(&names))
+        };
+        let mut flags = 0;
+        for (set, bit, option, actions) in [
+            (self.id_checked, AdminFlags::ID_CHECKED, "--id-checked", &[A::Unfreeze, A::UnlockPin][..]),
+            (self.invoice_returned, AdminFlags::INVOICE_RETURNED, "--invoice-returned", &[A::ReturnCard]),
+            (self.bonus, AdminFlags::BONUS_BUCKET, "--bonus", &[A::Adjust]),
+            (self.for_gift, AdminFlags::FOR_GIFT, "--for-gift", &[A::RedeemPoints]),
+        ] {
+            if set {
+                if !actions.contains(&action) {
+                    return Err(only(option, actions));
+                }
+                flags |= bit;
+            }
+        }
+        let value = match (action, self.amount) {
+            (A::Adjust, Some(0)) => return Err(format!("{what}: --amount must not be 0")),
+            (A::Adjust, Some(amount)) => amount,
+            (A::Adjust, None) => {
+                return Err(format!("{what}: --amount YUAN is required (a leading - takes value off)"))
+            }
+            (A::LoadReversal, Some(amount)) if amount > 0 => amount,
+            (A::LoadReversal, Some(_)) => return Err(format!("{what}: --amount must be more than 0")),
+            (A::LoadReversal, None) => {
+                return Err(format!("{what}: --amount YUAN (the amount to reverse) is required"))
+            }
+            (_, Some(_)) => return Err(only("--amount", &[A::Adjust, A::LoadReversal])),
+            (A::RedeemPoints, None) => self.points.ok_or_else(|| format!("{what}: --points N is required"))?,
+            (_, None) => 0,
+        };
+        if self.points.is_some() && action != A::RedeemPoints {
+            return Err(only("--points", &[A::RedeemPoints]));
+        }
+        let original_txn_id = match (action, self.original) {
+            (A::LoadReversal, Some(txn)) => txn,
+            (A::LoadReversal, None) => return Err(format!("{what}: --original TXN (the load) is required")),
+            (_, Some(_)) => return Err(only("--original", &[A::LoadReversal])),
+            (_, None) => 0,
+        };
+        let ticket = match (action, self.ticket) {
+            (A::Adjust | A::LoadReversal, None) => return Err(format!("{what}: --ticket N is required")),
+            (_, ticket) => ticket.unwrap_or(0),
+        };
+        match (action, &self.checks.pin) {
+            (A::ChangePin, None) => return Err(format!("{what}: --pin (the current PIN) is required")),
+            (A::ChangePin, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(only("--pin", &[A::ChangePin])),
+        }
+        match (action, &self.new_pin) {
+            (A::ChangePin, None) => return Err(format!("{what}: --new-pin is required")),
+            (A::ChangePin | A::UnlockPin, _) | (_, None) => {}
+            (_, Some(_)) => return Err(only("--new-pin", &[A::ChangePin, A::UnlockPin])),
+        }
+        Ok(Request::CardAdmin {
+            operator: OperatorAuth { operator_id: self.operator.operator_id, passcode: Sealed::NONE },
+            card: self.card,
+            action: action as u8,
+            flags,
+            value,
+            original_txn_id,
+            ticket,
+            verification: Verification::NONE,
+            new_pin: Sealed::NONE,
+        })
+    }
+}
+
+impl SetOperatorArgs {
+    /// The `set_operator` request, its passcodes still unsealed.
+    fn request(&self) -> Result<Request, String> {
+        if self.operator_store == 0 && matches!(self.role, OperatorRole::Cashier | OperatorRole::FrontDesk) {
+            return Err(format!("set-operator: a {} works at one store: give --operator-store ID, not 0", self.role));
+        }
+        Ok(Request::SetOperator {
+            operator: OperatorAuth { operator_id: self.operator.operator_id, passcode: Sealed::NONE },
+            target_id: self.target_id,
+            role: self.role as u8,
+            store_id: self.operator_store,
+            enabled: u8::from(self.enabled),
+            new_passcode: Sealed::NONE,
+        })
+    }
+
+    /// The new passcode, read from its file, when one is given: 6 to 15 bytes.
+    fn new_passcode(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.new_passcode_file else { return Ok(None) };
+        let passcode = read_passcode(path, "new")?;
+        if passcode.len() < MIN_NEW_PASSCODE_BYTES {
+            return Err(format!(
+                "{}: an operator's passcode has {MIN_NEW_PASSCODE_BYTES} to {MAX_SECRET_BYTES} bytes",
+                path.display()
+            ));
+        }
+        Ok(Some(passcode))
+    }
+}
+
+/// Seals the secrets `op` carries into `request`, for the request `terminal_id`/`stan` signed
+/// with `key`: the PIN and the approver's passcode of a sale, hold or card operation, the
+/// operator's passcode, the new PIN and the new passcode. Reads the passcode files.
+fn seal_secrets(op: &Op, request: &mut Request, key: &TerminalKey, terminal_id: u32, stan: u32) -> Result<(), String> {
+    let seal = |kind, secret: &str| {
+        Sealed::seal(key, kind, terminal_id, stan, secret).map_err(|e| format!("cannot seal the {kind:?}: {e}"))
+    };
+    if let Some(checks) = op.checks() {
+        let passcode = checks.passcode()?;
+        let sealed = checks.seal(key, terminal_id, stan, passcode.as_deref())?;
+        if let Request::Sale { verification, .. }
+        | Request::Hold { verification, .. }
+        | Request::CardAdmin { verification, .. } = request
+        {
+            *verification = sealed;
+        }
+    }
+    if let Some(args) = op.operator() {
+        let sealed = args.seal(key, terminal_id, stan)?;
+        if let Request::SetOperator { operator, .. } | Request::CardAdmin { operator, .. } = request {
+            *operator = sealed;
+        }
+    }
+    match (op, request) {
+        (Op::Admin(args), Request::CardAdmin { new_pin, .. }) => {
+            if let Some(Pin(pin)) = &args.new_pin {
+                *new_pin = seal(SecretKind::NewPin, pin)?;
+            }
+        }
+        (Op::SetOperator(args), Request::SetOperator { new_passcode, .. }) => {
+            if let Some(passcode) = args.new_passcode()? {
+                *new_passcode = seal(SecretKind::NewPasscode, &passcode)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl Op {
     /// The name the user typed, used in the output.
     fn name(&self) -> &'static str {
@@ -345,19 +675,30 @@ impl Op {
             Op::SellCard { .. } => "sell-card",
             Op::Provision { .. } => "provision",
             Op::TerminalState { .. } => "terminal-state",
+            Op::Admin(_) => "admin",
+            Op::SetOperator(_) => "set-operator",
         }
     }
 
-    /// The PIN and override of a sale or hold.
+    /// The PIN and override (or approval) of a sale, hold or card operation.
     fn checks(&self) -> Option<&Checks> {
         match self {
-            Op::Sale { checks, .. } | Op::Hold { checks, .. } => Some(checks),
+            Op::Sale { checks, .. } | Op::Hold { checks, .. } | Op::Admin(AdminArgs { checks, .. }) => Some(checks),
             _ => None,
         }
     }
 
-    /// The request to send; errors are usage errors found before connecting. A sale or hold
-    /// goes without PIN or override here: they are sealed in `run`, once the stan is known.
+    /// The operator carrying out an administrative request.
+    fn operator(&self) -> Option<&OperatorArgs> {
+        match self {
+            Op::Admin(AdminArgs { operator, .. }) | Op::SetOperator(SetOperatorArgs { operator, .. }) => Some(operator),
+            _ => None,
+        }
+    }
+
+    /// The request to send; errors are usage errors found before connecting. A sale, hold or
+    /// operator request goes without its secrets here: they are sealed in `run`, once the stan
+    /// is known.
     fn request(&self, store_id: u32) -> Result<Request, String> {
         Ok(match *self {
             Op::SignOn => Request::SignOn { store_id },
@@ -418,6 +759,8 @@ impl Op {
             Op::TerminalState { terminal_id, ref state } => {
                 Request::SetTerminalState { terminal_id, enabled: u8::from(state == "enabled") }
             }
+            Op::Admin(ref args) => args.request()?,
+            Op::SetOperator(ref args) => args.request()?,
         })
     }
 }
@@ -489,8 +832,20 @@ fn notice_fields(notices: u8) -> Vec<Field> {
     fields
 }
 
+/// The id of the operator carrying out a request, with why it was refused when it was (O1).
+fn operator_text(operator_id: u32, code: ResponseCode) -> String {
+    match code {
+        ResponseCode::OperatorRefused => format!("{operator_id}  (refused: unknown or disabled, or not its passcode)"),
+        ResponseCode::RoleNotPermitted => {
+            format!("{operator_id}  (not permitted: its role or store does not allow this)")
+        }
+        _ => operator_id.to_string(),
+    }
+}
+
 /// Why a decline happened, where the reply says more than its code: the PIN attempts left,
-/// the limit the request ran into (the switch sets them with exactly these codes).
+/// the limit the request ran into (the switch sets them with exactly these codes), and what
+/// an operator or a card operation lacked.
 fn decline_fields(reply: &CardReply) -> Vec<Field> {
     let limit = |which: &str| line("limit", format!("{}  ({which})", format_minor(reply.limit_minor)));
     match reply.code {
@@ -507,24 +862,60 @@ fn decline_fields(reply: &CardReply) -> Vec<Field> {
         ResponseCode::LoadBelowMinimum => vec![limit("smallest load")],
         ResponseCode::LoadAboveMaximum => vec![limit("largest load")],
         ResponseCode::BalanceLimitExceeded => vec![limit("largest balance")],
+        // A load reversal names what is left of the load (V5); a refund does not.
+        ResponseCode::RefundExceedsOriginal if reply.limit_minor != 0 => vec![limit("left to reverse")],
+        ResponseCode::IdNotChecked => vec![line("id", "not checked: check the holder's ID, then --id-checked")],
+        ResponseCode::ApprovalRequired => vec![line("approval", "required: a manager's (--approver)")],
         _ => vec![],
     }
 }
 
-fn card_fields(card: CardNo, reply: &CardReply) -> Vec<Field> {
+/// The lines a card operation adds to its card reply: the action, the operator and the
+/// approver, each with why it was refused when it was.
+fn admin_fields(request: &Request, code: ResponseCode) -> Vec<Field> {
+    let Request::CardAdmin { operator, action, verification, .. } = *request else { return vec![] };
+    let name = AdminAction::from_u8(action).map_or_else(|| action.to_string(), |a| a.as_str().to_string());
+    let approver_id = verification.approver_id;
+    let approver = if code == ResponseCode::OverrideRefused {
+        format!("{approver_id}  (refused: not a manager of this store, or not its passcode)")
+    } else {
+        approver_id.to_string()
+    };
+    vec![
+        field("action", name.clone(), "action", json_string(&name)),
+        field("operator", operator_text(operator.operator_id, code), "operator_id", operator.operator_id.to_string()),
+        shown_if(approver_id != 0, field("approver", approver, "approver_id", approver_id.to_string())),
+    ]
+}
+
+fn card_fields(request: &Request, card: CardNo, reply: &CardReply) -> Vec<Field> {
+    let action = match *request {
+        Request::CardAdmin { action, .. } => AdminAction::from_u8(action),
+        _ => None,
+    };
+    let returned = action == Some(AdminAction::ReturnCard);
     let txn = if reply.txn_id == 0 { "none".to_string() } else { reply.txn_id.to_string() };
     let discounted = reply.discount_minor != 0 || reply.gross_minor != reply.amount_minor;
+    // A card return pays back the cash value less the tax withheld (L10).
+    let (gross_label, discount_label, net_note) =
+        if returned { ("cash value", "tax", "  (paid out)") } else { ("gross", "discount", "  (net)") };
     let mut amount = money("amount", "amount_minor", reply.amount_minor);
-    if discounted {
-        amount.text.push_str("  (net)");
+    if discounted || (returned && reply.code.is_approved()) {
+        amount.text.push_str(net_note);
     }
+    let taken_back = match action {
+        Some(AdminAction::RedeemPoints) => "redeemed",
+        Some(AdminAction::ReturnCard) => "forfeited",
+        _ => "taken back",
+    };
     let points = match reply.points_earned {
         0 => format!("balance {}", reply.points_balance),
         earned if earned > 0 => format!("+{earned} earned, balance {}", reply.points_balance),
-        taken => format!("{taken} taken back, balance {}", reply.points_balance),
+        taken => format!("{taken} {taken_back}, balance {}", reply.points_balance),
     };
     let mut fields = vec![code_field(reply.code)];
     fields.extend(decline_fields(reply));
+    fields.extend(admin_fields(request, reply.code));
     fields.extend([
         Field {
             label: Some("card"),
@@ -532,8 +923,8 @@ fn card_fields(card: CardNo, reply: &CardReply) -> Vec<Field> {
             json: vec![("card", json_string(&card.to_string())), ("state", json_string(reply.state.as_str()))],
         },
         field("txn id", txn, "txn_id", reply.txn_id.to_string()),
-        shown_if(discounted, money("gross", "gross_minor", reply.gross_minor)),
-        shown_if(discounted, money("discount", "discount_minor", reply.discount_minor)),
+        shown_if(discounted, money(gross_label, "gross_minor", reply.gross_minor)),
+        shown_if(discounted, money(discount_label, "discount_minor", reply.discount_minor)),
         amount,
         money("cash", "cash_minor", reply.cash_minor),
         money("bonus", "bonus_minor", reply.bonus_minor),
@@ -592,6 +983,29 @@ fn import_range_fields(request: &Request, reply: &ImportRangeReply) -> Vec<Field
     fields
 }
 
+/// The reply to `set_operator`: who set it, and the operator it set as it is now.
+fn operator_fields(request: &Request, reply: &OperatorReply) -> Vec<Field> {
+    let (role_text, role_json) = match (reply.role, OperatorRole::from_u8(reply.role)) {
+        (_, Some(role)) => (role.as_str().to_string(), json_string(role.as_str())),
+        (0, None) => ("none".to_string(), "null".to_string()),
+        (raw, None) => (format!("{raw} (unknown to this pos)"), raw.to_string()),
+    };
+    let by = request.operator().map_or(0, |o| o.operator_id);
+    let mut fields = vec![code_field(reply.code)];
+    fields.extend([
+        field("by", operator_text(by, reply.code), "by_operator_id", by.to_string()),
+        field("operator", reply.operator_id.to_string(), "operator_id", reply.operator_id.to_string()),
+        field("role", role_text, "role", role_json),
+        field(
+            "state",
+            if reply.enabled == 1 { "enabled" } else { "disabled" },
+            "enabled",
+            (reply.enabled == 1).to_string(),
+        ),
+    ]);
+    fields
+}
+
 fn render_text(sent: &Sent<'_>, fields: &[Field]) -> String {
     let mut out = format!("{}  terminal {}  stan {}", sent.op, sent.terminal, sent.stan);
     if sent.retransmit {
@@ -636,8 +1050,9 @@ fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>>
                 ),
             ])
         }
+        (Request::SetOperator { .. }, Response::Operator(reply)) => Some(operator_fields(request, reply)),
         (_, Response::Card { request: answered, reply }) if *answered == request.msg_type() => {
-            Some(card_fields(request.card()?, reply))
+            Some(card_fields(request, request.card()?, reply))
         }
         _ => None,
     }
@@ -646,12 +1061,25 @@ fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>>
 /// Why the run failed (exit 2).
 struct Failure(String);
 
-fn call_failure(addr: &str, what: &str, stan: u32, posting: bool, error: ClientError) -> Failure {
-    let hint = if posting {
-        format!("; its outcome is unknown: send it again with --stan {stan} --retransmit, or reverse it")
-    } else {
-        String::new()
-    };
+/// What to do about `request` sent with `stan` when its answer did not come: nothing for the
+/// requests that change nothing; send it again; for the postings a reversal undoes (T7),
+/// reverse it instead.
+fn unknown_outcome_hint(request: &Request, stan: u32) -> String {
+    match request {
+        Request::SignOn { .. } | Request::Echo | Request::Balance { .. } => String::new(),
+        Request::Sale { .. }
+        | Request::Load { .. }
+        | Request::Hold { .. }
+        | Request::Capture { .. }
+        | Request::Refund { .. }
+        | Request::SellCard { .. } => {
+            format!("; its outcome is unknown: send it again with --stan {stan} --retransmit, or reverse it")
+        }
+        _ => format!("; its outcome is unknown: send it again with --stan {stan} --retransmit"),
+    }
+}
+
+fn call_failure(addr: &str, what: &str, stan: u32, hint: &str, error: ClientError) -> Failure {
     Failure(match error {
         ClientError::Connect(e) => format!("cannot connect to {addr}: {}", describe_io_error(&e)),
         ClientError::Timeout(ms) => {
@@ -676,9 +1104,9 @@ async fn exchange(
     flags: u16,
     request: Request,
 ) -> Result<Response, Failure> {
-    let posting = !matches!(request, Request::SignOn { .. } | Request::Echo | Request::Balance { .. });
-    client.send(stan, flags, request).await.map_err(|e| call_failure(addr, what, stan, posting, e))?;
-    let response = client.receive(stan).await.map_err(|e| call_failure(addr, what, stan, posting, e))?;
+    let hint = unknown_outcome_hint(&request, stan);
+    client.send(stan, flags, request).await.map_err(|e| call_failure(addr, what, stan, &hint, e))?;
+    let response = client.receive(stan).await.map_err(|e| call_failure(addr, what, stan, &hint, e))?;
     if let Response::Error { code, text } = &response {
         return Err(Failure(format!("the switch at {addr} refused the {what} frame (stan {stan}): {code}: {text}")));
     }
@@ -750,13 +1178,7 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             write_credential(path, &provisioned)?;
         }
     }
-    if let Some(checks) = cli.op.checks() {
-        let passcode = checks.passcode().map_err(Failure)?;
-        let sealed = checks.seal(&me.key, terminal, stan, passcode.as_deref()).map_err(Failure)?;
-        if let Request::Sale { ref mut verification, .. } | Request::Hold { ref mut verification, .. } = request {
-            *verification = sealed;
-        }
-    }
+    seal_secrets(&cli.op, &mut request, &me.key, terminal, stan).map_err(Failure)?;
 
     let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
     let mut client =
@@ -767,7 +1189,7 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
                     DEFAULT_CALL_TIMEOUT_MS / 1000
                 )))
             }
-            Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, false, e))?,
+            Ok(result) => result.map_err(|e| call_failure(addr, "connect", 0, "", e))?,
         };
     client.set_call_timeout_ms(DEFAULT_CALL_TIMEOUT_MS);
 
@@ -1204,5 +1626,478 @@ mod tests {
         // Other declines carry no such line.
         let text = text_of(&sale, declined(ResponseCode::InsufficientValue, 0, 0));
         assert!(!text.contains("  pin ") && !text.contains("  limit "), "{text}");
+    }
+
+    /// A directory of its own for a test's passcode files, with `files` written in it.
+    struct Files(PathBuf);
+
+    impl Files {
+        fn new(test: &str, files: &[(&str, &str)]) -> Files {
+            let dir = std::env::temp_dir().join(format!("pos-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            Files(dir)
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.0.join(name).to_str().unwrap().to_string()
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const CARD: &str = "6200880000000017";
+
+    /// `pos --addr x:1 --stan 7 admin ACTION CARD --operator 41 --passcode-file p EXTRA...`.
+    fn admin(action: &str, extra: &[&str]) -> Result<Cli, clap::Error> {
+        let base = ["--addr", "x:1", "--stan", "7", "admin", action, CARD, "--operator", "41", "--passcode-file", "p"];
+        parse(&[&base[..], extra].concat())
+    }
+
+    fn admin_request(action: &str, extra: &[&str]) -> Result<Request, String> {
+        admin(action, extra).unwrap_or_else(|e| panic!("{action} {extra:?}: {e}")).op.request(1)
+    }
+
+    /// The fields of a `card_admin` request that vary by action: action, flags, value,
+    /// original, ticket.
+    fn admin_fields_of(request: Request) -> (u8, u8, i64, u64, u64) {
+        let Request::CardAdmin { operator, card, action, flags, value, original_txn_id, ticket, .. } = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!((operator.operator_id, card), (41, CardNo(6_200_880_000_000_017)));
+        (action, flags, value, original_txn_id, ticket)
+    }
+
+    #[test]
+    fn admin_builds_each_actions_request() {
+        use AdminAction as A;
+        let fields = |action: &str, extra: &[&str]| admin_fields_of(admin_request(action, extra).unwrap());
+        assert_eq!(fields("report_loss", &[]), (A::ReportLoss as u8, 0, 0, 0, 0));
+        // Names are forgiving about case and dashes.
+        assert_eq!(fields("Report-Loss", &[]), (A::ReportLoss as u8, 0, 0, 0, 0));
+        assert_eq!(fields("unfreeze", &["--id-checked"]), (A::Unfreeze as u8, AdminFlags::ID_CHECKED, 0, 0, 0));
+        assert_eq!(
+            fields("return_card", &["--invoice-returned", "--ticket", "88"]),
+            (A::ReturnCard as u8, AdminFlags::INVOICE_RETURNED, 0, 0, 88)
+        );
+        // A correction may take value off: a leading minus, separate or joined.
+        assert_eq!(
+            fields("adjust", &["--amount", "-12.50", "--ticket", "2026112201", "--bonus"]),
+            (A::Adjust as u8, AdminFlags::BONUS_BUCKET, -1_250, 0, 2_026_112_201)
+        );
+        assert_eq!(fields("adjust", &["--amount=-0.05", "--ticket", "1"]), (A::Adjust as u8, 0, -5, 0, 1));
+        assert_eq!(fields("adjust", &["--amount", "3", "--ticket", "1"]), (A::Adjust as u8, 0, 300, 0, 1));
+        assert_eq!(
+            fields("load_reversal", &["--amount", "1000", "--original", "418302", "--ticket", "9"]),
+            (A::LoadReversal as u8, 0, 100_000, 418_302, 9)
+        );
+        assert_eq!(
+            fields("redeem_points", &["--points", "250", "--for-gift"]),
+            (A::RedeemPoints as u8, AdminFlags::FOR_GIFT, 250, 0, 0)
+        );
+        assert_eq!(fields("change_pin", &["--pin", "123456", "--new-pin", "135790"]).0, A::ChangePin as u8);
+        assert_eq!(fields("unlock_pin", &["--id-checked"]).0, A::UnlockPin as u8);
+        assert_eq!(fields("unlock_pin", &["--id-checked", "--new-pin", "2468"]).0, A::UnlockPin as u8);
+        for action in ["freeze", "confirm_funds", "recycle_gift"] {
+            assert_eq!(fields(action, &[]).2, 0, "{action}");
+        }
+        // Every action has its name.
+        for action in A::ALL {
+            assert_eq!(parse_action(action.as_str()), Ok(*action));
+        }
+        let cli = admin("freeze", &[]).unwrap();
+        assert_eq!(cli.op.name(), "admin");
+        assert_eq!(cli.op.operator().map(|o| o.operator_id), Some(41));
+    }
+
+    #[test]
+    fn admin_refuses_what_its_action_does_not_take() {
+        for (action, extra, problem) in [
+            (
+                "report_loss",
+                &["--id-checked"][..],
+                "admin report_loss: --id-checked is for unfreeze or unlock_pin only",
+            ),
+            (
+                "adjust",
+                &["--invoice-returned", "--amount", "1", "--ticket", "1"],
+                "--invoice-returned is for return_card only",
+            ),
+            ("freeze", &["--bonus"], "--bonus is for adjust only"),
+            ("adjust", &["--for-gift", "--amount", "1", "--ticket", "1"], "--for-gift is for redeem_points only"),
+            ("adjust", &["--ticket", "1"], "admin adjust: --amount YUAN is required"),
+            ("adjust", &["--amount", "0", "--ticket", "1"], "admin adjust: --amount must not be 0"),
+            ("adjust", &["--amount", "1"], "admin adjust: --ticket N is required"),
+            ("load_reversal", &["--amount", "-1", "--original", "5", "--ticket", "1"], "--amount must be more than 0"),
+            (
+                "load_reversal",
+                &["--original", "5", "--ticket", "1"],
+                "--amount YUAN (the amount to reverse) is required",
+            ),
+            ("load_reversal", &["--amount", "1", "--ticket", "1"], "--original TXN (the load) is required"),
+            ("load_reversal", &["--amount", "1", "--original", "5"], "--ticket N is required"),
+            ("freeze", &["--amount", "1"], "--amount is for adjust or load_reversal only"),
+            ("redeem_points", &["--amount", "1"], "--amount is for adjust or load_reversal only"),
+            ("redeem_points", &[], "admin redeem_points: --points N is required"),
+            ("adjust", &["--points", "5", "--amount", "1", "--ticket", "1"], "--points is for redeem_points only"),
+            ("freeze", &["--original", "5"], "--original is for load_reversal only"),
+            ("change_pin", &["--new-pin", "1234"], "admin change_pin: --pin (the current PIN) is required"),
+            ("change_pin", &["--pin", "1234"], "admin change_pin: --new-pin is required"),
+            ("unlock_pin", &["--pin", "1234"], "--pin is for change_pin only"),
+            ("freeze", &["--new-pin", "1234"], "--new-pin is for change_pin or unlock_pin only"),
+        ] {
+            let error = admin_request(action, extra).unwrap_err();
+            assert!(error.contains(problem), "{action} {extra:?}: {error}");
+        }
+        // What clap refuses exits with status 2, with a message saying what is wrong.
+        for (args, problem) in [
+            (
+                &["--addr", "x:1", "admin", "lose", CARD, "--operator", "41", "--passcode-file", "p"][..],
+                "unknown action 'lose'",
+            ),
+            (
+                &["--addr", "x:1", "admin", "freeze", "123", "--operator", "41", "--passcode-file", "p"],
+                "invalid card number",
+            ),
+            (&["--addr", "x:1", "admin", "freeze", CARD, "--passcode-file", "p"], "--operator"),
+            (&["--addr", "x:1", "admin", "freeze", CARD, "--operator", "41"], "--passcode-file"),
+            (
+                &["--addr", "x:1", "admin", "freeze", CARD, "--operator", "0", "--passcode-file", "p"],
+                "invalid operator id",
+            ),
+        ] {
+            let error = parse(args).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(problem), "{args:?}: {error}");
+        }
+        for (extra, problem) in [
+            (&["--amount", "1.234"][..], "invalid amount '1.234'"),
+            (&["--amount", "--5"], "invalid amount '--5'"),
+            (&["--amount", "-"], "invalid amount '-'"),
+            (&["--points", "0"], "invalid number of points '0'"),
+            (&["--points", "-5"], "unexpected argument '-5'"),
+            (&["--ticket", "0"], "invalid number '0'"),
+            (&["--original", "x"], "invalid number 'x'"),
+            (&["--new-pin", "12"], "a PIN is 4 to 12 digits"),
+            (&["--approver", "7"], "--approver-passcode-file"),
+        ] {
+            let error = admin("adjust", extra).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{extra:?}");
+            assert!(error.to_string().contains(problem), "{extra:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn admin_seals_the_operator_the_pins_and_the_approver_for_the_stan() {
+        let files = Files::new("admin-seal", &[("operator", "c4shier31\n"), ("manager", " m4nager \n")]);
+        let args = [
+            "--pin",
+            "123456",
+            "--new-pin",
+            "135790",
+            "--approver",
+            "7",
+            "--approver-passcode-file",
+            &files.path("manager"),
+        ];
+        let base = ["--addr", "x:1", "admin", "change_pin", CARD, "--operator", "31", "--passcode-file"];
+        let cli = parse(&[&base[..], &[files.path("operator").as_str()], &args[..]].concat()).unwrap();
+        assert!(!format!("{cli:?}").contains("135790"), "the new PIN never shows in a debug print");
+        let key = test_key();
+        let sealed = |stan| {
+            let mut request = cli.op.request(1).unwrap();
+            seal_secrets(&cli.op, &mut request, &key, 1001, stan).unwrap();
+            request
+        };
+        let request = sealed(42);
+        let Request::CardAdmin { operator, verification, new_pin, .. } = request else { panic!("{request:?}") };
+        let open = |field: Sealed, kind| field.open(&key, kind, 1001, 42);
+        assert_eq!(operator.operator_id, 31);
+        assert_eq!(open(operator.passcode, SecretKind::OperatorPasscode), Ok(Some(b"c4shier31".to_vec())));
+        assert_eq!(open(verification.pin, SecretKind::Pin), Ok(Some(b"123456".to_vec())));
+        assert_eq!(open(new_pin, SecretKind::NewPin), Ok(Some(b"135790".to_vec())));
+        assert_eq!(verification.approver_id, 7);
+        assert_eq!(open(verification.approver_passcode, SecretKind::Passcode), Ok(Some(b"m4nager".to_vec())));
+        // Each secret opens only as its own kind and for its own stan.
+        assert_ne!(open(operator.passcode, SecretKind::Passcode), Ok(Some(b"c4shier31".to_vec())));
+        assert_ne!(open(new_pin, SecretKind::Pin), Ok(Some(b"135790".to_vec())));
+        assert_ne!(
+            operator.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 43),
+            Ok(Some(b"c4shier31".to_vec()))
+        );
+        // The same command again (a retransmission) seals the same bytes; another stan others.
+        assert_eq!(sealed(42), request);
+        assert_ne!(sealed(43), request);
+
+        // Without the optional secrets, their fields stay all zero.
+        let base = ["--addr", "x:1", "admin", "report_loss", CARD, "--operator", "41", "--passcode-file"];
+        let cli = parse(&[&base[..], &[files.path("operator").as_str()]].concat()).unwrap();
+        let mut request = cli.op.request(1).unwrap();
+        seal_secrets(&cli.op, &mut request, &key, 1001, 9).unwrap();
+        let Request::CardAdmin { operator, verification, new_pin, .. } = request else { panic!("{request:?}") };
+        assert!(!operator.passcode.is_none());
+        assert_eq!((verification, new_pin), (Verification::NONE, Sealed::NONE));
+
+        // A passcode file that cannot be read, or holds no passcode, stops the request.
+        let missing = admin("freeze", &[]).unwrap();
+        let mut request = missing.op.request(1).unwrap();
+        let problem = seal_secrets(&missing.op, &mut request, &key, 1001, 9).unwrap_err();
+        assert!(problem.contains("cannot read the operator's passcode file p"), "{problem}");
+        std::fs::write(files.0.join("operator"), "\n").unwrap();
+        let problem = seal_secrets(&cli.op, &mut request, &key, 1001, 9).unwrap_err();
+        assert!(problem.contains("a passcode is one line of 1 to 15 bytes"), "{problem}");
+    }
+
+    /// `pos --addr x:1 set-operator 31 --operator 1 --passcode-file FILE EXTRA...`.
+    fn set_operator(files: &Files, extra: &[&str]) -> Result<Cli, clap::Error> {
+        let admin = files.path("admin");
+        let base = ["--addr", "x:1", "set-operator", "31", "--operator", "1", "--passcode-file", admin.as_str()];
+        parse(&[&base[..], extra].concat())
+    }
+
+    #[test]
+    fn set_operator_builds_its_request_and_seals_both_passcodes() {
+        let files =
+            Files::new("set-operator", &[("admin", "4dmin-pass\n"), ("new", "c4shier31\n"), ("short", "12345")]);
+        let new = files.path("new");
+        let cli = set_operator(
+            &files,
+            &["--role", "cashier", "--operator-store", "21", "--enabled", "--new-passcode-file", new.as_str()],
+        )
+        .unwrap();
+        assert_eq!(cli.op.name(), "set-operator");
+        let mut request = cli.op.request(1).unwrap();
+        let key = test_key();
+        seal_secrets(&cli.op, &mut request, &key, 1001, 146).unwrap();
+        let Request::SetOperator { operator, target_id, role, store_id, enabled, new_passcode } = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!(
+            (operator.operator_id, target_id, role, store_id, enabled),
+            (1, 31, OperatorRole::Cashier as u8, 21, 1)
+        );
+        let open = |field: Sealed, kind| field.open(&key, kind, 1001, 146);
+        assert_eq!(open(operator.passcode, SecretKind::OperatorPasscode), Ok(Some(b"4dmin-pass".to_vec())));
+        assert_eq!(open(new_passcode, SecretKind::NewPasscode), Ok(Some(b"c4shier31".to_vec())));
+        assert_ne!(open(new_passcode, SecretKind::OperatorPasscode), Ok(Some(b"c4shier31".to_vec())));
+
+        // Disabling an operator, keeping its passcode: the new passcode stays all zero.
+        let cli = set_operator(&files, &["--role", "Hq-Finance", "--operator-store", "0", "--disabled"]).unwrap();
+        let mut request = cli.op.request(1).unwrap();
+        seal_secrets(&cli.op, &mut request, &key, 1001, 147).unwrap();
+        let Request::SetOperator { role, store_id, enabled, new_passcode, .. } = request else { panic!() };
+        assert_eq!((role, store_id, enabled, new_passcode), (OperatorRole::HqFinance as u8, 0, 0, Sealed::NONE));
+
+        // A counter role belongs to one store; a new passcode has 6 to 15 bytes.
+        let cli = set_operator(&files, &["--role", "front_desk", "--operator-store", "0", "--enabled"]).unwrap();
+        assert!(cli.op.request(1).unwrap_err().contains("a front_desk works at one store"));
+        let short = files.path("short");
+        let cli = set_operator(
+            &files,
+            &["--role", "finance", "--operator-store", "0", "--enabled", "--new-passcode-file", short.as_str()],
+        )
+        .unwrap();
+        let mut request = cli.op.request(1).unwrap();
+        let problem = seal_secrets(&cli.op, &mut request, &key, 1001, 148).unwrap_err();
+        assert!(problem.contains("an operator's passcode has 6 to 15 bytes"), "{problem}");
+
+        for (extra, problem) in [
+            (&["--role", "cashier", "--operator-store", "21"][..], "--enabled"),
+            (&["--role", "cashier", "--operator-store", "21", "--enabled", "--disabled"], "cannot be used with"),
+            (&["--role", "boss", "--operator-store", "21", "--enabled"], "unknown operator role 'boss'"),
+            (&["--operator-store", "21", "--enabled"], "--role"),
+            (&["--role", "cashier", "--enabled"], "--operator-store"),
+        ] {
+            let error = set_operator(&files, extra).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{extra:?}");
+            assert!(error.to_string().contains(problem), "{extra:?}: {error}");
+        }
+        let zero = parse(&["--addr", "x:1", "set-operator", "0", "--operator", "1", "--passcode-file", "p"]);
+        assert_eq!(zero.map(|_| ()).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn operator_replies_show_role_and_state() {
+        let request = Request::SetOperator {
+            operator: OperatorAuth { operator_id: 1, passcode: Sealed::NONE },
+            target_id: 31,
+            role: OperatorRole::Cashier as u8,
+            store_id: 21,
+            enabled: 1,
+            new_passcode: Sealed::NONE,
+        };
+        let sent = Sent { op: "set-operator", terminal: 1001, stan: 146, retransmit: false };
+        let reply = |code, role, enabled| {
+            let response = Response::Operator(OperatorReply { code, operator_id: 31, role, enabled });
+            response_fields(&request, &response).unwrap()
+        };
+        let approved = reply(ResponseCode::Approved, OperatorRole::Cashier as u8, 1);
+        assert_eq!(
+            render_text(&sent, &approved),
+            "set-operator  terminal 1001  stan 146\n\
+             \x20 code       approved\n\
+             \x20 by         1\n\
+             \x20 operator   31\n\
+             \x20 role       cashier\n\
+             \x20 state      enabled\n"
+        );
+        assert_eq!(
+            render_json(&sent, &approved),
+            "{\"op\":\"set-operator\",\"terminal\":1001,\"stan\":146,\"retransmit\":false,\
+             \"code\":\"approved\",\"by_operator_id\":1,\"operator_id\":31,\"role\":\"cashier\",\"enabled\":true}\n"
+        );
+        let refused = reply(ResponseCode::OperatorRefused, 0, 0);
+        let text = render_text(&sent, &refused);
+        assert!(
+            text.contains(
+                "  code       operator_refused\n  by         1  (refused: unknown or disabled, or not its passcode)\n  \
+                 operator   31\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  role       none\n  state      disabled\n"), "{text}");
+        assert!(render_json(&sent, &refused).contains("\"role\":null,\"enabled\":false}"));
+        let text = render_text(&sent, &reply(ResponseCode::RoleNotPermitted, 0, 0));
+        assert!(text.contains("  by         1  (not permitted: its role or store does not allow this)\n"), "{text}");
+        // A reply of another shape is not taken as the answer.
+        let wrong = Response::Terminal {
+            request: MsgType::SetTerminalState,
+            reply: protocol::TerminalReply { code: ResponseCode::Approved, terminal_id: 31, enabled: 1 },
+        };
+        assert!(response_fields(&request, &wrong).is_none());
+    }
+
+    fn card_admin_request(action: AdminAction, approver_id: u32) -> Request {
+        Request::CardAdmin {
+            operator: OperatorAuth { operator_id: 51, passcode: Sealed::NONE },
+            card: CardNo(6_200_880_000_000_017),
+            action: action as u8,
+            flags: 0,
+            value: 0,
+            original_txn_id: 0,
+            ticket: 0,
+            verification: Verification { approver_id, ..Verification::NONE },
+            new_pin: Sealed::NONE,
+        }
+    }
+
+    #[test]
+    fn card_operation_replies_name_the_action_the_operator_and_what_moved() {
+        let lost = CardReply {
+            code: ResponseCode::Approved,
+            state: protocol::CardState::Lost,
+            txn_id: 418_310,
+            cash_minor: 11_855,
+            ..CardReply::default()
+        };
+        let loss = card_admin_request(AdminAction::ReportLoss, 0);
+        assert_eq!(
+            text_of(&loss, lost),
+            "card_admin  terminal 1001  stan 7\n\
+             \x20 code       approved\n\
+             \x20 action     report_loss\n\
+             \x20 operator   51\n\
+             \x20 card       6200880000000017  (lost)\n\
+             \x20 txn id     418310\n\
+             \x20 amount     0.00\n\
+             \x20 cash       118.55\n\
+             \x20 bonus      0.00\n\
+             \x20 held       0.00\n\
+             \x20 available  118.55\n"
+        );
+        let json = json_of(&loss, lost);
+        assert!(
+            json.contains(
+                "\"code\":\"approved\",\"action\":\"report_loss\",\"operator_id\":51,\"approver_id\":0,\"card\":"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"state\":\"lost\",\"txn_id\":418310,"), "{json}");
+
+        // A return pays back the cash value less the tax; bonus and points are forfeited.
+        let returned = CardReply {
+            code: ResponseCode::Approved,
+            state: protocol::CardState::Closed,
+            txn_id: 418_311,
+            amount_minor: 80_840,
+            gross_minor: 86_000,
+            discount_minor: 5_160,
+            points_earned: -1_290,
+            ..CardReply::default()
+        };
+        let text = text_of(&card_admin_request(AdminAction::ReturnCard, 7), returned);
+        assert!(text.contains("  action     return_card\n  operator   51\n  approver   7\n"), "{text}");
+        assert!(text.contains("  cash value 860.00\n  tax        51.60\n  amount     808.40  (paid out)\n"), "{text}");
+        assert!(text.contains("  points     -1290 forfeited, balance 0\n"), "{text}");
+        assert!(json_of(&card_admin_request(AdminAction::ReturnCard, 7), returned)
+            .contains("\"approver_id\":7,\"card\":\"6200880000000017\",\"state\":\"closed\""));
+        // With the invoice back nothing is withheld, and the amount is still what was paid out.
+        let whole = CardReply { amount_minor: 86_000, discount_minor: 0, ..returned };
+        let text = text_of(&card_admin_request(AdminAction::ReturnCard, 7), whole);
+        assert!(text.contains("  amount     860.00  (paid out)\n") && !text.contains("tax"), "{text}");
+
+        let redeemed = CardReply {
+            code: ResponseCode::Approved,
+            state: protocol::CardState::Active,
+            amount_minor: 1_000,
+            gross_minor: 1_000,
+            bonus_minor: 1_000,
+            points_earned: -1_000,
+            points_balance: 250,
+            ..CardReply::default()
+        };
+        let text = text_of(&card_admin_request(AdminAction::RedeemPoints, 0), redeemed);
+        assert!(text.contains("  points     -1000 redeemed, balance 250\n"), "{text}");
+
+        // Declines say what was missing.
+        let declined = |code, limit_minor| CardReply { code, limit_minor, ..CardReply::default() };
+        let text = text_of(&card_admin_request(AdminAction::ReturnCard, 7), declined(ResponseCode::OverrideRefused, 0));
+        assert!(
+            text.contains("  approver   7  (refused: not a manager of this store, or not its passcode)\n"),
+            "{text}"
+        );
+        for (action, code, limit_minor, says) in [
+            (
+                AdminAction::ReportLoss,
+                ResponseCode::RoleNotPermitted,
+                0,
+                "  action     report_loss\n  operator   51  (not permitted: ",
+            ),
+            (
+                AdminAction::ReportLoss,
+                ResponseCode::OperatorRefused,
+                0,
+                "  action     report_loss\n  operator   51  (refused: ",
+            ),
+            (AdminAction::ReturnCard, ResponseCode::ApprovalRequired, 0, "  approval   required: a manager's"),
+            (AdminAction::Unfreeze, ResponseCode::IdNotChecked, 0, "  id         not checked: "),
+            (
+                AdminAction::LoadReversal,
+                ResponseCode::RefundExceedsOriginal,
+                20_000,
+                "  limit      200.00  (left to reverse)",
+            ),
+        ] {
+            let text = text_of(&card_admin_request(action, 0), declined(code, limit_minor));
+            assert!(text.contains(&format!("  code       {code}\n{says}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_hint_after_a_lost_answer_fits_the_request() {
+        let sale = sale_request(100);
+        assert!(unknown_outcome_hint(&sale, 7).ends_with("--stan 7 --retransmit, or reverse it"));
+        let admin = card_admin_request(AdminAction::Freeze, 0);
+        assert_eq!(
+            unknown_outcome_hint(&admin, 7),
+            "; its outcome is unknown: send it again with --stan 7 --retransmit"
+        );
+        assert_eq!(unknown_outcome_hint(&Request::Balance { card: CardNo(62_008_800) }, 7), "");
     }
 }
