@@ -5,6 +5,7 @@
 
 pub mod coordinator;
 pub mod demo;
+pub mod demo_day;
 pub mod journal_cmd;
 pub mod keys;
 pub mod operators;

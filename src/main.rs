@@ -48,8 +48,14 @@ enum Cmd {
         #[arg(long)]
         catalog: Option<PathBuf>,
     },
-    /// Run a scripted day against an embedded switch over real TCP and print what happened.
-    Demo,
+    /// Run a scripted day against an embedded switch over real TCP and print what happened:
+    /// the core rules, or with `--catalog retail` or `--catalog hotel` a day of a retail
+    /// chain or a hotel under the shipped catalog.
+    Demo {
+        /// `retail` or `hotel`; without it, the core rules.
+        #[arg(long)]
+        catalog: Option<String>,
+    },
     /// Print every journal entry of a stopped switch's data directory, one JSON object a line.
     Journal {
         /// Data directory of a stopped switch.
@@ -90,7 +96,7 @@ enum OperatorCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's table is the output; its switch only speaks up about problems.
-    let default_level = if matches!(cli.command, Cmd::Demo) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .with_writer(std::io::stderr)
@@ -123,7 +129,11 @@ fn main() -> ExitCode {
                 Err(error) => Err(error),
             }
         }
-        Cmd::Demo => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
+        Cmd::Demo { catalog: None } => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
+        Cmd::Demo { catalog: Some(name) } => match cardswitch::demo_day::Business::from_name(&name) {
+            Some(business) => runtime.block_on(cardswitch::demo_day::run(business)).map_err(|e| e.to_string()),
+            None => Err(format!("--catalog {name}: the demo catalogs are `retail` and `hotel`")),
+        },
         Cmd::Journal { data } => cardswitch::journal_cmd::print_journal(&data),
         Cmd::Operator { command: OperatorCmd::Add { data, id, role, store, master_key_file } } => {
             add_operator(&data, id, &role, store, master_key_file)

@@ -661,7 +661,7 @@ impl Engine {
         }
         let card = *card;
         fx.cards.push((card_no, Some(card)));
-        let mut reply = card.reply(ResponseCode::WrongPin, 0, 0);
+        let mut reply = self.with_tier(&card, card.reply(ResponseCode::WrongPin, 0, 0));
         reply.pin_attempts_left = lockout.saturating_sub(card.pin_failures);
         Err(reply)
     }
