@@ -98,6 +98,11 @@ pub enum Work {
         txn_id: u64,
         reply: tokio::sync::oneshot::Sender<Result<(Option<Card>, Option<Txn>), ()>>,
     },
+    /// The rules change (a product administered, P3): batches after this one use them.
+    SetRules {
+        rules: Rules,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
     /// Finish what is queued before this, then stop.
     Stop,
 }
@@ -201,6 +206,16 @@ impl Partitions {
         answer.await.ok()
     }
 
+    /// Gives every partition new rules and waits until all use them. Blocking.
+    pub fn set_rules_blocking(&self, rules: Rules) {
+        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
+        for sender in &self.senders {
+            let _ = sender.send(Work::SetRules { rules: rules.clone(), done: done.clone() });
+        }
+        drop(done);
+        while acks.recv().is_ok() {}
+    }
+
     /// Tells every partition about a new range and waits until all know it. Blocking.
     pub fn add_range_blocking(&self, range: CardRange) {
         let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
@@ -262,6 +277,7 @@ impl Worker {
             let ctx = Context { now_ms, business_date, batch_id, catalog_version: self.catalog_version };
             let mut next = first;
             let mut taken = 0;
+            let mut rules_changed = false;
             while let Some(work) = next.take() {
                 taken += 1;
                 match work {
@@ -289,6 +305,14 @@ impl Worker {
                             };
                         steps.push((reply, answer));
                     }
+                    Work::SetRules { rules, done } => {
+                        // The batch ends here: every command in it was applied under the
+                        // version its journal entries are stamped with.
+                        self.catalog_version = rules.catalog.version;
+                        self.engine.set_rules(rules);
+                        let _ = done.send(());
+                        rules_changed = true;
+                    }
                     Work::Read { card, txn_id, reply } => {
                         let txn = match self.engine.txn(txn_id) {
                             _ if txn_id == 0 => Ok(None),
@@ -301,7 +325,7 @@ impl Worker {
                     }
                     Work::Stop => stop = true,
                 }
-                if taken < MAX_BATCH && !stop {
+                if taken < MAX_BATCH && !stop && !rules_changed {
                     next = rx.try_recv().ok();
                 }
             }

@@ -134,8 +134,8 @@ struct Switch {
     operators: OperatorBook,
     /// Operations spanning partitions and the member index (M1, L6).
     coordinator: Coordinator,
-    /// The catalog in force (fees of replacements, L6).
-    catalog: Arc<crate::engine::catalog::Catalog>,
+    /// The rules in force (the catalog: fees of replacements, L6; products, P3).
+    rules: std::sync::RwLock<Rules>,
     /// Per partition, the last group commit materialized (card histories read the log after).
     materialized: crate::store::materializer::MaterializedMarks,
     /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
@@ -190,7 +190,7 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let partitions = config.partitions;
         let keys = config.keys.clone();
-        let (store, recovered, keyring, operators) = tokio::task::spawn_blocking(move || {
+        let (store, recovered, keyring, operators, overrides) = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let store = Store::open(&data_dir)?;
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
@@ -202,7 +202,8 @@ impl Server {
                 );
             }
             let recovered = store.recover(partitions)?;
-            Ok::<_, ServerError>((store, recovered, keyring, operators))
+            let overrides = store.product_overrides()?;
+            Ok::<_, ServerError>((store, recovered, keyring, operators, overrides))
         })
         .await
         .expect("recovery does not panic")?;
@@ -216,8 +217,27 @@ impl Server {
             "recovered"
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let catalog = config.catalog.clone().unwrap_or_else(|| Arc::new(crate::engine::catalog::Catalog::core()));
+        let mut catalog = config.catalog.clone().unwrap_or_else(|| Arc::new(crate::engine::catalog::Catalog::core()));
+        // Products administered at run time (P3), on top of the file, in the order made.
+        for o in &overrides {
+            match catalog.with_override(o) {
+                Ok(updated) => catalog = Arc::new(updated),
+                Err(problem) => {
+                    tracing::warn!(product = o.product.name(), %problem, "a product override no longer applies")
+                }
+            }
+        }
         let rules = Rules::new(catalog, PinKey::new(&config.keys.master.pin_secret()));
+        // P3: approved quantities count the cards already sold.
+        for product in crate::engine::Product::ALL {
+            let sold = recovered
+                .partitions
+                .iter()
+                .flat_map(|p| p.cards.values())
+                .filter(|c| c.product == product as u16)
+                .count();
+            rules.issued.set(product as u16, sold as u64);
+        }
         let materializer = Materializer::start(store.clone(), partitions, recovered.marks.clone());
         let materialized = materializer.marks();
         let coordinator = Coordinator::open(store.clone(), &config.keys.master)?;
@@ -231,7 +251,7 @@ impl Server {
             ),
             materializer: std::sync::Mutex::new(materializer),
             coordinator,
-            catalog: rules.catalog.clone(),
+            rules: std::sync::RwLock::new(rules.clone()),
             materialized,
             store,
             clock,
@@ -451,6 +471,7 @@ fn needs_admin(request: &Request) -> bool {
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }
             | Request::SetOperator { .. }
+            | Request::SetProduct { .. }
     )
 }
 
@@ -613,6 +634,9 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                                         | Request::CardHistory { .. },
                                     ) => switch.member_desk(header, request, store_id, &sender.key).await,
                                     (None, Request::ImportRange { .. }) => switch.import_range(header, request).await,
+                                    (None, Request::SetProduct { .. }) => {
+                                        switch.set_product(header, request, store_id, &sender.key).await
+                                    }
                                     (None, Request::SetOperator { .. }) => {
                                         switch.set_operator(header, request, store_id, &sender.key).await
                                     }
@@ -792,6 +816,73 @@ impl Switch {
         reply(ResponseCode::Approved, role as u8, enabled)
     }
 
+    /// P3: enables or disables a product, with a `special` product's discount ratio and
+    /// approved quantity, for an admin operator: durably, then in every partition; the catalog
+    /// version goes up by one.
+    async fn set_product(
+        self: &Arc<Self>,
+        header: Header,
+        request: Request,
+        store_id: u32,
+        key: &TerminalKey,
+    ) -> Response {
+        let Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } = request else {
+            return Response::decline(MsgType::SetProduct, ResponseCode::UnknownMessageType);
+        };
+        let reply = |code, enabled: bool, catalog_version| {
+            Response::Product(protocol::ProductReply { code, product, enabled: u8::from(enabled), catalog_version })
+        };
+        let allowed = roles::may_set_operators;
+        if let Err(code) = self.member_operator(&header, &operator, store_id, key, MsgType::SetProduct, allowed) {
+            return reply(code, false, 0);
+        }
+        let product_code = crate::engine::Product::from_code(product).expect("validated");
+        let _serialised = self.provisioning.lock().await;
+        let current = self.rules.read().expect("never poisoned").clone();
+        let o = crate::engine::catalog::ProductOverride {
+            product: product_code,
+            version: current.catalog.version + 1,
+            enabled: enabled == 1,
+            discount_bp,
+            approved_quantity,
+        };
+        let catalog = match current.catalog.with_override(&o) {
+            Ok(catalog) => Arc::new(catalog),
+            Err(crate::engine::catalog::OverrideProblem::NotInCatalog) => {
+                return reply(ResponseCode::UnknownProduct, false, 0)
+            }
+            Err(problem) => {
+                tracing::warn!(product = product_code.name(), %problem, "set_product refused");
+                return reply(ResponseCode::InvalidField, false, 0);
+            }
+        };
+        let rules = current.with_catalog(catalog);
+        let switch = self.clone();
+        let installed = rules.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            switch.store.put_product_override(&o)?;
+            switch.partitions.set_rules_blocking(installed);
+            Ok::<(), StoreError>(())
+        })
+        .await
+        .expect("no panic");
+        if let Err(error) = stored {
+            tracing::error!(%error, "a product override could not be stored");
+            return reply(ResponseCode::SystemError, false, 0);
+        }
+        *self.rules.write().expect("never poisoned") = rules;
+        tracing::info!(
+            product = product_code.name(),
+            enabled = o.enabled,
+            discount_bp,
+            approved_quantity,
+            catalog_version = o.version,
+            by = operator.operator_id,
+            "product administered"
+        );
+        reply(ResponseCode::Approved, o.enabled, o.version)
+    }
+
     /// The operator a member request names, if its passcode, store and role allow it (O1);
     /// refusals are logged with the operator.
     fn member_operator(
@@ -924,8 +1015,10 @@ impl Switch {
                     _ => return decline(ResponseCode::SystemError),
                 };
                 let fee_minor = crate::engine::Product::from_code(product)
-                    .and_then(|p| self.catalog.product(p))
-                    .map_or(0, |s| s.replacement_fee_minor);
+                    .and_then(|p| {
+                        self.rules.read().expect("never poisoned").catalog.product(p).map(|s| s.replacement_fee_minor)
+                    })
+                    .unwrap_or(0);
                 if fee_minor > 0 && method == 0 {
                     return decline(ResponseCode::InvalidField);
                 }

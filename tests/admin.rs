@@ -166,3 +166,64 @@ fn o1_the_first_operator_is_added_offline_with_a_passcode_from_standard_input() 
     assert_eq!(operators.len(), 1);
     assert_eq!((operators[0].operator_id, operators[0].role), (1, OperatorRole::Admin));
 }
+
+/// P3 over the wire: a `special` product is sold only once an admin enables it with its
+/// discount ratio and approved quantity; the catalog version goes up, journal entries name
+/// the version they were posted under, and the change survives a restart.
+#[tokio::test]
+async fn p3_an_admin_enables_special_cards_with_a_discount_and_a_quantity() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap(dir.path());
+    let server = start(dir.path()).await;
+    let mut office =
+        Desk::open(connect(server.local_addr, admin().terminal_id, STORE).await, admin().terminal_id, STORE).await;
+    assert_eq!(
+        office
+            .set_operator((ADMIN_OPERATOR, "4dmin-pass"), 51, OperatorRole::Finance, 0, Some("f1nance51"))
+            .await
+            .code(),
+        C::Approved
+    );
+    let special = CardNo(FIRST + 500);
+    let import = Request::ImportRange { first: special, last: CardNo(FIRST + 599), product: 3, store_id: STORE };
+    assert_eq!(office.call(|_, _, _| import).await.code(), C::Approved);
+    let sell = |card: CardNo| Request::SellCard { card, amount_minor: 0, method: PaymentMethod::Cash as u8 };
+    assert_eq!(office.card(|_, _, _| sell(special)).await.code, C::ProductDisabled);
+    let set = |by: (u32, &'static str), discount_bp: u16, approved_quantity: u32| {
+        move |key: &protocol::TerminalKey, terminal_id: u32, stan: u32| Request::SetProduct {
+            operator: protocol::OperatorAuth::seal(key, terminal_id, stan, by.0, by.1).unwrap(),
+            product: 3,
+            enabled: 1,
+            discount_bp,
+            approved_quantity,
+        }
+    };
+    assert_eq!(office.call(set((51, "f1nance51"), 3000, 1)).await.code(), C::RoleNotPermitted);
+    assert_eq!(
+        office.call(set((ADMIN_OPERATOR, "4dmin-pass"), 3000, 0)).await.code(),
+        C::InvalidField,
+        "a quantity is needed"
+    );
+    match office.call(set((ADMIN_OPERATOR, "4dmin-pass"), 3000, 1)).await {
+        protocol::Response::Product(reply) => {
+            assert_eq!((reply.code, reply.enabled, reply.catalog_version), (C::Approved, 1, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(office.card(|_, _, _| sell(special)).await.code, C::Approved);
+    assert_eq!(office.card(|_, _, _| sell(CardNo(special.0 + 1))).await.code, C::QuantityExhausted);
+    server.shutdown().await;
+
+    let store = cardswitch::store::Store::open(dir.path()).unwrap();
+    let versions: Vec<(TxnKind, u32)> =
+        store.journal().map(|e| e.unwrap()).map(|e| (e.kind, e.catalog_version)).collect();
+    assert_eq!(versions.last(), Some(&(TxnKind::SellCard, 2)), "posted under the new version");
+    drop(store);
+    let server = start(dir.path()).await;
+    let mut office =
+        Desk::open(connect(server.local_addr, admin().terminal_id, STORE).await, admin().terminal_id, STORE).await;
+    office.stan = 5_000;
+    let again = office.card(|_, _, _| sell(CardNo(special.0 + 2))).await;
+    assert_eq!(again.code, C::QuantityExhausted, "the quantity counts the cards sold before the restart");
+    server.shutdown().await;
+}

@@ -94,6 +94,8 @@ pub struct ProductSettings {
     pub member_discount: bool,
     /// Fixed discount ratio of an enabled `special` product (P3, T3).
     pub fixed_discount_rate: Option<Decimal>,
+    /// Most cards of the product that may be sold (P3: the approved quantity); None: no cap.
+    pub approved_quantity: Option<u64>,
     /// Days from the first load until the card expires (L7); `None`: no expiry.
     pub validity_days: Option<u32>,
     /// Smallest and largest single load, minor units, whole yuan (V1, V2).
@@ -198,6 +200,30 @@ pub struct BirthdayDiscount {
     pub days_before: u32,
 }
 
+/// A product administered at run time (`set_product`, P3), on top of the catalog file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProductOverride {
+    pub product: Product,
+    /// The catalog version it makes: one above the version it was made under.
+    pub version: u32,
+    pub enabled: bool,
+    /// Fixed discount of a `special` product, basis points; 0 none.
+    pub discount_bp: u16,
+    /// Approved quantity of cards; 0 no cap.
+    pub approved_quantity: u32,
+}
+
+/// Why an override cannot apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideProblem {
+    #[error("the product is not in the catalog")]
+    NotInCatalog,
+    #[error("only a `special` product has a fixed discount")]
+    DiscountNotSpecial,
+    #[error("an enabled `special` product needs its discount ratio and approved quantity (P3)")]
+    SpecialNeedsDiscountAndQuantity,
+}
+
 /// Deployment-wide periods and counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -268,6 +294,29 @@ impl Catalog {
     /// The rules in force without a catalog (version 0): every product sellable and
     /// unrestricted, no PIN, points, discounts, bonus or expiry; loads of whole yuan up to the
     /// protocol's largest amount. What the switch enforced before catalogs existed.
+    /// This catalog with a product administered at run time (P3): the override replaces the
+    /// product's enabled flag, fixed discount and approved quantity, and the catalog takes the
+    /// override's version, so journal entries name the rules they were posted under.
+    pub fn with_override(&self, o: &ProductOverride) -> Result<Catalog, OverrideProblem> {
+        let mut catalog = self.clone();
+        let settings =
+            catalog.products.iter_mut().find(|s| s.product == o.product).ok_or(OverrideProblem::NotInCatalog)?;
+        let special = o.product == Product::Special;
+        if o.discount_bp != 0 && !special {
+            return Err(OverrideProblem::DiscountNotSpecial);
+        }
+        if special && o.enabled && (o.discount_bp == 0 || o.approved_quantity == 0) {
+            return Err(OverrideProblem::SpecialNeedsDiscountAndQuantity);
+        }
+        settings.enabled = o.enabled;
+        if special {
+            settings.fixed_discount_rate = (o.discount_bp != 0).then(|| Decimal::new(i64::from(o.discount_bp), 4));
+        }
+        settings.approved_quantity = (o.approved_quantity != 0).then_some(u64::from(o.approved_quantity));
+        catalog.version = o.version;
+        Ok(catalog)
+    }
+
     pub fn core() -> Catalog {
         let categories: Vec<Category> = Category::ALL.to_vec();
         let products = Product::ALL
@@ -281,6 +330,7 @@ impl Catalog {
                 points: false,
                 member_discount: false,
                 fixed_discount_rate: None,
+                approved_quantity: None,
                 validity_days: None,
                 load_min_minor: 100,
                 load_max_minor: MAX_AMOUNT_MINOR,
@@ -402,6 +452,7 @@ mod raw {
         pub points: bool,
         pub member_discount: bool,
         pub fixed_discount_percent: Option<String>,
+        pub approved_quantity: Option<u64>,
         pub validity_days: Option<u32>,
         pub load_min: String,
         pub load_max: String,
@@ -705,6 +756,15 @@ impl Check {
                 "missing: an enabled `special` product needs its approved discount ratio (P3)",
             );
         }
+        if code == Product::Special && raw.enabled && raw.approved_quantity.is_none() {
+            self.problem(
+                format!("{key}.approved_quantity"),
+                "missing: an enabled `special` product needs its approved quantity of cards (P3)",
+            );
+        }
+        if raw.approved_quantity == Some(0) {
+            self.problem(format!("{key}.approved_quantity"), "0 cards could never be sold; leave it out for no cap");
+        }
 
         if let Some(days) = raw.validity_days {
             self.positive(&format!("{key}.validity_days"), days);
@@ -806,6 +866,7 @@ impl Check {
             points: raw.points,
             member_discount: raw.member_discount,
             fixed_discount_rate,
+            approved_quantity: raw.approved_quantity,
             validity_days: raw.validity_days,
             load_min_minor,
             load_max_minor,

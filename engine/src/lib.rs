@@ -188,6 +188,9 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
                 && protocol::OperatorRole::from_u8(role).is_some()
                 && enabled <= 1
         }
+        Request::SetProduct { operator, product, enabled, discount_bp, .. } => {
+            operator.operator_id != 0 && Product::from_code(product).is_some() && enabled <= 1 && discount_bp < 10_000
+        }
         Request::MemberQuery { operator, card } | Request::CardHistory { operator, card, .. } => {
             operator.operator_id != 0 && card.is_valid()
         }
@@ -582,6 +585,7 @@ impl Engine {
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }
             | Request::SetOperator { .. }
+            | Request::SetProduct { .. }
             | Request::MemberQuery { .. }
             | Request::ReplaceCard { .. }
             | Request::CardHistory { .. } => Err(CardReply::code_only(ResponseCode::UnknownMessageType)),
@@ -885,6 +889,13 @@ impl Engine {
                 ..self.load_posting(ctx, card_no, &card, settings, amount_minor, method)?
             };
         }
+        // P3: no more cards than the approved quantity, across all partitions; taken last,
+        // when nothing else can refuse the sale. Every product is counted, so that a quantity
+        // approved later starts from the cards already sold.
+        let quantity = settings.approved_quantity.unwrap_or(u64::MAX);
+        if !self.rules.issued.take(range.product, quantity) {
+            return Err(self.decline(card_no, ResponseCode::QuantityExhausted));
+        }
         // L3: the product's initial PIN, to be changed.
         if let Some(pin) = settings.initial_pin.as_deref().and_then(|p| Pin::new(p.as_bytes())) {
             card.pin_hash = self.pin_hash(card_no, &pin);
@@ -1119,6 +1130,8 @@ impl Engine {
         };
         let reply = self.post(ctx, cmd, card_no, posting, fx);
         if unsell {
+            // P3: the number is back in stock, so is its place in the approved quantity.
+            self.rules.issued.give_back(card.product);
             self.cards.remove(&card_no);
             fx.cards.push((card_no, None));
             return Ok(CardReply { state: CardState::Stock, ..reply });

@@ -417,6 +417,13 @@ pub fn request_digest(request: &Request) -> u64 {
             h.operator(&operator);
             h.u64(card.0);
         }
+        Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
+            h.operator(&operator);
+            h.u64(product.into());
+            h.u8(enabled);
+            h.u64(discount_bp.into());
+            h.u64(approved_quantity.into());
+        }
         Request::CardHistory { operator, card, after_txn_id } => {
             h.operator(&operator);
             h.u64(card.0);

@@ -300,12 +300,20 @@ fn p3_special_cards_are_refused_until_enabled() {
     // Enabled in a later catalog version, with its fixed discount (T3).
     let text = RETAIL.replace(
         "[products.special]\nenabled = false",
-        "[products.special]\nenabled = true\nfixed_discount_percent = \"30\"",
+        "[products.special]\nenabled = true\nfixed_discount_percent = \"30\"\napproved_quantity = 2",
     );
     let mut w = World::new(&text, 100);
     let card = w.sold(Product::Special, 10_000);
     let r = w.cmd(sale(card, 1_000, Category::Retail), Some(PIN), 0);
     assert_eq!((r.code, r.discount_minor, r.amount_minor), (C::Approved, 300, 700));
+    // The approved quantity: two cards, then no more; a sale undone frees its place.
+    let (second, _) = w.sell(Product::Special, 0);
+    let (_, third) = w.sell(Product::Special, 0);
+    assert_eq!((third.code, third.state), (C::QuantityExhausted, CardState::Stock));
+    let stan_of_second = w.stan - 2;
+    let undo = Request::Reversal { card: second, original_stan: stan_of_second, amount_minor: 0 };
+    assert_eq!(w.send(undo).code, C::Approved);
+    assert_eq!(w.sell(Product::Special, 0).1.code, C::Approved);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! What the engine needs besides its state to apply the card rules: the catalog in force and
 //! the deployment's PIN key; and the arithmetic the rules share (dates, rates, PINs).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
@@ -78,22 +79,57 @@ impl PinKey {
     }
 }
 
-/// The rules' parameters for an engine: the catalog in force and the PIN key.
+/// The rules' parameters for an engine: the catalog in force and the PIN key, and the count
+/// of cards sold per product that the approved quantities cap (P3).
 #[derive(Clone, Debug)]
 pub struct Rules {
     pub catalog: Arc<Catalog>,
     pub pin_key: PinKey,
+    /// Shared by every partition's engine: a quantity is approved for the whole deployment.
+    pub issued: Arc<Issued>,
+}
+
+/// Cards sold per product code (index), counted where a product has an approved quantity.
+#[derive(Debug, Default)]
+pub struct Issued([AtomicU64; 9]);
+
+impl Issued {
+    /// Takes one of `product`'s `quantity` cards; false when none is left.
+    pub fn take(&self, product: u16, quantity: u64) -> bool {
+        let count = &self.0[usize::from(product).min(8)];
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < quantity).then_some(n + 1)).is_ok()
+    }
+
+    /// Gives one back (a sale refused after all, or undone).
+    pub fn give_back(&self, product: u16) {
+        let count = &self.0[usize::from(product).min(8)];
+        let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Counts the cards recovered at start-up.
+    pub fn set(&self, product: u16, count: u64) {
+        self.0[usize::from(product).min(8)].store(count, Ordering::Release);
+    }
+
+    pub fn get(&self, product: u16) -> u64 {
+        self.0[usize::from(product).min(8)].load(Ordering::Acquire)
+    }
 }
 
 impl Rules {
     pub fn new(catalog: Arc<Catalog>, pin_key: PinKey) -> Rules {
-        Rules { catalog, pin_key }
+        Rules { catalog, pin_key, issued: Arc::default() }
+    }
+
+    /// The same rules under another catalog (a product administered at run time).
+    pub fn with_catalog(&self, catalog: Arc<Catalog>) -> Rules {
+        Rules { catalog, ..self.clone() }
     }
 
     /// The core rules (no catalog) with a fixed PIN key: for tests and benchmarks, where no
     /// product requires a PIN.
     pub fn core() -> Rules {
-        Rules { catalog: Arc::new(Catalog::core()), pin_key: PinKey::new(&[0; 32]) }
+        Rules::new(Arc::new(Catalog::core()), PinKey::new(&[0; 32]))
     }
 }
 

@@ -405,15 +405,20 @@ fn room_card_outside_room_category_is_rejected() {
 }
 
 #[test]
-fn enabled_special_product_needs_its_discount() {
+fn enabled_special_product_needs_its_discount_and_quantity() {
     // P3
     let special = BASE.replace("[products.gift]", "[products.special]");
     assert_rejected(&special, "products.special.fixed_discount_percent", "P3");
     let disabled = special.replace("[products.special]", "[products.special]\nenabled = false");
     assert!(parse(&disabled).is_ok());
-    let enabled = special.replace("[products.special]", "[products.special]\nfixed_discount_percent = \"12.5\"");
+    let discounted = special.replace("[products.special]", "[products.special]\nfixed_discount_percent = \"12.5\"");
+    assert_rejected(&discounted, "products.special.approved_quantity", "P3");
+    let enabled = discounted.replace("[products.special]", "[products.special]\napproved_quantity = 500");
     let catalog = parse(&enabled).unwrap();
-    assert_eq!(catalog.product(Product::Special).unwrap().fixed_discount_rate, Some(rate("0.125")));
+    let settings = catalog.product(Product::Special).unwrap();
+    assert_eq!((settings.fixed_discount_rate, settings.approved_quantity), (Some(rate("0.125")), Some(500)));
+    let none = enabled.replace("approved_quantity = 500", "approved_quantity = 0");
+    assert_rejected(&none, "products.special.approved_quantity", "never be sold");
 }
 
 #[test]

@@ -229,6 +229,16 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
                 fields.push(("card", Card(card), 8));
                 fields
             }
+            Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
+                let mut fields = operator_fields(&operator);
+                fields.extend([
+                    ("product", Product(product), 2),
+                    ("enabled", Int(enabled.into()), 1),
+                    ("discount_bp", Int(discount_bp.into()), 2),
+                    ("approved_quantity", Int(approved_quantity.into()), 4),
+                ]);
+                fields
+            }
             Request::CardHistory { operator, card, after_txn_id } => {
                 let mut fields = operator_fields(&operator);
                 fields.extend([("card", Card(card), 8), ("after_txn_id", Int(after_txn_id), 8)]);
@@ -342,6 +352,12 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             }
         },
         Message::Response(resp) => match resp {
+            Response::Product(reply) => vec![
+                ("code", code(reply.code), 1),
+                ("product", Product(reply.product), 2),
+                ("enabled", Int(reply.enabled.into()), 1),
+                ("catalog_version", Int(reply.catalog_version.into()), 4),
+            ],
             Response::History(reply) => {
                 let shown = &reply.entries[..reply.entries.len().min(crate::message::MAX_HISTORY_ENTRIES)];
                 let mut fields = vec![

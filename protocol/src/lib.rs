@@ -16,7 +16,8 @@ pub use auth::{Credential, Sealed, SecretKind, TerminalKey, MAC_BYTES};
 pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
 pub use message::{
     CardReply, Frame, Header, HistoryEntry, HistoryReply, ImportRangeReply, MemberData, MemberReply, Message, MsgType,
-    OperatorAuth, OperatorReply, RegisterMember, Request, Response, SignOnReply, TerminalReply, Verification,
+    OperatorAuth, OperatorReply, ProductReply, RegisterMember, Request, Response, SignOnReply, TerminalReply,
+    Verification,
 };
 pub use types::{
     AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod, PostingKind,

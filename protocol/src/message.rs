@@ -272,6 +272,18 @@ pub enum Request {
         enabled: u8,
         new_passcode: Sealed,
     },
+    /// Enables or disables `product` in the catalog in force (SPEC §5.25), with, for
+    /// `special`, its approved discount ratio and quantity (P3). `admin` operators on `admin`
+    /// terminals only; the catalog's version goes up by one.
+    SetProduct {
+        operator: OperatorAuth,
+        product: u16,
+        enabled: u8,
+        /// Fixed discount in basis points (`special` only; 1250 = 12.5%); 0 otherwise.
+        discount_bp: u16,
+        /// Most cards of the product ever sold; 0: no cap (`special` needs one to be enabled).
+        approved_quantity: u32,
+    },
     /// An administrative operation on one card (SPEC §5.20): `action` is an
     /// [`crate::AdminAction`], `flags` [`crate::AdminFlags`].
     CardAdmin {
@@ -335,6 +347,7 @@ impl Request {
             Request::ProvisionTerminal { .. } => MsgType::ProvisionTerminal,
             Request::SetTerminalState { .. } => MsgType::SetTerminalState,
             Request::SetOperator { .. } => MsgType::SetOperator,
+            Request::SetProduct { .. } => MsgType::SetProduct,
             Request::CardAdmin { .. } => MsgType::CardAdmin,
             Request::MemberQuery { .. } => MsgType::MemberQuery,
             Request::ReplaceCard { .. } => MsgType::ReplaceCard,
@@ -360,6 +373,7 @@ impl Request {
     pub fn operator(&self) -> Option<OperatorAuth> {
         match *self {
             Request::SetOperator { operator, .. }
+            | Request::SetProduct { operator, .. }
             | Request::CardAdmin { operator, .. }
             | Request::MemberQuery { operator, .. }
             | Request::ReplaceCard { operator, .. }
@@ -387,6 +401,7 @@ impl Request {
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }
             | Request::SetOperator { .. }
+            | Request::SetProduct { .. }
             | Request::MemberQuery { .. }
             | Request::ReplaceCard { .. }
             | Request::CardHistory { .. } => None,
@@ -478,6 +493,17 @@ pub struct TerminalReply {
     pub enabled: u8,
 }
 
+/// Reply to `set_product`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProductReply {
+    pub code: ResponseCode,
+    pub product: u16,
+    /// 1 when the product is enabled after the request.
+    pub enabled: u8,
+    /// The catalog version in force after the request (0 when declined).
+    pub catalog_version: u32,
+}
+
 /// Reply to `set_operator`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OperatorReply {
@@ -518,6 +544,7 @@ pub enum Response {
     },
     Operator(OperatorReply),
     History(Box<HistoryReply>),
+    Product(ProductReply),
     /// Reply to `register_member` or `member_query` (`request` says which).
     Member {
         request: MsgType,
@@ -540,6 +567,7 @@ impl Response {
             Response::Terminal { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Operator(_) => MsgType::SetOperatorReply,
             Response::History(_) => MsgType::CardHistoryReply,
+            Response::Product(_) => MsgType::SetProductReply,
             Response::Member { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Error { .. } => MsgType::Error,
         }
@@ -555,6 +583,7 @@ impl Response {
             Response::Operator(r) => r.code,
             Response::Member { reply, .. } => reply.code,
             Response::History(reply) => reply.code,
+            Response::Product(reply) => reply.code,
         }
     }
 
@@ -568,6 +597,7 @@ impl Response {
                 Response::Terminal { request, reply: TerminalReply { code, terminal_id: 0, enabled: 0 } }
             }
             MsgType::SetOperator => Response::Operator(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 }),
+            MsgType::SetProduct => Response::Product(ProductReply { code, ..ProductReply::default() }),
             MsgType::CardHistory => Response::History(Box::new(HistoryReply { code, ..HistoryReply::default() })),
             MsgType::RegisterMember | MsgType::MemberQuery => {
                 Response::Member { request, reply: Box::new(MemberReply { code, ..MemberReply::default() }) }
@@ -801,6 +831,19 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             member: r.member()?,
         }))),
         T::MemberQuery => request(Request::MemberQuery { operator: r.operator()?, card: r.card()? }),
+        T::SetProduct => request(Request::SetProduct {
+            operator: r.operator()?,
+            product: r.u16("product")?,
+            enabled: r.u8("enabled")?,
+            discount_bp: r.u16("discount_bp")?,
+            approved_quantity: r.u32("approved_quantity")?,
+        }),
+        T::SetProductReply => Ok(Message::Response(Response::Product(ProductReply {
+            code: r.code()?,
+            product: r.u16("product")?,
+            enabled: r.u8("enabled")?,
+            catalog_version: r.u32("catalog_version")?,
+        }))),
         T::CardHistory => request(Request::CardHistory {
             operator: r.operator()?,
             card: r.card()?,
@@ -1044,6 +1087,13 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 put_operator(out, &operator);
                 out.put_u64(card.0);
             }
+            Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
+                put_operator(out, &operator);
+                out.put_u16(product);
+                out.put_u8(enabled);
+                out.put_u16(discount_bp);
+                out.put_u32(approved_quantity);
+            }
             Request::CardHistory { operator, card, after_txn_id } => {
                 put_operator(out, &operator);
                 out.put_u64(card.0);
@@ -1094,6 +1144,12 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u32(reply.operator_id);
                 out.put_u8(reply.role);
                 out.put_u8(reply.enabled);
+            }
+            Response::Product(reply) => {
+                out.put_u8(reply.code as u8);
+                out.put_u16(reply.product);
+                out.put_u8(reply.enabled);
+                out.put_u32(reply.catalog_version);
             }
             Response::History(reply) => {
                 out.put_u8(reply.code as u8);

@@ -156,6 +156,7 @@ wire_enum! {
         ProvisionTerminal = 0x22 => "provision_terminal",
         SetTerminalState = 0x23 => "set_terminal_state",
         SetOperator = 0x24 => "set_operator",
+        SetProduct = 0x25 => "set_product",
         CardAdmin = 0x30 => "card_admin",
         RegisterMember = 0x31 => "register_member",
         MemberQuery = 0x32 => "member_query",
@@ -176,6 +177,7 @@ wire_enum! {
         ProvisionTerminalReply = 0xA2 => "provision_terminal_reply",
         SetTerminalStateReply = 0xA3 => "set_terminal_state_reply",
         SetOperatorReply = 0xA4 => "set_operator_reply",
+        SetProductReply = 0xA5 => "set_product_reply",
         CardAdminReply = 0xB0 => "card_admin_reply",
         RegisterMemberReply = 0xB1 => "register_member_reply",
         MemberQueryReply = 0xB2 => "member_query_reply",
@@ -317,6 +319,8 @@ wire_enum! {
         LoadBelowMinimum = 50 => "load_below_minimum",
         /// The load is above the product's largest single load (V2); `limit_minor` names it.
         LoadAboveMaximum = 51 => "load_above_maximum",
+        /// The product's approved quantity of cards is sold out (P3).
+        QuantityExhausted = 54 => "quantity_exhausted",
         /// The card has fewer points than the redemption asks for (K4).
         InsufficientPoints = 52 => "insufficient_points",
         /// The card's product earns no points (K4: nothing to redeem).

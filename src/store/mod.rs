@@ -64,7 +64,9 @@ pub mod cf {
     pub const OP_REPLIES: &str = "op_replies";
     /// S9: card ‖ txn id → the group commit whose log record holds the journal entry.
     pub const CARD_JOURNAL: &str = "card_journal";
-    pub const STATE: [&str; 14] = [
+    /// P3: products administered at run time, by product code.
+    pub const PRODUCT_OVERRIDES: &str = "product_overrides";
+    pub const STATE: [&str; 15] = [
         CARDS,
         TXNS,
         TRACES,
@@ -79,6 +81,7 @@ pub mod cf {
         MEMBERS,
         OP_REPLIES,
         CARD_JOURNAL,
+        PRODUCT_OVERRIDES,
     ];
 }
 
@@ -357,6 +360,42 @@ impl Store {
         batch.put_cf(self.handle(cf::OPERATORS), operator.operator_id.to_be_bytes(), operator.encode());
         self.state.write_opt(batch, &self.sync_write)?;
         Ok(())
+    }
+
+    /// Records a product administered at run time, durably.
+    pub fn put_product_override(&self, o: &crate::engine::catalog::ProductOverride) -> Result<(), StoreError> {
+        let mut value = vec![1u8];
+        value.extend_from_slice(&o.version.to_be_bytes());
+        value.push(u8::from(o.enabled));
+        value.extend_from_slice(&o.discount_bp.to_be_bytes());
+        value.extend_from_slice(&o.approved_quantity.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.handle(cf::PRODUCT_OVERRIDES), (o.product as u16).to_be_bytes(), value);
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// Every product administered at run time, in the order they were made (version).
+    pub fn product_overrides(&self) -> Result<Vec<crate::engine::catalog::ProductOverride>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.state.iterator_cf(self.handle(cf::PRODUCT_OVERRIDES), IteratorMode::Start) {
+            let (key, value) = item?;
+            let corrupt = || StoreError::Member(format!("product override of {} bytes", value.len()));
+            let code = u16::from_be_bytes(key.as_ref().try_into().map_err(|_| corrupt())?);
+            let product = crate::engine::Product::from_code(code).ok_or_else(corrupt)?;
+            if value.len() != 12 || value[0] != 1 {
+                return Err(corrupt());
+            }
+            out.push(crate::engine::catalog::ProductOverride {
+                product,
+                version: u32::from_be_bytes(value[1..5].try_into().expect("4 bytes")),
+                enabled: value[5] == 1,
+                discount_bp: u16::from_be_bytes(value[6..8].try_into().expect("2 bytes")),
+                approved_quantity: u32::from_be_bytes(value[8..12].try_into().expect("4 bytes")),
+            });
+        }
+        out.sort_by_key(|o| o.version);
+        Ok(out)
     }
 
     /// The last operation id handed out (0 none).
