@@ -487,6 +487,8 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
     let mut bound: Option<Arc<Terminal>> = None;
     // The store the bound terminal signed on at.
     let mut session_store: Option<u32> = None;
+    // The cashier signed on at this session (T9): its sales are journaled with it.
+    let mut session_operator: u32 = 0;
     let writer = tokio::spawn(write_replies(
         write_half,
         outbox,
@@ -574,6 +576,28 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                     let now_ms = switch.clock.now_ms();
                     SignOnReply { code: ResponseCode::Approved, business_date: switch.clock.business_date(now_ms) }
                 })),
+                Request::OperatorSignOn { operator } => Some(match session_store {
+                    None => Response::decline(msg_type, ResponseCode::NotSignedOn),
+                    Some(store_id) => {
+                        let counter = |role| matches!(role, OperatorRole::Cashier | OperatorRole::FrontDesk);
+                        let checked =
+                            switch.member_operator(&header, &operator, store_id, &terminal.key, msg_type, counter);
+                        let (code, role) = match checked {
+                            Ok(found) => {
+                                session_operator = found.operator_id;
+                                (ResponseCode::Approved, found.role as u8)
+                            }
+                            Err(code) => (code, 0),
+                        };
+                        let enabled = u8::from(code.is_approved());
+                        Response::OperatorSignOn(OperatorReply {
+                            code,
+                            operator_id: operator.operator_id,
+                            role,
+                            enabled,
+                        })
+                    }
+                }),
                 _ => match session_store {
                     Some(store_id) => {
                         if needs_admin(&request) && terminal.role != TerminalRole::Admin {
@@ -608,7 +632,13 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                                             request,
                                             pin: verified.pin,
                                             approver_id: verified.approver_id,
-                                            operator_id: verified.operator_id,
+                                            // An administrative request's own operator,
+                                            // else the session's cashier (T9).
+                                            operator_id: if verified.operator_id != 0 {
+                                                verified.operator_id
+                                            } else {
+                                                session_operator
+                                            },
                                             new_pin: verified.new_pin,
                                         };
                                         switch

@@ -227,3 +227,50 @@ async fn p3_an_admin_enables_special_cards_with_a_discount_and_a_quantity() {
     assert_eq!(again.code, C::QuantityExhausted, "the quantity counts the cards sold before the restart");
     server.shutdown().await;
 }
+
+/// T9 over the wire: the cashier signs on to the session; a purchase on their own staff card
+/// rung up by themselves is journaled with them and flagged; customer service cannot sign on
+/// to a till.
+#[tokio::test]
+async fn t9_a_cashier_signed_on_to_the_session_is_journaled_and_self_use_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap(dir.path());
+    let server = start(dir.path()).await;
+    let mut office =
+        Desk::open(connect(server.local_addr, admin().terminal_id, STORE).await, admin().terminal_id, STORE).await;
+    for (id, role, store, passcode) in STAFF {
+        assert_eq!(
+            office.set_operator((ADMIN_OPERATOR, "4dmin-pass"), id, role, store, Some(passcode)).await.code(),
+            C::Approved
+        );
+    }
+    // A gift card, which needs no PIN or registration, made the cashier's staff card.
+    let card = CardNo(FIRST + 900);
+    let import = Request::ImportRange { first: card, last: CardNo(FIRST + 999), product: 2, store_id: STORE };
+    assert_eq!(office.call(|_, _, _| import).await.code(), C::Approved);
+    let sell = Request::SellCard { card, amount_minor: 50_000, method: PaymentMethod::Cash as u8 };
+    assert_eq!(office.card(|_, _, _| sell).await.code, C::Approved);
+    let staff = office.admin_with(ADMIN_OPERATOR, "4dmin-pass", card, AdminAction::SetStaff, 0, 31, 0, None).await;
+    assert_eq!(staff.code, C::Approved);
+    let sign_on = |who: (u32, &'static str)| {
+        move |key: &protocol::TerminalKey, terminal_id: u32, stan: u32| Request::OperatorSignOn {
+            operator: protocol::OperatorAuth::seal(key, terminal_id, stan, who.0, who.1).unwrap(),
+        }
+    };
+    assert_eq!(office.call(sign_on((41, "s3rvice41"))).await.code(), C::RoleNotPermitted);
+    assert_eq!(office.call(sign_on((31, "wrong-pass"))).await.code(), C::OperatorRefused);
+    assert_eq!(office.call(sign_on((31, "c4shier31"))).await.code(), C::Approved);
+    let sale = Request::Sale {
+        card,
+        amount_minor: 1_200,
+        category: protocol::Category::Retail as u8,
+        flags: 0,
+        verification: protocol::Verification::NONE,
+    };
+    assert_eq!(office.card(|_, _, _| sale).await.code, C::Approved);
+    server.shutdown().await;
+    let store = cardswitch::store::Store::open(dir.path()).unwrap();
+    let last = store.journal().map(|e| e.unwrap()).last().unwrap();
+    assert_eq!((last.kind, last.operator_id), (TxnKind::Sale, 31));
+    assert_ne!(last.sale_flags & cardswitch::engine::JOURNAL_SELF_USE, 0, "T9: flagged for settlement");
+}

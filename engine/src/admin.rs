@@ -27,6 +27,7 @@ pub(crate) fn fields_valid(
     let value_ok = match action {
         AdminAction::Adjust => value != 0 && (-max..=max).contains(&value),
         AdminAction::LoadReversal | AdminAction::RedeemPoints => (1..=max).contains(&value),
+        AdminAction::SetStaff => (0..=i64::from(u32::MAX)).contains(&value),
         _ => value == 0,
     };
     let original_ok = (action == AdminAction::LoadReversal) == (original_txn_id != 0);
@@ -138,6 +139,17 @@ impl Engine {
                 Ok(self.post_new(ctx, cmd, card_no, posting, fx))
             }
             AdminAction::LoadReversal => self.reverse_load(ctx, cmd, card_no, original_txn_id, value, ticket, fx),
+            // V4, T9: the card is the staff member `value`'s (0: no longer a staff card).
+            AdminAction::SetStaff => {
+                let stored = self.cards.get_mut(&card_no).expect("sold");
+                stored.staff_operator_id = value as u32;
+                if value == 0 {
+                    stored.flags &= !CardFlags::STAFF;
+                } else {
+                    stored.flags |= CardFlags::STAFF;
+                }
+                Ok(self.post(ctx, cmd, card_no, self.admin_posting(cmd, TxnKind::StaffCard, ticket), fx))
+            }
             AdminAction::RedeemPoints => {
                 let card = self.active_card(ctx, card_no)?;
                 let settings = self.settings(card_no, &card, &catalog)?;

@@ -35,6 +35,9 @@ use rules::{apply_rate, in_birthday_window};
 pub const MAX_BALANCE_MINOR: i64 = MAX_AMOUNT_MINOR;
 /// Loads are whole yuan (V1).
 pub const LOAD_UNIT_MINOR: i64 = 100;
+/// Bit of a journal entry's `sale_flags` (never of a request's): a staff member's purchase on
+/// their own card, rung up by themselves (T9); settlement lists these.
+pub const JOURNAL_SELF_USE: u8 = 1 << 7;
 
 /// Time passed into a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +180,7 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
                 && last.0 - first.0 < MAX_RANGE_CARDS
         }
         Request::SignOn { store_id } => store_id != 0,
+        Request::OperatorSignOn { operator } => operator.operator_id != 0,
         Request::Echo => true,
         Request::ProvisionTerminal { terminal_id, role, .. } => {
             terminal_id != 0 && protocol::TerminalRole::from_u8(role).is_some()
@@ -513,6 +517,11 @@ impl Engine {
                     return Err(self.decline(card_no, ResponseCode::InsufficientValue));
                 }
                 let (cash, bonus) = debit_split(&card, settings.pay_first, debit.net_minor);
+                // T9: a staff member's own card, rung up by that staff member (the session's
+                // cashier, who works at their own store only).
+                let self_use = card.has(CardFlags::STAFF)
+                    && card.staff_operator_id != 0
+                    && card.staff_operator_id == cmd.operator_id;
                 let posting = Posting {
                     kind: TxnKind::Sale,
                     amount_minor: debit.net_minor,
@@ -522,7 +531,8 @@ impl Engine {
                     points: debit.points,
                     spend: debit.net_minor,
                     category: category as u8,
-                    sale_flags: flags,
+                    sale_flags: if self_use { flags | JOURNAL_SELF_USE } else { flags },
+                    operator_id: cmd.operator_id,
                     approver_id: cmd.approver_id,
                     ..Posting::default()
                 };
@@ -581,6 +591,7 @@ impl Engine {
             Request::CardAdmin { .. } => self.administer(ctx, cmd, card_no, fx),
             Request::SignOn { .. }
             | Request::Echo
+            | Request::OperatorSignOn { .. }
             | Request::ImportRange { .. }
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }

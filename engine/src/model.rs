@@ -120,6 +120,8 @@ pub struct Card {
     /// When the dormancy notice was given (L8); the card freezes when the notice period
     /// has passed since. 0: no notice.
     pub notice_date: BusinessDate,
+    /// A staff card's holder, as an operator id (T9); 0 none.
+    pub staff_operator_id: u32,
 }
 
 /// Bits of [`Card::flags`].
@@ -168,6 +170,7 @@ impl Card {
             points: 0,
             spend_minor: 0,
             notice_date: 0,
+            staff_operator_id: 0,
         }
     }
 
@@ -344,6 +347,7 @@ pub fn request_digest(request: &Request) -> u64 {
     match *request {
         Request::SignOn { store_id } => h.u64(store_id.into()),
         Request::Echo => {}
+        Request::OperatorSignOn { operator } => h.operator(&operator),
         Request::Balance { card } => h.u64(card.0),
         Request::Sale { card, amount_minor, category, flags, verification } => {
             h.u64(card.0);

@@ -18,6 +18,8 @@ pub fn may(role: OperatorRole, action: AdminAction) -> bool {
         A::RecycleGift => matches!(role, R::Cashier | R::FrontDesk),
         A::ConfirmFunds | A::ReturnCard | A::Adjust => matches!(role, R::Finance | R::HqFinance),
         A::LoadReversal => role == R::HqFinance,
+        // Linking a card to a staff member's operator is operator administration.
+        A::SetStaff => role == R::Admin,
     }
 }
 
@@ -85,6 +87,7 @@ mod tests {
             (A::Adjust, &[R::Finance, R::HqFinance]),
             (A::LoadReversal, &[R::HqFinance]),
             (A::RedeemPoints, &[R::Cashier, R::FrontDesk, R::CustomerService]),
+            (A::SetStaff, &[R::Admin]),
         ];
         assert_eq!(allowed.len(), A::ALL.len(), "every action is in the table");
         for (action, roles) in allowed {
@@ -94,8 +97,8 @@ mod tests {
         }
         // V5: a load reversal is head-office finance's alone.
         assert!(!may(R::Finance, A::LoadReversal));
-        // Admins administer products and operators, not cards.
-        assert!(A::ALL.iter().all(|a| !may(R::Admin, *a)));
+        // Admins administer products and operators, not the money on cards.
+        assert!(A::ALL.iter().filter(|a| **a != A::SetStaff).all(|a| !may(R::Admin, *a)));
     }
 
     #[test]

@@ -229,6 +229,7 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
                 fields.push(("card", Card(card), 8));
                 fields
             }
+            Request::OperatorSignOn { operator } => operator_fields(&operator),
             Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
                 let mut fields = operator_fields(&operator);
                 fields.extend([
@@ -426,7 +427,7 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
                 ("terminal_id", Int(reply.terminal_id.into()), 4),
                 ("enabled", Int(reply.enabled.into()), 1),
             ],
-            Response::Operator(reply) => vec![
+            Response::Operator(reply) | Response::OperatorSignOn(reply) => vec![
                 ("code", code(reply.code), 1),
                 ("operator_id", Int(reply.operator_id.into()), 4),
                 ("role", operator_role(reply.role), 1),

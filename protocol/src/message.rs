@@ -187,6 +187,13 @@ pub enum Request {
         store_id: u32,
     },
     Echo,
+    /// The cashier (or front desk) who works this session's sales (SPEC §5.26): its
+    /// postings are journaled with the operator, and a staff member's purchase rung up by
+    /// themselves is flagged (T9). After `sign_on`; `cashier` and `front_desk` operators of
+    /// the session's store.
+    OperatorSignOn {
+        operator: OperatorAuth,
+    },
     Balance {
         card: CardNo,
     },
@@ -334,6 +341,7 @@ impl Request {
         match self {
             Request::SignOn { .. } => MsgType::SignOn,
             Request::Echo => MsgType::Echo,
+            Request::OperatorSignOn { .. } => MsgType::OperatorSignOn,
             Request::Balance { .. } => MsgType::Balance,
             Request::Sale { .. } => MsgType::Sale,
             Request::Load { .. } => MsgType::Load,
@@ -373,6 +381,7 @@ impl Request {
     pub fn operator(&self) -> Option<OperatorAuth> {
         match *self {
             Request::SetOperator { operator, .. }
+            | Request::OperatorSignOn { operator }
             | Request::SetProduct { operator, .. }
             | Request::CardAdmin { operator, .. }
             | Request::MemberQuery { operator, .. }
@@ -397,6 +406,7 @@ impl Request {
             | Request::CardAdmin { card, .. } => Some(card),
             Request::SignOn { .. }
             | Request::Echo
+            | Request::OperatorSignOn { .. }
             | Request::ImportRange { .. }
             | Request::ProvisionTerminal { .. }
             | Request::SetTerminalState { .. }
@@ -545,6 +555,8 @@ pub enum Response {
     Operator(OperatorReply),
     History(Box<HistoryReply>),
     Product(ProductReply),
+    /// Reply to `operator_sign_on`.
+    OperatorSignOn(OperatorReply),
     /// Reply to `register_member` or `member_query` (`request` says which).
     Member {
         request: MsgType,
@@ -568,6 +580,7 @@ impl Response {
             Response::Operator(_) => MsgType::SetOperatorReply,
             Response::History(_) => MsgType::CardHistoryReply,
             Response::Product(_) => MsgType::SetProductReply,
+            Response::OperatorSignOn(_) => MsgType::OperatorSignOnReply,
             Response::Member { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Error { .. } => MsgType::Error,
         }
@@ -584,6 +597,7 @@ impl Response {
             Response::Member { reply, .. } => reply.code,
             Response::History(reply) => reply.code,
             Response::Product(reply) => reply.code,
+            Response::OperatorSignOn(reply) => reply.code,
         }
     }
 
@@ -598,6 +612,9 @@ impl Response {
             }
             MsgType::SetOperator => Response::Operator(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 }),
             MsgType::SetProduct => Response::Product(ProductReply { code, ..ProductReply::default() }),
+            MsgType::OperatorSignOn => {
+                Response::OperatorSignOn(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 })
+            }
             MsgType::CardHistory => Response::History(Box::new(HistoryReply { code, ..HistoryReply::default() })),
             MsgType::RegisterMember | MsgType::MemberQuery => {
                 Response::Member { request, reply: Box::new(MemberReply { code, ..MemberReply::default() }) }
@@ -838,6 +855,13 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             discount_bp: r.u16("discount_bp")?,
             approved_quantity: r.u32("approved_quantity")?,
         }),
+        T::OperatorSignOn => request(Request::OperatorSignOn { operator: r.operator()? }),
+        T::OperatorSignOnReply => Ok(Message::Response(Response::OperatorSignOn(OperatorReply {
+            code: r.code()?,
+            operator_id: r.u32("operator_id")?,
+            role: r.u8("role")?,
+            enabled: r.u8("enabled")?,
+        }))),
         T::SetProductReply => Ok(Message::Response(Response::Product(ProductReply {
             code: r.code()?,
             product: r.u16("product")?,
@@ -1087,6 +1111,7 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 put_operator(out, &operator);
                 out.put_u64(card.0);
             }
+            Request::OperatorSignOn { operator } => put_operator(out, &operator),
             Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
                 put_operator(out, &operator);
                 out.put_u16(product);
@@ -1139,7 +1164,7 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u32(reply.terminal_id);
                 out.put_u8(reply.enabled);
             }
-            Response::Operator(reply) => {
+            Response::Operator(reply) | Response::OperatorSignOn(reply) => {
                 out.put_u8(reply.code as u8);
                 out.put_u32(reply.operator_id);
                 out.put_u8(reply.role);

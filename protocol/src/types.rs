@@ -143,6 +143,7 @@ wire_enum! {
     MsgType {
         SignOn = 0x01 => "sign_on",
         Echo = 0x02 => "echo",
+        OperatorSignOn = 0x03 => "operator_sign_on",
         Balance = 0x10 => "balance",
         Sale = 0x11 => "sale",
         Load = 0x12 => "load",
@@ -164,6 +165,7 @@ wire_enum! {
         CardHistory = 0x34 => "card_history",
         SignOnReply = 0x81 => "sign_on_reply",
         EchoReply = 0x82 => "echo_reply",
+        OperatorSignOnReply = 0x83 => "operator_sign_on_reply",
         BalanceReply = 0x90 => "balance_reply",
         SaleReply = 0x91 => "sale_reply",
         LoadReply = 0x92 => "load_reply",
@@ -458,6 +460,8 @@ wire_enum! {
         Fee = 28 => "fee",
         /// L6: a transfer out given back because the new card refused the value.
         TransferBack = 29 => "transfer_back",
+        /// V4, T9: the card became (or stopped being) a staff member's.
+        StaffCard = 30 => "staff_card",
     }
 }
 
@@ -519,6 +523,9 @@ wire_enum! {
         LoadReversal = 10 => "load_reversal",
         /// K4: points redeemed as bonus value, or for a gift.
         RedeemPoints = 11 => "redeem_points",
+        /// V4, T9: the card is a staff member's, `value` the staff member's operator id (0:
+        /// no longer a staff card).
+        SetStaff = 12 => "set_staff",
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! | record | versions | newest adds |
 //! |---|---|---|
-//! | card | 1, 2, 3 | 2: expiry, last spend date, PIN hash and failures, flags, birthday, points, spend; 3: dormancy notice date (76 bytes) |
+//! | card | 1–4 | 2: expiry, last spend date, PIN hash and failures, flags, birthday, points, spend; 3: dormancy notice date; 4: staff holder (80 bytes) |
 //! | transaction | 1, 2 | points delta, refunded points, spend delta, category (104 bytes) |
 //! | trace record | 1, 2 | the reply's gross, discount, points earned and balance, tier, notices, PIN attempts left, limit (104 bytes) |
 //! | journal entry | 1–4 | 2: catalog version; 3: gross amount, points delta; 4: ticket, approver (123 bytes) |
@@ -28,8 +28,8 @@ const FORMAT_V2: u8 = 2;
 const FORMAT_V3: u8 = 3;
 const FORMAT_V4: u8 = 4;
 /// Cards: 2 adds the fields of PINs, flags, birthdays, points and spend; 3 the date of a
-/// dormancy notice.
-const CARD_FORMAT: u8 = FORMAT_V3;
+/// dormancy notice; 4 the staff holder.
+const CARD_FORMAT: u8 = FORMAT_V4;
 /// Transactions: 2 adds points, refunded points, spend delta and category.
 const TXN_FORMAT: u8 = FORMAT_V2;
 /// Trace records: 2 adds the reply's discount, points, tier, notices, PIN and limit fields.
@@ -201,7 +201,9 @@ pub fn encode_card(card: &Card, buf: &mut [u8]) -> usize {
         .i64(card.points)
         .i64(card.spend_minor)
         // Format 3:
-        .u32(card.notice_date);
+        .u32(card.notice_date)
+        // Format 4:
+        .u32(card.staff_operator_id);
     w.at
 }
 
@@ -234,7 +236,9 @@ pub fn decode_card(key: &[u8], value: &[u8]) -> Result<(CardNo, Card), RecordErr
     })?;
     // Cards before format 3 were written before dormancy notices were dated: none given.
     let notice_date = r.since(FORMAT_V3, 0, R::u32)?;
-    r.finish((card_no, Card { notice_date, ..card }))
+    // Before format 4, no card named its staff holder.
+    let staff_operator_id = r.since(FORMAT_V4, 0, R::u32)?;
+    r.finish((card_no, Card { notice_date, staff_operator_id, ..card }))
 }
 
 /// An entry of the open-holds index (T4): the hold's card and business date.
@@ -673,6 +677,7 @@ mod tests {
             points: 4_321,
             spend_minor: 98_765,
             notice_date: 20271123,
+            staff_operator_id: 2011,
         }
     }
 
@@ -781,7 +786,7 @@ mod tests {
             stan: 1,
         };
         let sizes = [
-            ("card", encode_card(&card(), &mut buf), 76),
+            ("card", encode_card(&card(), &mut buf), 80),
             ("txn", encode_txn(&txn(), &mut buf), 104),
             ("trace", encode_trace(&answered(), &mut buf), 104),
             ("journal", encode_journal(&crate::journal_cmd::tests::capture(), &mut buf), 123),
@@ -839,11 +844,13 @@ mod tests {
             last_activity_date: card.last_activity_date,
             ..Card::new(card.product, card.store_id, card.state)
         };
-        assert_eq!(decode_card(&key, &older(&buf, n, 36, FORMAT_V1)), Ok((CardNo(6200880000000017), old_card)));
-        let format_2 = Card { notice_date: 0, ..card };
-        assert_eq!(decode_card(&key, &older(&buf, n, 4, FORMAT_V2)), Ok((CardNo(6200880000000017), format_2)));
-        assert!(decode_card(&key, &buf[..n - 4]).is_err(), "a format-3 card cut short is damaged");
-        assert_eq!(decode_card(&key, &older(&buf, n, 0, 4)), Err(RecordError::Version(4)));
+        assert_eq!(decode_card(&key, &older(&buf, n, 40, FORMAT_V1)), Ok((CardNo(6200880000000017), old_card)));
+        let format_3 = Card { staff_operator_id: 0, ..card };
+        assert_eq!(decode_card(&key, &older(&buf, n, 4, FORMAT_V3)), Ok((CardNo(6200880000000017), format_3)));
+        let format_2 = Card { notice_date: 0, ..format_3 };
+        assert_eq!(decode_card(&key, &older(&buf, n, 8, FORMAT_V2)), Ok((CardNo(6200880000000017), format_2)));
+        assert!(decode_card(&key, &buf[..n - 4]).is_err(), "a format-4 card cut short is damaged");
+        assert_eq!(decode_card(&key, &older(&buf, n, 0, 5)), Err(RecordError::Version(5)));
 
         let txn = txn();
         let n = encode_txn(&txn, &mut buf);
@@ -920,8 +927,8 @@ mod tests {
         let n = encode_card(&card(), &mut buf);
         old.push(TAG_CARD);
         old.extend_from_slice(&card_no.0.to_be_bytes());
-        old.push((n - 36) as u8);
-        old.extend_from_slice(&older(&buf, n, 36, FORMAT_V1));
+        old.push((n - 40) as u8);
+        old.extend_from_slice(&older(&buf, n, 40, FORMAT_V1));
         old.push(TAG_CARD);
         old.extend_from_slice(&(card_no.0 + 1).to_be_bytes());
         old.push(0);

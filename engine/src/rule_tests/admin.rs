@@ -299,3 +299,34 @@ fn t8_an_administrative_request_sent_again_gets_its_first_answer_and_posts_once(
     assert_eq!(w.admin(request), first);
     assert_eq!(w.journal.len(), posted, "the retransmission posted nothing");
 }
+
+#[test]
+fn t9_v4_a_staff_members_purchase_on_their_own_card_rung_up_by_themselves_is_flagged() {
+    let mut w = World::retail();
+    let card = w.sold(Product::Member, 100_000);
+    const STAFF: u32 = 2011;
+    // Only an operator id fits the value; 0 makes it an ordinary card again.
+    let set = admin_with(card, A::SetStaff, 0, i64::from(STAFF), 0, 0);
+    assert_eq!(w.admin(set).code, C::Approved);
+    assert_eq!(w.card(card).staff_operator_id, STAFF);
+    assert!(w.card(card).has(CardFlags::STAFF));
+    // V4: no bonus on a staff card's load.
+    assert_eq!(w.send(load(card, 300_000)).bonus_minor, w.card(card).bonus_minor);
+    let by = |w: &mut World, cashier: u32| {
+        let cmd = Command {
+            operator_id: cashier,
+            pin: Some(Pin::new(PIN).unwrap()),
+            ..w.command(sale(card, 1_000, Category::Retail))
+        };
+        assert_eq!(w.apply(cmd).code, C::Approved);
+        w.last_entry()
+    };
+    let own = by(&mut w, STAFF);
+    assert_eq!((own.sale_flags & JOURNAL_SELF_USE, own.operator_id), (JOURNAL_SELF_USE, STAFF), "T9: flagged");
+    let other = by(&mut w, 2012);
+    assert_eq!(other.sale_flags & JOURNAL_SELF_USE, 0, "rung up by someone else: not self-use");
+    assert_eq!(w.admin(admin_with(card, A::SetStaff, 0, 0, 0, 0)).code, C::Approved);
+    assert!(!w.card(card).has(CardFlags::STAFF));
+    assert_eq!(by(&mut w, STAFF).sale_flags & JOURNAL_SELF_USE, 0, "no longer a staff card");
+    assert_eq!(w.admin(admin_with(card, A::SetStaff, 0, -1, 0, 0)).code, C::InvalidField);
+}
