@@ -28,9 +28,11 @@ pub(crate) fn fields_valid(
         AdminAction::Adjust => value != 0 && (-max..=max).contains(&value),
         AdminAction::LoadReversal | AdminAction::RedeemPoints => (1..=max).contains(&value),
         AdminAction::SetStaff => (0..=i64::from(u32::MAX)).contains(&value),
+        AdminAction::RecordInvoice => (1..=max).contains(&value),
         _ => value == 0,
     };
-    let original_ok = (action == AdminAction::LoadReversal) == (original_txn_id != 0);
+    let names_original = matches!(action, AdminAction::LoadReversal | AdminAction::RecordInvoice);
+    let original_ok = names_original == (original_txn_id != 0);
     // A correction and a load reversal are made against a document (V5: the fault ticket).
     let ticket_ok = !matches!(action, AdminAction::Adjust | AdminAction::LoadReversal) || ticket != 0;
     let new_pin_ok = match action {
@@ -149,6 +151,32 @@ impl Engine {
                     stored.flags |= CardFlags::STAFF;
                 }
                 Ok(self.post(ctx, cmd, card_no, self.admin_posting(cmd, TxnKind::StaffCard, ticket), fx))
+            }
+            // V6: invoices are issued at load, never at spending, and never for more than
+            // the load.
+            AdminAction::RecordInvoice => {
+                let load = self.original(card_no, original_txn_id)?;
+                if !matches!(load.kind, TxnKind::Load | TxnKind::SellCard) || load.cash_delta_minor <= 0 {
+                    return Err(self.decline(card_no, ResponseCode::InvoiceExceedsLoad));
+                }
+                if load.invoiced_minor + value > load.cash_delta_minor {
+                    let mut reply = self.decline(card_no, ResponseCode::InvoiceExceedsLoad);
+                    reply.limit_minor = load.cash_delta_minor - load.invoiced_minor;
+                    return Err(reply);
+                }
+                self.put_txn(
+                    ctx,
+                    original_txn_id,
+                    crate::Txn { invoiced_minor: load.invoiced_minor + value, ..load },
+                    fx,
+                );
+                let posting = Posting {
+                    amount_minor: value,
+                    gross_minor: value,
+                    ref_txn_id: original_txn_id,
+                    ..self.admin_posting(cmd, TxnKind::InvoiceIssued, ticket)
+                };
+                Ok(self.post(ctx, cmd, card_no, posting, fx))
             }
             AdminAction::RedeemPoints => {
                 let card = self.active_card(ctx, card_no)?;

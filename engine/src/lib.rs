@@ -1171,6 +1171,7 @@ impl Engine {
             refunded_points: 0,
             spend_delta_minor: p.spend,
             category: p.category,
+            invoiced_minor: 0,
         };
         self.put_txn(ctx, reply.txn_id, txn, fx);
         reply

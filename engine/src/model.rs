@@ -269,6 +269,9 @@ pub struct Txn {
     pub spend_delta_minor: i64,
     /// A sale or hold: its category (T10), which a capture inherits.
     pub category: u8,
+    /// A load: the amount invoiced against it so far (V6; invoices are issued at load, never
+    /// at spending).
+    pub invoiced_minor: i64,
 }
 
 /// What the switch remembers of a terminal's trace number (T7, T8).

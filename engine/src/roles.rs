@@ -20,6 +20,7 @@ pub fn may(role: OperatorRole, action: AdminAction) -> bool {
         A::LoadReversal => role == R::HqFinance,
         // Linking a card to a staff member's operator is operator administration.
         A::SetStaff => role == R::Admin,
+        A::RecordInvoice => matches!(role, R::Cashier | R::FrontDesk | R::Finance | R::HqFinance),
     }
 }
 
@@ -88,6 +89,7 @@ mod tests {
             (A::LoadReversal, &[R::HqFinance]),
             (A::RedeemPoints, &[R::Cashier, R::FrontDesk, R::CustomerService]),
             (A::SetStaff, &[R::Admin]),
+            (A::RecordInvoice, &[R::Cashier, R::FrontDesk, R::Finance, R::HqFinance]),
         ];
         assert_eq!(allowed.len(), A::ALL.len(), "every action is in the table");
         for (action, roles) in allowed {

@@ -90,6 +90,12 @@ impl World {
         reply
     }
 
+    /// An administrative request by operator 31 (its role was checked by the session).
+    fn cmd_as(&mut self, request: Request) -> CardReply {
+        let cmd = Command { operator_id: 31, ..self.command(request) };
+        self.apply(cmd)
+    }
+
     fn send(&mut self, request: Request) -> CardReply {
         self.cmd(request, None, 0)
     }
@@ -155,6 +161,7 @@ fn hold(card: CardNo, amount_minor: i64, category: Category) -> Request {
 
 mod admin;
 mod housekeeping;
+mod products;
 mod transfer;
 
 #[test]

@@ -323,6 +323,8 @@ wire_enum! {
         LoadAboveMaximum = 51 => "load_above_maximum",
         /// The product's approved quantity of cards is sold out (P3).
         QuantityExhausted = 54 => "quantity_exhausted",
+        /// An invoice would exceed the load it is issued against, or names no load (V6).
+        InvoiceExceedsLoad = 55 => "invoice_exceeds_load",
         /// The card has fewer points than the redemption asks for (K4).
         InsufficientPoints = 52 => "insufficient_points",
         /// The card's product earns no points (K4: nothing to redeem).
@@ -462,6 +464,8 @@ wire_enum! {
         TransferBack = 29 => "transfer_back",
         /// V4, T9: the card became (or stopped being) a staff member's.
         StaffCard = 30 => "staff_card",
+        /// V6: an invoice issued against a load (`ref_txn_id`), moving no value.
+        InvoiceIssued = 31 => "invoice_issued",
     }
 }
 
@@ -526,6 +530,8 @@ wire_enum! {
         /// V4, T9: the card is a staff member's, `value` the staff member's operator id (0:
         /// no longer a staff card).
         SetStaff = 12 => "set_staff",
+        /// V6: an invoice of `value` was issued against the load `original_txn_id`.
+        RecordInvoice = 13 => "record_invoice",
     }
 }
 

@@ -9,7 +9,7 @@
 //! | record | versions | newest adds |
 //! |---|---|---|
 //! | card | 1–4 | 2: expiry, last spend date, PIN hash and failures, flags, birthday, points, spend; 3: dormancy notice date; 4: staff holder (80 bytes) |
-//! | transaction | 1, 2 | points delta, refunded points, spend delta, category (104 bytes) |
+//! | transaction | 1, 2, 3 | 2: points delta, refunded points, spend delta, category; 3: amount invoiced (112 bytes) |
 //! | trace record | 1, 2 | the reply's gross, discount, points earned and balance, tier, notices, PIN attempts left, limit (104 bytes) |
 //! | journal entry | 1–4 | 2: catalog version; 3: gross amount, points delta; 4: ticket, approver (123 bytes) |
 //! | range | 1 | (23 bytes) |
@@ -20,7 +20,7 @@ use protocol::{CardNo, CardReply, CardState, MsgType, ResponseCode};
 use crate::engine::{BusinessDate, Card, CardRange, Effects, JournalEntry, Trace, TraceKey, Txn, TxnKind, TxnStatus};
 
 /// Room for the largest encoded record: a journal entry, 123 bytes (a transaction or an
-/// answered trace record is 104). At most 255: a log record stores a value's length in a byte.
+/// answered trace record 112 and 104). At most 255: a log record stores a value's length in a byte.
 pub const MAX_RECORD_BYTES: usize = 128;
 const _: () = assert!(MAX_RECORD_BYTES <= u8::MAX as usize);
 const FORMAT_V1: u8 = 1;
@@ -30,8 +30,9 @@ const FORMAT_V4: u8 = 4;
 /// Cards: 2 adds the fields of PINs, flags, birthdays, points and spend; 3 the date of a
 /// dormancy notice; 4 the staff holder.
 const CARD_FORMAT: u8 = FORMAT_V4;
-/// Transactions: 2 adds points, refunded points, spend delta and category.
-const TXN_FORMAT: u8 = FORMAT_V2;
+/// Transactions: 2 adds points, refunded points, spend delta and category; 3 the amount
+/// invoiced.
+const TXN_FORMAT: u8 = FORMAT_V3;
 /// Trace records: 2 adds the reply's discount, points, tier, notices, PIN and limit fields.
 const TRACE_FORMAT: u8 = FORMAT_V2;
 /// Journal entries: 2 adds the catalog version, 3 the gross amount and the points delta, 4
@@ -344,7 +345,9 @@ pub fn encode_txn(t: &Txn, buf: &mut [u8]) -> usize {
         .i64(t.points_delta)
         .i64(t.refunded_points)
         .i64(t.spend_delta_minor)
-        .u8(t.category);
+        .u8(t.category)
+        // Format 3:
+        .i64(t.invoiced_minor);
     w.at
 }
 
@@ -373,6 +376,7 @@ pub fn decode_txn(key: &[u8], value: &[u8]) -> Result<(u64, Txn), RecordError> {
         refunded_points: 0,
         spend_delta_minor: 0,
         category: 0,
+        invoiced_minor: 0,
     };
     // Transactions of format 1 were written before points, spend and categories were kept:
     // none moved, and the category is unknown (0).
@@ -385,7 +389,9 @@ pub fn decode_txn(key: &[u8], value: &[u8]) -> Result<(u64, Txn), RecordError> {
             ..txn
         })
     })?;
-    r.finish((txn_id, txn))
+    // Before format 3 no invoice was recorded.
+    let invoiced_minor = r.since(FORMAT_V3, 0, R::i64)?;
+    r.finish((txn_id, Txn { invoiced_minor, ..txn }))
 }
 
 pub fn encode_trace(trace: &Trace, buf: &mut [u8]) -> usize {
@@ -701,6 +707,8 @@ mod tests {
             refunded_points: 10,
             spend_delta_minor: 8_500,
             category: 3,
+            // Not what a sale carries: set so that the encodings are seen to keep it.
+            invoiced_minor: 700,
         }
     }
 
@@ -787,7 +795,7 @@ mod tests {
         };
         let sizes = [
             ("card", encode_card(&card(), &mut buf), 80),
-            ("txn", encode_txn(&txn(), &mut buf), 104),
+            ("txn", encode_txn(&txn(), &mut buf), 112),
             ("trace", encode_trace(&answered(), &mut buf), 104),
             ("journal", encode_journal(&crate::journal_cmd::tests::capture(), &mut buf), 123),
             ("range", encode_range(&range, &mut buf), 23),
@@ -856,7 +864,10 @@ mod tests {
         let n = encode_txn(&txn, &mut buf);
         let key = 418_301u64.to_be_bytes();
         let old_txn = Txn { points_delta: 0, refunded_points: 0, spend_delta_minor: 0, category: 0, ..txn };
-        assert_eq!(decode_txn(&key, &older(&buf, n, 25, FORMAT_V1)), Ok((418_301, old_txn)));
+        let format_2 = Txn { invoiced_minor: 0, ..txn };
+        assert_eq!(decode_txn(&key, &older(&buf, n, 8, FORMAT_V2)), Ok((418_301, format_2)));
+        let old_txn = Txn { invoiced_minor: 0, ..old_txn };
+        assert_eq!(decode_txn(&key, &older(&buf, n, 33, FORMAT_V1)), Ok((418_301, old_txn)));
         assert!(decode_txn(&key, &buf[..n - 25]).is_err());
 
         let trace = answered();
