@@ -53,7 +53,6 @@ const EXIT_USAGE: u8 = 2;
 /// Opening value of every card the setup sells: 10,000.00 yuan.
 const OPENING_MINOR: i64 = 1_000_000;
 /// Product of the imported range (`member`).
-const SETUP_PRODUCT: u16 = 1;
 /// Pipelined connections used to sell cards and to read balances.
 const SETUP_CONNECTIONS: usize = 4;
 /// Within a run's block of terminal ids (see [`Terminals`]) the setup and verification
@@ -167,6 +166,11 @@ struct Cli {
     /// First card number of the range.
     #[arg(long, value_name = "NUMBER", default_value = "6200880000000000", value_parser = parse_card)]
     first_card: CardNo,
+    /// Product of the imported range, by catalog name (member, gift, cash, comp, ...) or code:
+    /// with a catalog on the switch, the product whose rules the run measures. It must need
+    /// no PIN or registration (`cash` of catalogs/hotel.toml does not).
+    #[arg(long, value_name = "NAME", default_value = "member", value_parser = cardswitch_tools::parse_product)]
+    product: u16,
     /// Store the terminals sign on at (and the range belongs to).
     #[arg(long, value_name = "ID", default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..))]
     store: u32,
@@ -1306,7 +1310,7 @@ async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
         let request = Request::ImportRange {
             first: cli.card(first),
             last: cli.card(last),
-            product: SETUP_PRODUCT,
+            product: cli.product,
             store_id: cli.store,
         };
         let stan = admin.take_stan(0)?;
