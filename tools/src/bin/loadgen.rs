@@ -1974,9 +1974,9 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
     let mut admin = Admin::new(addr, &cli.addr, cli.store, terminals, credential.clone());
     let fresh = if cli.setup { setup(cli, &mut admin).await? } else { false };
     let sample = Sample::new(cli.cards, VERIFY_SAMPLE);
-    let start_balances = if fresh {
-        vec![Ok(Balance { value_minor: OPENING_MINOR, held_minor: 0 }); sample.size as usize]
-    } else {
+    // Read even after a fresh setup: under a catalog the opening load may have earned a bonus
+    // (V3), so the opening value is what the switch says, not the amount loaded.
+    let start_balances = {
         let reading = Instant::now();
         let balances = read_balances(cli, &mut admin, sample).await?;
         eprintln!(
@@ -2056,7 +2056,7 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
     eprintln!(
         "loadgen: verify: {} cards checked{}, {mismatches} mismatches ({:.1} s): {}",
         sample.size,
-        if fresh { " against the opening value" } else { " against the balances before the run" },
+        if fresh { " against the balances after the setup" } else { " against the balances before the run" },
         verifying.elapsed().as_secs_f64(),
         if verified { "verified" } else { "NOT verified" }
     );
