@@ -110,6 +110,9 @@ async fn t2_l4_pins_travel_sealed_and_wrong_ones_count_across_a_restart() {
         other => panic!("not a card reply: {other:?}"),
     };
 
+    let master = support::keys().master;
+    cardswitch::operators::add_to_data_dir(dir.path(), &master, 1, protocol::OperatorRole::Admin, 0, b"4dmin-pass")
+        .unwrap();
     let server = start().await;
     let mut client = connect(server.local_addr, terminal, STORE).await;
     assert_eq!(client.sign_on(1, STORE).await.unwrap().code, C::Approved);
@@ -118,6 +121,21 @@ async fn t2_l4_pins_travel_sealed_and_wrong_ones_count_across_a_restart() {
     let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
     let sold = card_reply(client.call(3, sell).await.unwrap());
     assert_ne!(sold.notices & protocol::CardReply::NOTICE_PIN_MUST_CHANGE, 0, "L3");
+    // M1: the member card's holder registers at the desk before the card is used.
+    let mut desk = support::desk::Desk::open(connect(server.local_addr, 5, STORE).await, 5, STORE).await;
+    let service =
+        desk.set_operator((1, "4dmin-pass"), 41, protocol::OperatorRole::CustomerService, 0, Some("s3rvice41"));
+    assert_eq!(service.await.code(), C::Approved);
+    let holder = protocol::MemberData {
+        id_type: 1,
+        birth_date: 0,
+        name: "张三".into(),
+        id_number: "11010519900307101X".into(),
+        phone: "13800138000".into(),
+        address: String::new(),
+        email: String::new(),
+    };
+    assert_eq!(desk.register((41, "s3rvice41"), card, &holder).await.code, C::Approved);
     assert_eq!(client.call(4, sale(4, None, 0)).await.unwrap().code(), C::PinRequired);
     let right = card_reply(client.call(5, sale(5, Some("000000"), 0)).await.unwrap());
     assert_eq!((right.code, right.discount_minor, right.amount_minor), (C::Approved, 50, 950), "T3: bronze 5%");

@@ -182,8 +182,9 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
         Request::SignOn { store_id } => store_id != 0,
         Request::OperatorSignOn { operator } => operator.operator_id != 0,
         Request::Echo => true,
+        // The largest id is the coordinator's own (its steps' trace records are kept under it).
         Request::ProvisionTerminal { terminal_id, role, .. } => {
-            terminal_id != 0 && protocol::TerminalRole::from_u8(role).is_some()
+            terminal_id != 0 && terminal_id != u32::MAX && protocol::TerminalRole::from_u8(role).is_some()
         }
         Request::SetTerminalState { terminal_id, enabled } => terminal_id != 0 && enabled <= 1,
         Request::SetOperator { operator, target_id, role, enabled, .. } => {

@@ -419,8 +419,9 @@ wire_enum! {
         Void = 7 => "void",
         /// A reversal (T7); its deltas undo the original named by `ref_txn_id`.
         Reversal = 8 => "reversal",
-        /// Administrative postings (`card_admin`), each naming its operator. The lifecycle
-        /// changes move no value; their entries keep the card's history (S9).
+        // Administrative postings (`card_admin`), each naming its operator. The lifecycle
+        // changes move no value; their entries keep the card's history (S9).
+        /// L5.
         LossReport = 9 => "loss_report",
         Freeze = 10 => "freeze",
         Unfreeze = 11 => "unfreeze",
@@ -437,8 +438,8 @@ wire_enum! {
         LoadReversal = 18 => "load_reversal",
         /// K4: points exchanged for bonus value or a gift.
         Redemption = 19 => "redemption",
-        /// Day-end housekeeping (S7), journaled with operator 0 and terminal 0. None counts as
-        /// the holder's activity (L8).
+        // Day-end housekeeping (S7), journaled with operator 0 and terminal 0; none counts as
+        // the holder's activity (L8).
         /// T4: an uncaptured hold past its time, released (`ref_txn_id` the hold).
         HoldExpired = 20 => "hold_expired",
         /// L7: the card's validity ended; what it held is forfeited.
@@ -449,8 +450,8 @@ wire_enum! {
         DormancyFreeze = 23 => "dormancy_freeze",
         /// K5: the card's points lapsed.
         PointsLapse = 24 => "points_lapse",
-        /// Steps of operations spanning partitions, each journaled on its own card with the
-        /// operation's id as `ticket`.
+        // Steps of operations spanning partitions, each journaled on its own card with the
+        // operation's id as `ticket`.
         /// M1: the card's holder registered.
         MemberRegistered = 25 => "member_registered",
         /// L6: the old card closed, its value, points and spend moved out.

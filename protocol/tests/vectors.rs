@@ -17,9 +17,10 @@ use protocol::describe::{annotated_hex, describe_signed};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
     decode_frame, AdminAction, AdminFlags, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header,
-    ImportRangeReply, LocalTime, Message, MsgType, OperatorAuth, OperatorReply, OperatorRole, PaymentMethod, Request,
-    Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole,
-    Verification, LENGTH_PREFIX_BYTES,
+    HistoryEntry, HistoryReply, ImportRangeReply, LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth,
+    OperatorReply, OperatorRole, PaymentMethod, PostingKind, RegisterMember, Request, Response, ResponseCode,
+    SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole, Verification,
+    LENGTH_PREFIX_BYTES,
 };
 use tokio_util::codec::Decoder;
 
@@ -49,6 +50,23 @@ const SET_OPERATOR_STAN: u32 = 146;
 const REPORT_LOSS_STAN: u32 = 147;
 const CHANGE_PIN_STAN: u32 = 148;
 const RETURN_CARD_STAN: u32 = 149;
+/// The member vectors (M1-M3, L6, S9): a new member card registered for its holder, shown
+/// masked to a cashier; `MEMBER_CARD` replaced by a card in stock; the new card's history.
+const REGISTERED_CARD: CardNo = CardNo(6200880000000033);
+const REPLACEMENT_CARD: CardNo = CardNo(6200880000000058);
+const REGISTER_INVALID_STAN: u32 = 151;
+const REGISTER_STAN: u32 = 152;
+const MEMBER_QUERY_STAN: u32 = 153;
+const REPLACE_STAN: u32 = 154;
+const HISTORY_STAN: u32 = 155;
+/// The replacement's postings: the transfer out of the old card, the transfer in and the fee.
+const TRANSFER_IN_TXN: u64 = 418_312;
+const FEE_TXN: u64 = 418_313;
+/// Switch time of the replacement's postings: 2026-11-22T10:14:00+08:00, ms since the epoch.
+const REPLACE_TIME_MS: i64 = 1_795_313_640_000;
+/// The terminal id the switch journals the steps of operations spanning partitions under
+/// (SPEC.md §5.23).
+const SWITCH_TERMINAL: u32 = u32::MAX;
 
 /// The key of terminal `TERMINAL` in every vector (SPEC.md §14).
 fn test_key() -> TerminalKey {
@@ -172,6 +190,29 @@ fn member_card(code: ResponseCode) -> CardReply {
         notices: CardReply::NOTICE_PIN_MUST_CHANGE,
         ..CardReply::default()
     }
+}
+
+/// The registration of the member vectors: a mainland ID card whose check character and
+/// encoded birth date (1990-03-07) are valid, with every optional field given.
+fn member() -> MemberData {
+    MemberData {
+        id_type: 1,
+        birth_date: 19900307,
+        name: "张三".to_string(),
+        id_number: "11010519900307101X".to_string(),
+        phone: "13800138000".to_string(),
+        address: "北京市西城区".to_string(),
+        email: "zhang@example.cn".to_string(),
+    }
+}
+
+/// A registration sent as its own message (SPEC.md §5.21).
+fn register(name: &'static str, about: &'static str, header: Header, register: RegisterMember) -> Vector {
+    Vector { name, about, frame: Frame { header, message: Message::RegisterMember(Box::new(register)) } }
+}
+
+fn member_reply(request: MsgType, reply: MemberReply) -> Response {
+    Response::Member { request, reply: Box::new(reply) }
 }
 
 /// The vectors tell one terminal's morning at store 21. Card 6200880000000017, of a product
@@ -540,6 +581,148 @@ fn vectors() -> Vec<Vector> {
             header(150, 20261122101000),
             card_reply(T::CardAdmin, CardReply::code_only(ResponseCode::RoleNotPermitted)),
         ),
+        response(
+            "register_member_reply_invalid",
+            "customer service 41 registers the holder of member card 6200880000000033 with an ID card number \
+             whose check character is wrong (110105199003071011): declined member_data_invalid, problem 3 \
+             (id_number), before the card is looked at; nothing stored (M2)",
+            header(REGISTER_INVALID_STAN, 20261122101100),
+            member_reply(
+                T::RegisterMember,
+                MemberReply {
+                    code: ResponseCode::MemberDataInvalid,
+                    card: REGISTERED_CARD,
+                    problem: 3,
+                    ..MemberReply::default()
+                },
+            ),
+        ),
+        register(
+            "register_member",
+            "customer service 41 (passcode s3rvice41, sealed for terminal 1001, stan 152) registers 张三, ID card \
+             11010519900307101X, born 1990-03-07, as the holder of member card 6200880000000033 (M1)",
+            header(REGISTER_STAN, 20261122101200),
+            RegisterMember { operator: operator(REGISTER_STAN, SERVICE), card: REGISTERED_CARD, member: member() },
+        ),
+        response(
+            "register_member_reply",
+            "the registration approved: the card is active and usable, the member as registered",
+            header(REGISTER_STAN, 20261122101200),
+            member_reply(
+                T::RegisterMember,
+                MemberReply {
+                    code: ResponseCode::Approved,
+                    card: REGISTERED_CARD,
+                    state: CardState::Active,
+                    problem: 0,
+                    member: member(),
+                },
+            ),
+        ),
+        request(
+            "member_query",
+            "cashier 31 (passcode c4shier31, sealed for stan 153) asks who holds card 6200880000000033 (M3)",
+            header(MEMBER_QUERY_STAN, 20261122101300),
+            Request::MemberQuery { operator: operator(MEMBER_QUERY_STAN, CASHIER), card: REGISTERED_CARD },
+        ),
+        response(
+            "member_query_reply_masked",
+            "the member as a cashier sees it: ID number and phone masked to their last four characters, address \
+             and e-mail withheld, no birth date (M3)",
+            header(MEMBER_QUERY_STAN, 20261122101300),
+            member_reply(
+                T::MemberQuery,
+                MemberReply {
+                    code: ResponseCode::Approved,
+                    card: REGISTERED_CARD,
+                    state: CardState::Active,
+                    problem: 0,
+                    member: MemberData {
+                        id_number: "**************101X".to_string(),
+                        phone: "*******8000".to_string(),
+                        address: "***".to_string(),
+                        email: "***".to_string(),
+                        birth_date: 0,
+                        ..member()
+                    },
+                },
+            ),
+        ),
+        request(
+            "replace_card",
+            "customer service 41 (passcode sealed for stan 154), the holder's ID checked, replaces member card \
+             6200880000000025 by 6200880000000058 from stock; the 18.00 replacement fee paid in cash (L6)",
+            header(REPLACE_STAN, 20261122101400),
+            Request::ReplaceCard {
+                operator: operator(REPLACE_STAN, SERVICE),
+                old_card: MEMBER_CARD,
+                new_card: REPLACEMENT_CARD,
+                flags: AdminFlags::ID_CHECKED,
+                method: PaymentMethod::Cash as u8,
+            },
+        ),
+        response(
+            "replace_card_reply",
+            "the replacement approved, describing the new card: the old card's 910.00 cash, 1290 points and \
+             silver tier moved to it (txn_id: the transfer in); it starts with the product's initial PIN",
+            header(REPLACE_STAN, 20261122101400),
+            card_reply(
+                T::ReplaceCard,
+                CardReply {
+                    txn_id: TRANSFER_IN_TXN,
+                    amount_minor: 91_000,
+                    gross_minor: 91_000,
+                    points_earned: 1_290,
+                    ..member_card(ResponseCode::Approved)
+                },
+            ),
+        ),
+        request(
+            "card_history",
+            "cashier 31 (passcode sealed for stan 155) lists the postings of the new card 6200880000000058 from \
+             the first (S9)",
+            header(HISTORY_STAN, 20261122101500),
+            Request::CardHistory { operator: operator(HISTORY_STAN, CASHIER), card: REPLACEMENT_CARD, after_txn_id: 0 },
+        ),
+        response(
+            "card_history_reply",
+            "the new card's two postings, oldest first: the transfer in of the old card's value and points, \
+             journaled by the switch's own terminal for operator 41, and the fee, which moves no card value",
+            header(HISTORY_STAN, 20261122101500),
+            Response::History(Box::new(HistoryReply {
+                code: ResponseCode::Approved,
+                card: REPLACEMENT_CARD,
+                more: 0,
+                entries: vec![
+                    HistoryEntry {
+                        txn_id: TRANSFER_IN_TXN,
+                        kind: PostingKind::TransferIn as u8,
+                        business_date: 20261122,
+                        time_ms: REPLACE_TIME_MS,
+                        store_id: STORE,
+                        terminal_id: SWITCH_TERMINAL,
+                        operator_id: SERVICE.0,
+                        amount_minor: 91_000,
+                        cash_delta_minor: 91_000,
+                        points_delta: 1_290,
+                        cash_after_minor: 91_000,
+                        ..HistoryEntry::default()
+                    },
+                    HistoryEntry {
+                        txn_id: FEE_TXN,
+                        kind: PostingKind::Fee as u8,
+                        business_date: 20261122,
+                        time_ms: REPLACE_TIME_MS,
+                        store_id: STORE,
+                        terminal_id: SWITCH_TERMINAL,
+                        operator_id: SERVICE.0,
+                        amount_minor: 1_800,
+                        cash_after_minor: 91_000,
+                        ..HistoryEntry::default()
+                    },
+                ],
+            })),
+        ),
     ]
 }
 
@@ -764,6 +947,48 @@ fn the_sealed_secrets_of_the_operator_vectors_open_with_their_kinds() {
         SERVICE.1,
         &frame.header,
     );
+
+    // The member requests (SPEC.md §5.21-§5.24) seal their operator's passcode as kind 5 too.
+    let frame = decoded("register_member", &[SERVICE.1]);
+    let Message::RegisterMember(register) = frame.message else { panic!("{frame:?}") };
+    assert_eq!((frame.header.stan, register.operator.operator_id), (REGISTER_STAN, SERVICE.0));
+    check(
+        "register_member",
+        "passcode",
+        register.operator.passcode,
+        SecretKind::OperatorPasscode,
+        SERVICE.1,
+        &frame.header,
+    );
+    for (name, stan, (operator_id, passcode)) in [
+        ("member_query", MEMBER_QUERY_STAN, CASHIER),
+        ("replace_card", REPLACE_STAN, SERVICE),
+        ("card_history", HISTORY_STAN, CASHIER),
+    ] {
+        let frame = decoded(name, &[passcode]);
+        let Message::Request(request) = frame.message else { panic!("{frame:?}") };
+        let operator = request.operator().unwrap_or_else(|| panic!("{name} names its operator"));
+        assert_eq!((frame.header.stan, operator.operator_id), (stan, operator_id), "{name}");
+        check(name, "passcode", operator.passcode, SecretKind::OperatorPasscode, passcode, &frame.header);
+    }
+}
+
+/// The strings of a registration travel as a `u16` byte count and UTF-8 (SPEC.md §1, §5.21):
+/// the vector's name is the six bytes of 张三 after the count 6, and its body is as long as
+/// its fixed fields and its strings.
+#[test]
+fn the_registration_strings_are_counted_in_bytes_of_utf8() {
+    let wire = vector_wire("register_member");
+    let body = &wire[LENGTH_PREFIX_BYTES + protocol::HEADER_BYTES..wire.len() - protocol::MAC_BYTES];
+    // operator_id, passcode, card, id_type, birth_date: 33 bytes, then the name's count.
+    assert_eq!(&body[33..35], &[0, 6]);
+    assert_eq!(std::str::from_utf8(&body[35..41]), Ok("张三"));
+    let m = member();
+    let strings = [&m.name, &m.id_number, &m.phone, &m.address, &m.email];
+    assert_eq!(body.len(), 33 + strings.iter().map(|s| 2 + s.len()).sum::<usize>());
+    // The reply of a declined registration carries its 26 fixed bytes and five empty strings.
+    let invalid = vector_wire("register_member_reply_invalid");
+    assert_eq!(invalid.len(), LENGTH_PREFIX_BYTES + protocol::HEADER_BYTES + 26 + protocol::MAC_BYTES);
 }
 
 #[test]

@@ -15,11 +15,16 @@ use cardswitch_tools::{
 use clap::{Parser, Subcommand};
 use protocol::auth::MAX_SECRET_BYTES;
 use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC_OFFSET_MINUTES};
-use protocol::message::FLAG_RETRANSMIT;
+use protocol::describe::id_type_name;
+use protocol::message::{
+    FLAG_RETRANSMIT, MAX_MEMBER_ADDRESS_BYTES, MAX_MEMBER_EMAIL_BYTES, MAX_MEMBER_ID_NUMBER_BYTES,
+    MAX_MEMBER_NAME_BYTES, MAX_MEMBER_PHONE_BYTES,
+};
 use protocol::types::format_minor;
 use protocol::{
-    AdminAction, AdminFlags, CardNo, CardReply, Category, Credential, ImportRangeReply, OperatorAuth, OperatorReply,
-    OperatorRole, PaymentMethod, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply,
+    AdminAction, AdminFlags, CardNo, CardReply, Category, Credential, HistoryEntry, HistoryReply, ImportRangeReply,
+    LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth, OperatorReply, OperatorRole, PaymentMethod,
+    PostingKind, RegisterMember, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply,
     TerminalKey, TerminalRole, Verification, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
 };
 
@@ -41,10 +46,13 @@ const EXIT_ERROR: u8 = 2;
                   the terminal's key and the trace number, never in clear; to retransmit such a \
                   request, repeat the whole command, PIN and approver included, with --stan N \
                   --retransmit; to try another PIN after wrong_pin, send a new request (a new \
-                  --stan, or none).\n\nAn operation on a card by an operator (admin ACTION CARD) and \
-                  setting an operator (set-operator ID, admin terminals only) name the \
-                  operator carrying them out with --operator OPERATOR_ID --passcode-file FILE; the \
-                  operator's role and store decide what it may do. Passcodes, the PIN and the new \
+                  --stan, or none).\n\nAn operation on a card by an operator (admin ACTION CARD), \
+                  setting an operator (set-operator ID, admin terminals only) and the member \
+                  requests (register-member, member, replace-card, history) name the operator \
+                  carrying them out with --operator OPERATOR_ID --passcode-file FILE; the \
+                  operator's role and store decide what it may do (customer service registers \
+                  members and replaces their cards, and sees them in full; the counter and \
+                  finance see them masked). Passcodes, the PIN and the new \
                   PIN (--new-pin) travel sealed like a sale's PIN. A manager approves a card return \
                   with --approver and --approver-passcode-file, as for a sale.\n\nExit status: 0 \
                   approved, 1 declined (a wrong PIN or a limit too), 2 usage, connection or protocol \
@@ -241,6 +249,94 @@ enum Op {
     /// Create or change operator ID: its role, store, state and passcode (admin terminals
     /// only, by an admin operator).
     SetOperator(SetOperatorArgs),
+    /// Register the holder of a sold real-name card (customer service only): name, ID and
+    /// phone required, address, e-mail and birth date optional.
+    RegisterMember(RegisterArgs),
+    /// Show the registered holder of a card: in full to customer service, masked (ID number
+    /// and phone to their last four characters) to the counter and finance.
+    Member {
+        /// Card number, 8 to 19 digits.
+        #[arg(value_parser = parse_card)]
+        card: CardNo,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Replace the registered member card OLD by NEW, a card in stock of the same product
+    /// (customer service only): OLD closes, its value, points, tier and validity move to NEW.
+    ReplaceCard(ReplaceArgs),
+    /// List a card's postings, oldest first, with the balances after each (up to 100 at a
+    /// time; --all asks until there are no more).
+    History(HistoryArgs),
+}
+
+/// `register-member CARD`: the holder's data, checked by the switch as a whole (M2).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+struct RegisterArgs {
+    /// Card number, 8 to 19 digits: a sold card of a real-name product.
+    #[arg(value_parser = parse_card)]
+    card: CardNo,
+    /// The holder's name as on the ID (at most 64 bytes of UTF-8).
+    #[arg(long, value_parser = member_text("--name", MAX_MEMBER_NAME_BYTES, true))]
+    name: String,
+    /// id_card (居民身份证), passport or military_id.
+    #[arg(long, value_parser = parse_id_type)]
+    id_type: u8,
+    /// The ID's number (at most 20 bytes); an id_card's is 18 characters, the last its check
+    /// character.
+    #[arg(long, value_parser = member_text("--id-number", MAX_MEMBER_ID_NUMBER_BYTES, true))]
+    id_number: String,
+    /// Phone number: 6 to 20 digits, optionally after a leading +.
+    #[arg(long, value_parser = member_text("--phone", MAX_MEMBER_PHONE_BYTES, true))]
+    phone: String,
+    /// Postal address (at most 128 bytes of UTF-8).
+    #[arg(long, value_parser = member_text("--address", MAX_MEMBER_ADDRESS_BYTES, false))]
+    address: Option<String>,
+    /// E-mail address (at most 64 bytes).
+    #[arg(long, value_parser = member_text("--email", MAX_MEMBER_EMAIL_BYTES, false))]
+    email: Option<String>,
+    /// Birth date, YYYY-MM-DD; for an id_card, the one its number encodes.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_birth_date)]
+    birth_date: Option<u32>,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+/// `replace-card OLD NEW`: what a `replace_card` request carries besides the operator's
+/// passcode, which is sealed in `run`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+struct ReplaceArgs {
+    /// The registered member card to replace (lost, damaged, ...).
+    #[arg(value_parser = parse_card)]
+    old: CardNo,
+    /// The card in stock, of the same product, that takes its place.
+    #[arg(value_parser = parse_card)]
+    new: CardNo,
+    /// The holder's ID was checked at the desk (required).
+    #[arg(long, required = true)]
+    id_checked: bool,
+    /// How the replacement fee is paid, when the product charges one: cash, bank_card,
+    /// wechat, alipay, cheque or transfer.
+    #[arg(long, value_parser = parse_method)]
+    method: Option<PaymentMethod>,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+/// `history CARD`: which postings to ask for.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+struct HistoryArgs {
+    /// Card number, 8 to 19 digits.
+    #[arg(value_parser = parse_card)]
+    card: CardNo,
+    /// List the postings after this txn id (0: from the first).
+    #[arg(long, value_name = "TXN", default_value_t = 0)]
+    after: u64,
+    /// Ask again from the last posting listed until there are no more (each page a new
+    /// request, with the next trace number).
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    operator: OperatorArgs,
 }
 
 /// The operator carrying out an administrative request and its passcode, sealed in `run`.
@@ -496,6 +592,61 @@ fn parse_id(text: &str) -> Result<u64, String> {
     }
 }
 
+/// The parser of a member's string option `option`: at most `max` bytes of UTF-8 (what the
+/// wire carries, SPEC §5.21), and not empty when `required`. Whether the text is a valid name,
+/// ID number, phone, address or e-mail is the switch's to say (M2).
+fn member_text(
+    option: &'static str,
+    max: usize,
+    required: bool,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        if required && text.trim().is_empty() {
+            Err(format!("{option} must not be empty"))
+        } else if text.len() > max {
+            Err(format!("{option} is {} bytes, more than the {max} a registration may carry", text.len()))
+        } else {
+            Ok(text.to_string())
+        }
+    }
+}
+
+/// An ID type by name: `id_card`, `passport` or `military_id` (dashes read as `_`).
+fn parse_id_type(text: &str) -> Result<u8, String> {
+    let name = normalise_name(text);
+    (1..=u8::MAX).find(|t| id_type_name(*t) == Some(name.as_str())).ok_or_else(|| {
+        let names: Vec<&str> = (1..=u8::MAX).map_while(id_type_name).collect();
+        format!("unknown ID type '{text}' (expected {})", one_of(&names))
+    })
+}
+
+/// A calendar date written `YYYY-MM-DD`, as the number YYYYMMDD.
+fn parse_birth_date(text: &str) -> Result<u32, String> {
+    let invalid = || format!("invalid date '{text}' (expected YYYY-MM-DD, e.g. 1990-03-07)");
+    let parts: Vec<&str> = text.trim().split('-').collect();
+    let [year, month, day] = parts[..] else { return Err(invalid()) };
+    let number = |digits: &str, len: usize| {
+        (digits.len() == len && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u32>().ok())
+            .flatten()
+    };
+    let (Some(year), Some(month), Some(day)) = (number(year, 4), number(month, 2), number(day, 2)) else {
+        return Err(invalid());
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(invalid()),
+    };
+    if year == 0 || !(1..=days_in_month).contains(&day) {
+        return Err(invalid());
+    }
+    Ok(year * 10_000 + month * 100 + day)
+}
+
 impl OperatorArgs {
     /// The operator's passcode, read from its file.
     fn passcode(&self) -> Result<String, String> {
@@ -588,6 +739,25 @@ impl AdminArgs {
     }
 }
 
+impl RegisterArgs {
+    /// The `register_member` message, the operator's passcode still unsealed.
+    fn register(&self) -> RegisterMember {
+        RegisterMember {
+            operator: OperatorAuth { operator_id: self.operator.operator_id, passcode: Sealed::NONE },
+            card: self.card,
+            member: MemberData {
+                id_type: self.id_type,
+                birth_date: self.birth_date.unwrap_or(0),
+                name: self.name.clone(),
+                id_number: self.id_number.clone(),
+                phone: self.phone.clone(),
+                address: self.address.clone().unwrap_or_default(),
+                email: self.email.clone().unwrap_or_default(),
+            },
+        }
+    }
+}
+
 impl SetOperatorArgs {
     /// The `set_operator` request, its passcodes still unsealed.
     fn request(&self) -> Result<Request, String> {
@@ -637,7 +807,12 @@ fn seal_secrets(op: &Op, request: &mut Request, key: &TerminalKey, terminal_id: 
     }
     if let Some(args) = op.operator() {
         let sealed = args.seal(key, terminal_id, stan)?;
-        if let Request::SetOperator { operator, .. } | Request::CardAdmin { operator, .. } = request {
+        if let Request::SetOperator { operator, .. }
+        | Request::CardAdmin { operator, .. }
+        | Request::MemberQuery { operator, .. }
+        | Request::ReplaceCard { operator, .. }
+        | Request::CardHistory { operator, .. } = request
+        {
             *operator = sealed;
         }
     }
@@ -655,6 +830,20 @@ fn seal_secrets(op: &Op, request: &mut Request, key: &TerminalKey, terminal_id: 
         _ => {}
     }
     Ok(())
+}
+
+/// [`seal_secrets`] for any message `op` sends: a registration carries only its operator's
+/// passcode.
+fn seal_message(op: &Op, message: &mut Message, key: &TerminalKey, terminal_id: u32, stan: u32) -> Result<(), String> {
+    match message {
+        Message::Request(request) => seal_secrets(op, request, key, terminal_id, stan),
+        Message::RegisterMember(register) => {
+            let args = op.operator().ok_or("register-member names its operator")?;
+            register.operator = args.seal(key, terminal_id, stan)?;
+            Ok(())
+        }
+        Message::Response(_) => Err("a terminal sends no responses".to_string()),
+    }
 }
 
 impl Op {
@@ -677,6 +866,10 @@ impl Op {
             Op::TerminalState { .. } => "terminal-state",
             Op::Admin(_) => "admin",
             Op::SetOperator(_) => "set-operator",
+            Op::RegisterMember(_) => "register-member",
+            Op::Member { .. } => "member",
+            Op::ReplaceCard(_) => "replace-card",
+            Op::History(_) => "history",
         }
     }
 
@@ -691,7 +884,12 @@ impl Op {
     /// The operator carrying out an administrative request.
     fn operator(&self) -> Option<&OperatorArgs> {
         match self {
-            Op::Admin(AdminArgs { operator, .. }) | Op::SetOperator(SetOperatorArgs { operator, .. }) => Some(operator),
+            Op::Admin(AdminArgs { operator, .. })
+            | Op::SetOperator(SetOperatorArgs { operator, .. })
+            | Op::RegisterMember(RegisterArgs { operator, .. })
+            | Op::Member { operator, .. }
+            | Op::ReplaceCard(ReplaceArgs { operator, .. })
+            | Op::History(HistoryArgs { operator, .. }) => Some(operator),
             _ => None,
         }
     }
@@ -761,7 +959,38 @@ impl Op {
             }
             Op::Admin(ref args) => args.request()?,
             Op::SetOperator(ref args) => args.request()?,
+            Op::Member { card, ref operator } => Request::MemberQuery {
+                operator: OperatorAuth { operator_id: operator.operator_id, ..Default::default() },
+                card,
+            },
+            Op::ReplaceCard(ref args) => {
+                if args.old == args.new {
+                    return Err(format!("replace-card: OLD and NEW are the same card {}", args.old));
+                }
+                Request::ReplaceCard {
+                    operator: OperatorAuth { operator_id: args.operator.operator_id, ..Default::default() },
+                    old_card: args.old,
+                    new_card: args.new,
+                    flags: if args.id_checked { AdminFlags::ID_CHECKED } else { 0 },
+                    method: args.method.map_or(0, |m| m as u8),
+                }
+            }
+            Op::History(ref args) => Request::CardHistory {
+                operator: OperatorAuth { operator_id: args.operator.operator_id, ..Default::default() },
+                card: args.card,
+                after_txn_id: args.after,
+            },
+            Op::RegisterMember(_) => return Err("register-member sends a registration, see Op::message".to_string()),
         })
+    }
+
+    /// The message to send: the request, or for `register-member` the registration, which
+    /// carries strings and so is a message of its own (SPEC §5.21).
+    fn message(&self, store_id: u32) -> Result<Message, String> {
+        match self {
+            Op::RegisterMember(args) => Ok(Message::RegisterMember(Box::new(args.register()))),
+            _ => self.request(store_id).map(Message::Request),
+        }
     }
 }
 
@@ -888,6 +1117,36 @@ fn admin_fields(request: &Request, code: ResponseCode) -> Vec<Field> {
     ]
 }
 
+/// The lines a replacement adds to its card reply, which describes the new card: the
+/// operator, the old card, the fee's method, and what was wrong when it was refused.
+fn replace_fields(request: &Request, code: ResponseCode) -> Vec<Field> {
+    let Request::ReplaceCard { operator, old_card, method, .. } = *request else { return vec![] };
+    let method_name = PaymentMethod::from_u8(method).map(PaymentMethod::as_str);
+    let mut fields = vec![
+        field("operator", operator_text(operator.operator_id, code), "operator_id", operator.operator_id.to_string()),
+        field("old card", old_card.to_string(), "old_card", json_string(&old_card.to_string())),
+        shown_if(
+            method != 0,
+            field(
+                "fee paid",
+                method_name.unwrap_or("none"),
+                "method",
+                method_name.map_or("null".to_string(), json_string),
+            ),
+        ),
+    ];
+    let why = match code {
+        ResponseCode::InvalidField if method == 0 => "none given: a product with a replacement fee needs --method",
+        ResponseCode::ReplacementRefused => {
+            "the old card is not a registered member card, or the new one is not in stock of the same product"
+        }
+        ResponseCode::OpenHold => "the old card has an open hold: capture or void it first",
+        _ => return fields,
+    };
+    fields.push(line(if code == ResponseCode::InvalidField { "method" } else { "refused" }, why));
+    fields
+}
+
 fn card_fields(request: &Request, card: CardNo, reply: &CardReply) -> Vec<Field> {
     let action = match *request {
         Request::CardAdmin { action, .. } => AdminAction::from_u8(action),
@@ -916,12 +1175,18 @@ fn card_fields(request: &Request, card: CardNo, reply: &CardReply) -> Vec<Field>
     let mut fields = vec![code_field(reply.code)];
     fields.extend(decline_fields(reply));
     fields.extend(admin_fields(request, reply.code));
+    fields.extend(replace_fields(request, reply.code));
+    // A declined replacement's reply may be about either card (SPEC §5.23): its state is shown
+    // apart from the new card's number.
+    let declined_replacement = matches!(request, Request::ReplaceCard { .. }) && !reply.code.is_approved();
+    let card_json = vec![("card", json_string(&card.to_string())), ("state", json_string(reply.state.as_str()))];
     fields.extend([
-        Field {
-            label: Some("card"),
-            text: format!("{card}  ({})", reply.state),
-            json: vec![("card", json_string(&card.to_string())), ("state", json_string(reply.state.as_str()))],
+        if declined_replacement {
+            Field { label: Some("new card"), text: card.to_string(), json: card_json }
+        } else {
+            Field { label: Some("card"), text: format!("{card}  ({})", reply.state), json: card_json }
         },
+        shown_if(declined_replacement, line("state", format!("{}  (of the card the reply is about)", reply.state))),
         field("txn id", txn, "txn_id", reply.txn_id.to_string()),
         shown_if(discounted, money(gross_label, "gross_minor", reply.gross_minor)),
         shown_if(discounted, money(discount_label, "discount_minor", reply.discount_minor)),
@@ -1006,6 +1271,203 @@ fn operator_fields(request: &Request, reply: &OperatorReply) -> Vec<Field> {
     fields
 }
 
+/// What the switch says is wrong with a registration (`problem` of `member_data_invalid`,
+/// SPEC §6.12): the field, and what it must be.
+fn member_problem(problem: u8) -> (&'static str, &'static str) {
+    match problem {
+        1 => ("name", "required, at most 64 bytes, no control characters"),
+        2 => ("id_type", "id_card, passport or military_id"),
+        3 => (
+            "id_number",
+            "an id_card's is 18 characters, the last its check character, encoding a valid birth date; \
+             a passport's or military ID's 5 to 20 letters and digits",
+        ),
+        4 => ("phone", "6 to 20 digits, optionally after a leading +"),
+        5 => ("address", "at most 128 bytes, no control characters"),
+        6 => ("email", "empty, or name@host.domain in at most 64 bytes, no spaces"),
+        7 => ("birth_date", "a calendar date; for an id_card, the one its number encodes"),
+        _ => ("unknown", "a field this pos does not know"),
+    }
+}
+
+/// The reply to `register_member` or `member_query`: the card and its holder, as the
+/// operator's role may see it (M3), or why the registration was refused.
+fn member_fields(operator_id: u32, reply: &MemberReply) -> Vec<Field> {
+    let member = &reply.member;
+    let mut fields = vec![code_field(reply.code)];
+    if reply.code == ResponseCode::MemberDataInvalid || reply.problem != 0 {
+        let (name, rule) = member_problem(reply.problem);
+        fields.push(Field {
+            label: Some("problem"),
+            text: format!("{name}: {rule}"),
+            json: vec![("problem", reply.problem.to_string()), ("problem_field", json_string(name))],
+        });
+    } else {
+        fields.push(Field {
+            label: None,
+            text: String::new(),
+            json: vec![("problem", "0".to_string()), ("problem_field", "null".to_string())],
+        });
+    }
+    let (id_type_text, id_type_json) = match (member.id_type, id_type_name(member.id_type)) {
+        (_, Some(name)) => (name.to_string(), json_string(name)),
+        (0, None) => ("none".to_string(), "null".to_string()),
+        (raw, None) => (format!("{raw} (unknown to this pos)"), raw.to_string()),
+    };
+    let shown = member.id_type != 0 || !member.name.is_empty();
+    let birth = if member.birth_date == 0 { "none".to_string() } else { format_date(member.birth_date) };
+    fields.extend([
+        field("operator", operator_text(operator_id, reply.code), "operator_id", operator_id.to_string()),
+        Field {
+            label: Some("card"),
+            text: format!("{}  ({})", reply.card, reply.state),
+            json: vec![("card", json_string(&reply.card.to_string())), ("state", json_string(reply.state.as_str()))],
+        },
+        shown_if(shown, field("name", member.name.clone(), "name", json_string(&member.name))),
+        shown_if(
+            shown,
+            Field {
+                label: Some("id"),
+                text: format!("{id_type_text}  {}", member.id_number),
+                json: vec![("id_type", id_type_json), ("id_number", json_string(&member.id_number))],
+            },
+        ),
+        shown_if(member.birth_date != 0, field("birth date", birth, "birth_date", member.birth_date.to_string())),
+        shown_if(shown, field("phone", member.phone.clone(), "phone", json_string(&member.phone))),
+        shown_if(
+            !member.address.is_empty(),
+            field("address", member.address.clone(), "address", json_string(&member.address)),
+        ),
+        shown_if(!member.email.is_empty(), field("email", member.email.clone(), "email", json_string(&member.email))),
+    ]);
+    fields
+}
+
+/// The hour, minute and second of `time_ms` (ms since the Unix epoch) on the terminals' clock.
+fn time_of_day(time_ms: i64) -> String {
+    let t = LocalTime::from_unix_ms(time_ms, DEFAULT_UTC_OFFSET_MINUTES).0;
+    format!("{:02}:{:02}:{:02}", t / 10_000 % 100, t / 100 % 100, t % 100)
+}
+
+/// A posting's kind by name, or its number when this pos does not know it.
+fn kind_name(kind: u8) -> String {
+    PostingKind::from_u8(kind).map_or_else(|| format!("kind {kind}"), |k| k.as_str().to_string())
+}
+
+/// `rows` as lines of columns separated by two spaces, each as wide as its widest cell;
+/// the columns in `right` aligned right (numbers), the others left.
+fn table(rows: &[Vec<String>], right: &[bool]) -> Vec<String> {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> =
+        (0..columns).map(|c| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> =
+                row.iter()
+                    .enumerate()
+                    .map(|(c, cell)| {
+                        if right[c] {
+                            format!("{cell:>w$}", w = widths[c])
+                        } else {
+                            format!("{cell:<w$}", w = widths[c])
+                        }
+                    })
+                    .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// One history entry as a JSON object.
+fn history_entry_json(e: &HistoryEntry) -> String {
+    let kind = PostingKind::from_u8(e.kind).map_or_else(|| e.kind.to_string(), |k| json_string(k.as_str()));
+    let members = [
+        ("txn_id", e.txn_id.to_string()),
+        ("kind", kind),
+        ("business_date", e.business_date.to_string()),
+        ("time_ms", e.time_ms.to_string()),
+        ("store_id", e.store_id.to_string()),
+        ("terminal_id", e.terminal_id.to_string()),
+        ("operator_id", e.operator_id.to_string()),
+        ("amount_minor", e.amount_minor.to_string()),
+        ("cash_delta_minor", e.cash_delta_minor.to_string()),
+        ("bonus_delta_minor", e.bonus_delta_minor.to_string()),
+        ("held_delta_minor", e.held_delta_minor.to_string()),
+        ("points_delta", e.points_delta.to_string()),
+        ("cash_after_minor", e.cash_after_minor.to_string()),
+        ("bonus_after_minor", e.bonus_after_minor.to_string()),
+        ("held_after_minor", e.held_after_minor.to_string()),
+    ];
+    let body: Vec<String> = members.iter().map(|(k, v)| format!("{}:{v}", json_string(k))).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// The reply to `card_history` (all its pages, with `--all`): a table of the postings, oldest
+/// first, with the balances after each.
+/// `stans` are the trace numbers of the pages asked, the first one's first.
+fn history_fields(operator_id: u32, reply: &HistoryReply, stans: &[u32]) -> Vec<Field> {
+    let pages = match stans {
+        [first, .., last] => format!("{}  (stans {first} to {last})", stans.len()),
+        _ => stans.len().to_string(),
+    };
+    let mut fields = vec![
+        code_field(reply.code),
+        field("operator", operator_text(operator_id, reply.code), "operator_id", operator_id.to_string()),
+        field("card", reply.card.to_string(), "card", json_string(&reply.card.to_string())),
+        shown_if(stans.len() > 1, field("pages", pages, "pages", stans.len().max(1).to_string())),
+        shown_if(
+            reply.code.is_approved() || !reply.entries.is_empty(),
+            field("postings", reply.entries.len().to_string(), "count", reply.entries.len().to_string()),
+        ),
+    ];
+    if !reply.entries.is_empty() {
+        let mut rows = vec![[
+            "txn",
+            "date",
+            "time",
+            "kind",
+            "store",
+            "terminal",
+            "operator",
+            "amount",
+            "cash after",
+            "bonus after",
+            "held after",
+        ]
+        .map(str::to_string)
+        .to_vec()];
+        rows.extend(reply.entries.iter().map(|e| {
+            vec![
+                e.txn_id.to_string(),
+                format_date(e.business_date),
+                time_of_day(e.time_ms),
+                kind_name(e.kind),
+                e.store_id.to_string(),
+                e.terminal_id.to_string(),
+                e.operator_id.to_string(),
+                format_minor(e.amount_minor),
+                format_minor(e.cash_after_minor),
+                format_minor(e.bonus_after_minor),
+                format_minor(e.held_after_minor),
+            ]
+        }));
+        let right = [true, false, false, false, true, true, true, true, true, true, true];
+        fields.extend(table(&rows, &right).into_iter().map(|text| Field { label: Some(""), text, json: vec![] }));
+    }
+    let last = reply.entries.last().map_or(0, |e| e.txn_id);
+    fields.push(shown_if(
+        reply.more != 0,
+        field("more", format!("yes: ask again with --after {last} (or --all)"), "more", (reply.more != 0).to_string()),
+    ));
+    let entries: Vec<String> = reply.entries.iter().map(history_entry_json).collect();
+    fields.push(Field {
+        label: None,
+        text: String::new(),
+        json: vec![("entries", format!("[{}]", entries.join(",")))],
+    });
+    fields
+}
+
 fn render_text(sent: &Sent<'_>, fields: &[Field]) -> String {
     let mut out = format!("{}  terminal {}  stan {}", sent.op, sent.terminal, sent.stan);
     if sent.retransmit {
@@ -1013,8 +1475,15 @@ fn render_text(sent: &Sent<'_>, fields: &[Field]) -> String {
     }
     out.push('\n');
     for f in fields {
-        if let Some(label) = f.label {
-            let _ = writeln!(out, "  {label:<11}{}", f.text);
+        match f.label {
+            // A line of its own, e.g. of a table.
+            Some("") => {
+                let _ = writeln!(out, "  {}", f.text);
+            }
+            Some(label) => {
+                let _ = writeln!(out, "  {label:<11}{}", f.text);
+            }
+            None => {}
         }
     }
     out
@@ -1051,8 +1520,28 @@ fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>>
             ])
         }
         (Request::SetOperator { .. }, Response::Operator(reply)) => Some(operator_fields(request, reply)),
+        (Request::MemberQuery { operator, .. }, Response::Member { request: MsgType::MemberQuery, reply }) => {
+            Some(member_fields(operator.operator_id, reply))
+        }
+        (Request::CardHistory { operator, .. }, Response::History(reply)) => {
+            Some(history_fields(operator.operator_id, reply, &[]))
+        }
+        (Request::ReplaceCard { new_card, .. }, Response::Card { request: MsgType::ReplaceCard, reply }) => {
+            Some(card_fields(request, *new_card, reply))
+        }
         (_, Response::Card { request: answered, reply }) if *answered == request.msg_type() => {
             Some(card_fields(request, request.card()?, reply))
+        }
+        _ => None,
+    }
+}
+
+/// The fields of `response` when it is the right shape for `message`.
+fn message_fields(message: &Message, response: &Response) -> Option<Vec<Field>> {
+    match (message, response) {
+        (Message::Request(request), _) => response_fields(request, response),
+        (Message::RegisterMember(register), Response::Member { request: MsgType::RegisterMember, reply }) => {
+            Some(member_fields(register.operator.operator_id, reply))
         }
         _ => None,
     }
@@ -1066,7 +1555,11 @@ struct Failure(String);
 /// reverse it instead.
 fn unknown_outcome_hint(request: &Request, stan: u32) -> String {
     match request {
-        Request::SignOn { .. } | Request::Echo | Request::Balance { .. } => String::new(),
+        Request::SignOn { .. }
+        | Request::Echo
+        | Request::Balance { .. }
+        | Request::MemberQuery { .. }
+        | Request::CardHistory { .. } => String::new(),
         Request::Sale { .. }
         | Request::Load { .. }
         | Request::Hold { .. }
@@ -1104,9 +1597,33 @@ async fn exchange(
     flags: u16,
     request: Request,
 ) -> Result<Response, Failure> {
-    let hint = unknown_outcome_hint(&request, stan);
-    client.send(stan, flags, request).await.map_err(|e| call_failure(addr, what, stan, &hint, e))?;
-    let response = client.receive(stan).await.map_err(|e| call_failure(addr, what, stan, &hint, e))?;
+    exchange_message(client, addr, what, stan, flags, Message::Request(request)).await
+}
+
+/// [`exchange`] for any message a terminal sends: a request or a registration.
+async fn exchange_message(
+    client: &mut Client,
+    addr: &str,
+    what: &str,
+    stan: u32,
+    flags: u16,
+    message: Message,
+) -> Result<Response, Failure> {
+    let hint = match &message {
+        Message::Request(request) => unknown_outcome_hint(request, stan),
+        _ => format!("; its outcome is unknown: send it again with --stan {stan} --retransmit"),
+    };
+    let failed = |e| call_failure(addr, what, stan, &hint, e);
+    let response = match message {
+        Message::Request(request) => {
+            client.send(stan, flags, request).await.map_err(failed)?;
+            client.receive(stan).await.map_err(failed)?
+        }
+        Message::RegisterMember(register) => client.register_member(stan, flags, *register).await.map_err(failed)?,
+        Message::Response(response) => {
+            return Err(Failure(format!("{what}: a terminal does not send {}", response.msg_type())))
+        }
+    };
     if let Response::Error { code, text } = &response {
         return Err(Failure(format!("the switch at {addr} refused the {what} frame (stan {stan}): {code}: {text}")));
     }
@@ -1162,8 +1679,54 @@ fn write_credential(path: &std::path::Path, credential: &Credential) -> Result<(
         .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
 }
 
+/// `history --all`: while the switch says there are more postings, asks for those after the
+/// last one listed, each page a new request with the next trace number after `stan`, and
+/// gathers the pages into one reply. Returns it with the trace numbers of the pages asked
+/// after the first. A page declined ends it, with that page's code.
+async fn follow_history(
+    client: &mut Client,
+    cli: &Cli,
+    key: &TerminalKey,
+    mut stan: u32,
+    flags: u16,
+    mut all: HistoryReply,
+) -> Result<(HistoryReply, Vec<u32>), Failure> {
+    let addr = cli.addr.as_str();
+    let mut stans = Vec::new();
+    while all.code.is_approved() && all.more != 0 {
+        let Some(after) = all.entries.last().map(|e| e.txn_id) else {
+            return Err(Failure(format!("the switch at {addr} said more postings follow but listed none")));
+        };
+        stan = stan.checked_add(1).filter(|next| *next <= MAX_OPERATION_STAN).ok_or_else(|| {
+            Failure(format!(
+                "history --all: no trace number after {stan} for the next page (at most {MAX_OPERATION_STAN})"
+            ))
+        })?;
+        let mut request = cli.op.request(cli.store).map_err(Failure)?;
+        if let Request::CardHistory { after_txn_id, .. } = &mut request {
+            *after_txn_id = after;
+        }
+        seal_secrets(&cli.op, &mut request, key, client.terminal_id(), stan).map_err(Failure)?;
+        let response = exchange(client, addr, "history", stan, flags, request).await?;
+        let Response::History(page) = response else {
+            return Err(Failure(format!(
+                "the switch at {addr} answered history (stan {stan}) with {}",
+                response.msg_type()
+            )));
+        };
+        stans.push(stan);
+        if page.entries.first().is_some_and(|e| e.txn_id <= after) {
+            return Err(Failure(format!("the switch at {addr} listed postings up to {after} again (stan {stan})")));
+        }
+        all.code = page.code;
+        all.more = page.more;
+        all.entries.extend(page.entries);
+    }
+    Ok((all, stans))
+}
+
 async fn run(cli: &Cli) -> Result<u8, Failure> {
-    let mut request = cli.op.request(cli.store).map_err(Failure)?;
+    let mut message = cli.op.message(cli.store).map_err(Failure)?;
     let now_ms = unix_ms_now();
     let stan = cli.stan.unwrap_or_else(|| stan_from_clock(now_ms, DEFAULT_UTC_OFFSET_MINUTES));
     debug_assert!((1..=MAX_OPERATION_STAN).contains(&stan));
@@ -1171,14 +1734,14 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
     let addr = cli.addr.as_str();
     let me = credential(cli)?;
     let terminal = me.terminal_id;
-    if let Request::ProvisionTerminal { terminal_id, ref mut wrapped_key, .. } = request {
+    if let Message::Request(Request::ProvisionTerminal { terminal_id, ref mut wrapped_key, .. }) = message {
         let provisioned = Credential { terminal_id, key: me.derive_terminal_key(terminal_id) };
         *wrapped_key = me.key.wrap_for_transport(&provisioned.key, terminal, stan, terminal_id);
         if let Op::Provision { out: Some(path), .. } = &cli.op {
             write_credential(path, &provisioned)?;
         }
     }
-    seal_secrets(&cli.op, &mut request, &me.key, terminal, stan).map_err(Failure)?;
+    seal_message(&cli.op, &mut message, &me.key, terminal, stan).map_err(Failure)?;
 
     let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
     let mut client =
@@ -1193,7 +1756,7 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
         };
     client.set_call_timeout_ms(DEFAULT_CALL_TIMEOUT_MS);
 
-    if !matches!(request, Request::SignOn { .. } | Request::Echo) {
+    if !matches!(message, Message::Request(Request::SignOn { .. } | Request::Echo)) {
         let sign_on_stan = sign_on_stan_from_clock(now_ms);
         let sign_on = Request::SignOn { store_id: cli.store };
         let response = exchange(&mut client, addr, "sign-on", sign_on_stan, 0, sign_on).await?;
@@ -1217,8 +1780,20 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
     }
 
     let what = cli.op.name();
-    let response = exchange(&mut client, addr, what, stan, flags, request).await?;
-    let Some(fields) = response_fields(&request, &response) else {
+    let mut response = exchange_message(&mut client, addr, what, stan, flags, message.clone()).await?;
+    let mut stans = vec![stan];
+    if let (Op::History(HistoryArgs { all: true, .. }), Response::History(first)) = (&cli.op, &response) {
+        let (all, more) = follow_history(&mut client, cli, &me.key, stan, flags, (**first).clone()).await?;
+        stans.extend(more);
+        response = Response::History(Box::new(all));
+    }
+    let fields = match (&message, &response) {
+        (Message::Request(Request::CardHistory { operator, .. }), Response::History(reply)) => {
+            Some(history_fields(operator.operator_id, reply, &stans))
+        }
+        _ => message_fields(&message, &response),
+    };
+    let Some(fields) = fields else {
         return Err(Failure(format!(
             "the switch at {addr} answered {what} (stan {stan}) with {}",
             response.msg_type()
@@ -2099,5 +2674,469 @@ mod tests {
             "; its outcome is unknown: send it again with --stan 7 --retransmit"
         );
         assert_eq!(unknown_outcome_hint(&Request::Balance { card: CardNo(62_008_800) }, 7), "");
+        // A query or a history changes nothing; a replacement is sent again, not reversed.
+        let operator = OperatorAuth::default();
+        let card = CardNo(62_008_800);
+        assert_eq!(unknown_outcome_hint(&Request::MemberQuery { operator, card }, 7), "");
+        assert_eq!(unknown_outcome_hint(&Request::CardHistory { operator, card, after_txn_id: 0 }, 7), "");
+        let replace =
+            Request::ReplaceCard { operator, old_card: card, new_card: CardNo(62_008_801), flags: 1, method: 1 };
+        assert_eq!(
+            unknown_outcome_hint(&replace, 7),
+            "; its outcome is unknown: send it again with --stan 7 --retransmit"
+        );
+    }
+
+    /// `pos --addr x:1 --stan 152 register-member CARD --operator 41 --passcode-file FILE` and the
+    /// required data, then `extra`.
+    fn register_member(files: &Files, extra: &[&str]) -> Result<Cli, clap::Error> {
+        let passcode = files.path("service");
+        let base = [
+            "--addr",
+            "x:1",
+            "--stan",
+            "152",
+            "register-member",
+            "6200880000000033",
+            "--operator",
+            "41",
+            "--passcode-file",
+            passcode.as_str(),
+        ];
+        parse(&[&base[..], extra].concat())
+    }
+
+    const REQUIRED: [&str; 8] =
+        ["--name", "张三", "--id-type", "id_card", "--id-number", "11010519900307101X", "--phone", "13800138000"];
+
+    #[test]
+    fn register_member_builds_its_message_and_seals_the_operator() {
+        let files = Files::new("register", &[("service", "s3rvice41\n")]);
+        let cli = register_member(
+            &files,
+            &[
+                &REQUIRED[..],
+                &["--address", "北京市西城区", "--email", "zhang@example.cn", "--birth-date", "1990-03-07"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(cli.op.name(), "register-member");
+        let mut message = cli.op.message(1).unwrap();
+        let key = test_key();
+        seal_message(&cli.op, &mut message, &key, 1001, 152).unwrap();
+        let Message::RegisterMember(register) = message else { panic!("{message:?}") };
+        assert_eq!(register.card, CardNo(6_200_880_000_000_033));
+        assert_eq!(
+            register.member,
+            MemberData {
+                id_type: 1,
+                birth_date: 19900307,
+                name: "张三".to_string(),
+                id_number: "11010519900307101X".to_string(),
+                phone: "13800138000".to_string(),
+                address: "北京市西城区".to_string(),
+                email: "zhang@example.cn".to_string(),
+            }
+        );
+        let operator = register.operator;
+        assert_eq!(operator.operator_id, 41);
+        assert_eq!(
+            operator.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 152),
+            Ok(Some(b"s3rvice41".to_vec()))
+        );
+        assert_ne!(
+            operator.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 153),
+            Ok(Some(b"s3rvice41".to_vec()))
+        );
+
+        // The optional data stay empty, the birth date 0; the ID type is named forgivingly.
+        let cli = register_member(
+            &files,
+            &["--name", "Li Si", "--id-type", "Military-ID", "--id-number", "E1234567", "--phone", "+8613900139000"],
+        )
+        .unwrap();
+        let Ok(Message::RegisterMember(register)) = cli.op.message(1) else { panic!() };
+        let member = register.member;
+        assert_eq!(
+            (member.id_type, member.birth_date, member.address, member.email),
+            (3, 0, String::new(), String::new())
+        );
+        // Whether the data make a valid registration is the switch's to say (M2): a wrong check
+        // character is sent as typed.
+        let cli = register_member(&files, &["--name", "x", "--id-type", "1", "--id-number", "1", "--phone", "1"]);
+        assert!(cli
+            .unwrap_err()
+            .to_string()
+            .contains("unknown ID type '1' (expected id_card, passport or military_id)"));
+        let typo = [&REQUIRED[..5], &["110105199003071011", "--phone", "13800138000"]].concat();
+        let Ok(Message::RegisterMember(register)) = register_member(&files, &typo).unwrap().op.message(1) else {
+            panic!()
+        };
+        assert_eq!(register.member.id_number, "110105199003071011");
+    }
+
+    #[test]
+    fn register_member_refuses_what_the_wire_cannot_carry() {
+        let files = Files::new("register-usage", &[("service", "s3rvice41\n")]);
+        let long_name = "名".repeat(22); // 66 bytes of UTF-8
+        let long_address = "a".repeat(129);
+        for (extra, problem) in [
+            (vec!["--name", "张三", "--id-type", "id_card", "--id-number", "1"], "--phone"),
+            (vec!["--id-type", "id_card", "--id-number", "1", "--phone", "1"], "--name"),
+            (
+                vec!["--name", " ", "--id-type", "passport", "--id-number", "E1", "--phone", "1"],
+                "--name must not be empty",
+            ),
+            (
+                vec!["--name", long_name.as_str(), "--id-type", "passport", "--id-number", "E1", "--phone", "1"],
+                "--name is 66 bytes, more than the 64 a registration may carry",
+            ),
+            (
+                vec!["--name", "x", "--id-type", "passport", "--id-number", "E123456789012345678901", "--phone", "1"],
+                "--id-number is 22 bytes, more than the 20",
+            ),
+            (
+                vec![
+                    "--name",
+                    "x",
+                    "--id-type",
+                    "passport",
+                    "--id-number",
+                    "E1",
+                    "--phone",
+                    "1",
+                    "--address",
+                    &long_address,
+                ],
+                "--address is 129 bytes, more than the 128",
+            ),
+            (vec!["--name", "x", "--id-type", "card", "--id-number", "E1", "--phone", "1"], "unknown ID type 'card'"),
+            (
+                vec![
+                    "--name",
+                    "x",
+                    "--id-type",
+                    "passport",
+                    "--id-number",
+                    "E1",
+                    "--phone",
+                    "1",
+                    "--birth-date",
+                    "19900307",
+                ],
+                "invalid date '19900307' (expected YYYY-MM-DD",
+            ),
+            (
+                vec![
+                    "--name",
+                    "x",
+                    "--id-type",
+                    "passport",
+                    "--id-number",
+                    "E1",
+                    "--phone",
+                    "1",
+                    "--birth-date",
+                    "1990-02-29",
+                ],
+                "invalid date '1990-02-29'",
+            ),
+        ] {
+            let error = register_member(&files, &extra).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{extra:?}");
+            assert!(error.to_string().contains(problem), "{extra:?}: {error}");
+        }
+        assert_eq!(parse_birth_date("2000-02-29"), Ok(20000229));
+        assert_eq!(parse_birth_date("1990-03-07"), Ok(19900307));
+        for bad in ["1900-02-29", "1990-13-01", "1990-04-31", "1990-3-7", "0000-01-01", "1990-03-07-01", ""] {
+            assert!(parse_birth_date(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_id_type("passport"), Ok(2));
+    }
+
+    #[test]
+    fn member_replace_and_history_build_their_requests() {
+        let files = Files::new("member-requests", &[("service", "s3rvice41\n")]);
+        let passcode = files.path("service");
+        let with_operator = |args: &[&str]| {
+            let tail = ["--operator", "41", "--passcode-file", passcode.as_str()];
+            parse(&[&["--addr", "x:1"][..], args, &tail[..]].concat())
+        };
+        let key = test_key();
+        let sealed = |cli: &Cli| {
+            let mut request = cli.op.request(1).unwrap();
+            seal_secrets(&cli.op, &mut request, &key, 1001, 9).unwrap();
+            let operator = request.operator().unwrap();
+            assert_eq!(operator.operator_id, 41);
+            assert_eq!(
+                operator.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 9),
+                Ok(Some(b"s3rvice41".to_vec()))
+            );
+            request
+        };
+        let cli = with_operator(&["member", CARD]).unwrap();
+        assert_eq!(cli.op.name(), "member");
+        assert!(matches!(sealed(&cli), Request::MemberQuery { card: CardNo(6_200_880_000_000_017), .. }));
+
+        let cli =
+            with_operator(&["replace-card", CARD, "6200880000000058", "--id-checked", "--method", "wechat"]).unwrap();
+        let Request::ReplaceCard { old_card, new_card, flags, method, .. } = sealed(&cli) else { panic!() };
+        assert_eq!(
+            (old_card, new_card, flags, method),
+            (
+                CardNo(6_200_880_000_000_017),
+                CardNo(6_200_880_000_000_058),
+                AdminFlags::ID_CHECKED,
+                PaymentMethod::Wechat as u8
+            )
+        );
+        // Without --method: none (0), for a product without a replacement fee.
+        let cli = with_operator(&["replace-card", CARD, "6200880000000058", "--id-checked"]).unwrap();
+        assert!(matches!(cli.op.request(1), Ok(Request::ReplaceCard { method: 0, .. })));
+        let same = with_operator(&["replace-card", CARD, CARD, "--id-checked"]).unwrap();
+        assert_eq!(same.op.request(1), Err("replace-card: OLD and NEW are the same card 6200880000000017".to_string()));
+
+        let cli = with_operator(&["history", CARD]).unwrap();
+        assert!(matches!(sealed(&cli), Request::CardHistory { after_txn_id: 0, .. }));
+        let cli = with_operator(&["history", CARD, "--after", "418312", "--all"]).unwrap();
+        assert!(matches!(&cli.op, Op::History(HistoryArgs { all: true, .. })));
+        assert!(matches!(sealed(&cli), Request::CardHistory { after_txn_id: 418_312, .. }));
+
+        for (args, problem) in [
+            (&["replace-card", CARD, "6200880000000058"][..], "--id-checked"),
+            (&["replace-card", CARD, "6200880000000058", "--id-checked", "--method", "gold"], "gold"),
+            (&["replace-card", CARD, "--id-checked"], "<NEW>"),
+            (&["member", "123"], "invalid card number"),
+            (&["history", CARD, "--after", "x"], "--after"),
+            (&["history", CARD, "--after", "-1"], "unexpected argument"),
+        ] {
+            let error = with_operator(args).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(problem), "{args:?}: {error}");
+        }
+        let error = parse(&["--addr", "x:1", "member", CARD]).map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("--operator"), "{error}");
+    }
+
+    fn member_text_of(op: &str, operator_id: u32, reply: &MemberReply) -> String {
+        render_text(&Sent { op, terminal: 1001, stan: 153, retransmit: false }, &member_fields(operator_id, reply))
+    }
+
+    fn member_json_of(op: &str, operator_id: u32, reply: &MemberReply) -> String {
+        render_json(&Sent { op, terminal: 1001, stan: 153, retransmit: false }, &member_fields(operator_id, reply))
+    }
+
+    #[test]
+    fn member_replies_show_the_member_or_the_problem() {
+        let full = MemberData {
+            id_type: 1,
+            birth_date: 19900307,
+            name: "张三".to_string(),
+            id_number: "11010519900307101X".to_string(),
+            phone: "13800138000".to_string(),
+            address: "北京市西城区".to_string(),
+            email: "zhang@example.cn".to_string(),
+        };
+        let approved = |member: MemberData| MemberReply {
+            code: ResponseCode::Approved,
+            card: CardNo(6_200_880_000_000_033),
+            state: protocol::CardState::Active,
+            problem: 0,
+            member,
+        };
+        assert_eq!(
+            member_text_of("member", 41, &approved(full.clone())),
+            "member  terminal 1001  stan 153\n\
+             \x20 code       approved\n\
+             \x20 operator   41\n\
+             \x20 card       6200880000000033  (active)\n\
+             \x20 name       张三\n\
+             \x20 id         id_card  11010519900307101X\n\
+             \x20 birth date 1990-03-07\n\
+             \x20 phone      13800138000\n\
+             \x20 address    北京市西城区\n\
+             \x20 email      zhang@example.cn\n"
+        );
+        // Masked for the counter (M3): no birth date line.
+        let masked = MemberData {
+            id_number: "**************101X".to_string(),
+            phone: "*******8000".to_string(),
+            address: "***".to_string(),
+            email: "***".to_string(),
+            birth_date: 0,
+            ..full.clone()
+        };
+        let text = member_text_of("member", 31, &approved(masked.clone()));
+        assert!(text.contains("  id         id_card  **************101X\n  phone      *******8000\n"), "{text}");
+        assert!(!text.contains("birth date"), "{text}");
+        assert_eq!(
+            member_json_of("member", 31, &approved(masked)),
+            "{\"op\":\"member\",\"terminal\":1001,\"stan\":153,\"retransmit\":false,\"code\":\"approved\",\
+             \"problem\":0,\"problem_field\":null,\"operator_id\":31,\"card\":\"6200880000000033\",\
+             \"state\":\"active\",\"name\":\"张三\",\"id_type\":\"id_card\",\"id_number\":\"**************101X\",\
+             \"birth_date\":0,\"phone\":\"*******8000\",\"address\":\"***\",\"email\":\"***\"}\n"
+        );
+
+        // A registration refused names the field and its rule; no member lines.
+        let invalid = MemberReply {
+            code: ResponseCode::MemberDataInvalid,
+            card: CardNo(6_200_880_000_000_033),
+            problem: 3,
+            ..MemberReply::default()
+        };
+        let text = member_text_of("register-member", 41, &invalid);
+        assert!(
+            text.starts_with(
+                "register-member  terminal 1001  stan 153\n  code       member_data_invalid\n  problem    id_number: an id_card's"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("  operator   41\n  card       6200880000000033  (unknown)\n"), "{text}");
+        let json = member_json_of("register-member", 41, &invalid);
+        assert!(json.contains("\"problem\":3,\"problem_field\":\"id_number\","), "{json}");
+        assert!(json.contains("\"id_type\":null,\"id_number\":\"\",\"birth_date\":0,"), "{json}");
+        for problem in 1..=7 {
+            assert_ne!(member_problem(problem).0, "unknown", "{problem}");
+        }
+        let refused = MemberReply { code: ResponseCode::RoleNotPermitted, ..MemberReply::default() };
+        assert!(member_text_of("member", 1, &refused).contains("  operator   1  (not permitted: "));
+
+        // The reply must be the registration's: a query's reply is not taken for it.
+        let register = Message::RegisterMember(Box::new(RegisterMember {
+            operator: OperatorAuth { operator_id: 41, passcode: Sealed::NONE },
+            card: CardNo(6_200_880_000_000_033),
+            member: full,
+        }));
+        let reply = |request| Response::Member { request, reply: Box::new(invalid.clone()) };
+        assert!(message_fields(&register, &reply(MsgType::RegisterMember)).is_some());
+        assert!(message_fields(&register, &reply(MsgType::MemberQuery)).is_none());
+    }
+
+    #[test]
+    fn replacement_replies_name_the_old_card_and_describe_the_new_one() {
+        let replace = |method| Request::ReplaceCard {
+            operator: OperatorAuth { operator_id: 41, passcode: Sealed::NONE },
+            old_card: CardNo(6_200_880_000_000_025),
+            new_card: CardNo(6_200_880_000_000_058),
+            flags: AdminFlags::ID_CHECKED,
+            method,
+        };
+        let reply = CardReply {
+            code: ResponseCode::Approved,
+            state: protocol::CardState::Active,
+            txn_id: 418_312,
+            amount_minor: 91_000,
+            gross_minor: 91_000,
+            cash_minor: 91_000,
+            points_earned: 1_290,
+            points_balance: 1_290,
+            tier: 2,
+            notices: CardReply::NOTICE_PIN_MUST_CHANGE,
+            ..CardReply::default()
+        };
+        assert_eq!(
+            text_of(&replace(PaymentMethod::Cash as u8), reply),
+            "replace_card  terminal 1001  stan 7\n\
+             \x20 code       approved\n\
+             \x20 operator   41\n\
+             \x20 old card   6200880000000025\n\
+             \x20 fee paid   cash\n\
+             \x20 card       6200880000000058  (active)\n\
+             \x20 txn id     418312\n\
+             \x20 amount     910.00\n\
+             \x20 cash       910.00\n\
+             \x20 bonus      0.00\n\
+             \x20 held       0.00\n\
+             \x20 available  910.00\n\
+             \x20 points     +1290 earned, balance 1290\n\
+             \x20 tier       2\n\
+             \x20 notice     PIN must be changed: ask the holder to change it\n"
+        );
+        let json = json_of(&replace(PaymentMethod::Cash as u8), reply);
+        assert!(
+            json.contains("\"code\":\"approved\",\"operator_id\":41,\"old_card\":\"6200880000000025\",\"method\":\"cash\",\"card\":\"6200880000000058\",\"state\":\"active\",\"txn_id\":418312,"),
+            "{json}"
+        );
+        // Declines say what was missing.
+        let declined = |code| CardReply { code, ..CardReply::default() };
+        let text = text_of(&replace(0), declined(ResponseCode::InvalidField));
+        assert!(text.contains("  method     none given: a product with a replacement fee needs --method\n"), "{text}");
+        assert!(!text.contains("fee paid"), "{text}");
+        assert!(json_of(&replace(0), declined(ResponseCode::InvalidField)).contains("\"method\":null,"));
+        let text = text_of(&replace(1), declined(ResponseCode::ReplacementRefused));
+        assert!(text.contains("  refused    the old card is not a registered member card"), "{text}");
+        assert!(
+            text.contains("  new card   6200880000000058\n  state      unknown  (of the card the reply is about)\n"),
+            "{text}"
+        );
+        let text = text_of(&replace(1), declined(ResponseCode::OpenHold));
+        assert!(text.contains("  refused    the old card has an open hold"), "{text}");
+        let text = text_of(&replace(1), declined(ResponseCode::IdNotChecked));
+        assert!(text.contains("  id         not checked: "), "{text}");
+    }
+
+    #[test]
+    fn history_replies_are_a_table_of_postings() {
+        let request = Request::CardHistory {
+            operator: OperatorAuth { operator_id: 31, passcode: Sealed::NONE },
+            card: CardNo(6_200_880_000_000_058),
+            after_txn_id: 0,
+        };
+        let entry = |txn_id, kind: PostingKind, amount_minor, cash_delta_minor| HistoryEntry {
+            txn_id,
+            kind: kind as u8,
+            business_date: 20261122,
+            // 2026-11-22T10:14:00+08:00.
+            time_ms: 1_795_313_640_000,
+            store_id: 21,
+            terminal_id: u32::MAX,
+            operator_id: 41,
+            amount_minor,
+            cash_delta_minor,
+            cash_after_minor: 91_000,
+            ..HistoryEntry::default()
+        };
+        let reply = HistoryReply {
+            code: ResponseCode::Approved,
+            card: CardNo(6_200_880_000_000_058),
+            more: 1,
+            entries: vec![
+                entry(418_312, PostingKind::TransferIn, 91_000, 91_000),
+                HistoryEntry { kind: 99, ..entry(418_313, PostingKind::Fee, 1_800, 0) },
+            ],
+        };
+        let response = Response::History(Box::new(reply.clone()));
+        let fields = response_fields(&request, &response).unwrap();
+        let sent = Sent { op: "history", terminal: 1001, stan: 155, retransmit: false };
+        assert_eq!(
+            render_text(&sent, &fields),
+            "history  terminal 1001  stan 155\n\
+             \x20 code       approved\n\
+             \x20 operator   31\n\
+             \x20 card       6200880000000058\n\
+             \x20 postings   2\n\
+             \x20    txn  date        time      kind         store    terminal  operator  amount  cash after  bonus after  held after\n\
+             \x20 418312  2026-11-22  10:14:00  transfer_in     21  4294967295        41  910.00      910.00         0.00        0.00\n\
+             \x20 418313  2026-11-22  10:14:00  kind 99         21  4294967295        41   18.00      910.00         0.00        0.00\n\
+             \x20 more       yes: ask again with --after 418313 (or --all)\n"
+        );
+        let json = render_json(&sent, &fields);
+        assert!(json.contains("\"code\":\"approved\",\"operator_id\":31,\"card\":\"6200880000000058\",\"pages\":1,\"count\":2,\"more\":true,\"entries\":[{\"txn_id\":418312,\"kind\":\"transfer_in\",\"business_date\":20261122,\"time_ms\":1795313640000,\"store_id\":21,\"terminal_id\":4294967295,\"operator_id\":41,\"amount_minor\":91000,\"cash_delta_minor\":91000,"), "{json}");
+        assert!(json.contains("{\"txn_id\":418313,\"kind\":99,"), "{json}");
+        // Pages asked with --all are counted, with their trace numbers.
+        let text = render_text(&sent, &history_fields(31, &HistoryReply { more: 0, ..reply }, &[155, 156, 157]));
+        assert!(text.contains("  pages      3  (stans 155 to 157)\n  postings   2\n"), "{text}");
+        assert!(!text.contains("more"), "{text}");
+        // A decline lists nothing.
+        let declined = Response::History(Box::new(HistoryReply {
+            code: ResponseCode::UnknownCard,
+            card: CardNo(6_200_880_000_000_058),
+            ..HistoryReply::default()
+        }));
+        let text = render_text(&sent, &response_fields(&request, &declined).unwrap());
+        assert_eq!(text, "history  terminal 1001  stan 155\n  code       unknown_card\n  operator   31\n  card       6200880000000058\n");
+        // Only a history answers a history.
+        assert!(response_fields(&request, &Response::Echo { code: ResponseCode::Approved }).is_none());
     }
 }
