@@ -84,19 +84,14 @@ pub enum Work {
     },
     /// A step of an operation spanning partitions (`coordinator`), applied once under `key`
     /// and answered after its group commit.
-    Step {
-        key: TraceKey,
-        card: CardNo,
-        cmd: Command,
-        step: Step,
-        reply: tokio::sync::oneshot::Sender<CardReply>,
-    },
+    /// Boxed: steps are rare, and every queue slot is as large as the largest variant.
+    Step(Box<StepWork>),
     /// Reads a card and a transaction of this partition (memory, else disk), for the
     /// coordinator; `Err` when the disk read failed.
     Read {
         card: CardNo,
         txn_id: u64,
-        reply: tokio::sync::oneshot::Sender<Result<(Option<Card>, Option<Txn>), ()>>,
+        reply: tokio::sync::oneshot::Sender<ReadResult>,
     },
     /// The rules change (a product administered, P3): batches after this one use them.
     SetRules {
@@ -106,6 +101,19 @@ pub enum Work {
     /// Finish what is queued before this, then stop.
     Stop,
 }
+
+/// A step of an operation spanning partitions, with where its answer goes.
+pub struct StepWork {
+    key: TraceKey,
+    card: CardNo,
+    cmd: Command,
+    step: Step,
+    reply: tokio::sync::oneshot::Sender<CardReply>,
+}
+
+/// What a partition read for the coordinator: the card and the transaction, if they exist;
+/// `Err` when reading the disk failed.
+pub type ReadResult = Result<(Option<Card>, Option<Txn>), ()>;
 
 pub struct Partitions {
     senders: Vec<Sender<Work>>,
@@ -192,17 +200,17 @@ impl Partitions {
     pub async fn step(&self, key: TraceKey, card: CardNo, cmd: Command, step: Step) -> Option<CardReply> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self.senders[partition_of(card, self.senders.len())].clone();
-        let work = Work::Step { key, card, cmd, step, reply };
-        tokio::task::spawn_blocking(move || sender.send(work)).await.ok()?.ok()?;
+        let work = Work::Step(Box::new(StepWork { key, card, cmd, step, reply }));
+        tokio::task::spawn_blocking(move || sender.send(work).is_ok()).await.ok()?.then_some(())?;
         answer.await.ok()
     }
 
     /// Reads `card` and the transaction `txn_id` (0: none) from the partition of `card`.
-    pub async fn read(&self, card: CardNo, txn_id: u64) -> Option<Result<(Option<Card>, Option<Txn>), ()>> {
+    pub async fn read(&self, card: CardNo, txn_id: u64) -> Option<ReadResult> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self.senders[partition_of(card, self.senders.len())].clone();
         let work = Work::Read { card, txn_id, reply };
-        tokio::task::spawn_blocking(move || sender.send(work)).await.ok()?.ok()?;
+        tokio::task::spawn_blocking(move || sender.send(work).is_ok()).await.ok()?.then_some(())?;
         answer.await.ok()
     }
 
@@ -294,7 +302,8 @@ impl Worker {
                         self.engine.add_range(range);
                         let _ = done.send(());
                     }
-                    Work::Step { key, card, cmd, step, reply } => {
+                    Work::Step(work) => {
+                        let StepWork { key, card, cmd, step, reply } = *work;
                         let answer =
                             if self.failed.load(Ordering::Relaxed) || !self.fetch_step_needs(key, &step, now_ms) {
                                 CardReply::code_only(ResponseCode::SystemError)

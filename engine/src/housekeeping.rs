@@ -160,15 +160,14 @@ impl Engine {
                 continue;
             }
             // K5: a year without spending loses the points.
-            if live && card.points > 0 && card.last_spend_date != 0 && lapse_days > 0 {
-                if days_between(card.last_spend_date, date) >= lapse_days {
-                    let posting = Posting { kind: TxnKind::PointsLapse, points: -card.points, ..Posting::default() };
-                    self.post(ctx, &cmd, card_no, posting, fx);
-                    done.points_lapsed_cards += 1;
-                    done.points_lapsed += card.points;
-                    if !budget_left(&done) {
-                        return (done, true);
-                    }
+            let lapsing = live && card.points > 0 && card.last_spend_date != 0 && lapse_days > 0;
+            if lapsing && days_between(card.last_spend_date, date) >= lapse_days {
+                let posting = Posting { kind: TxnKind::PointsLapse, points: -card.points, ..Posting::default() };
+                self.post(ctx, &cmd, card_no, posting, fx);
+                done.points_lapsed_cards += 1;
+                done.points_lapsed += card.points;
+                if !budget_left(&done) {
+                    return (done, true);
                 }
             }
             // L8: listed for notice after a year without a transaction; frozen when the

@@ -137,12 +137,6 @@ pub struct MemberReply {
     pub member: MemberData,
 }
 
-impl Default for CardNo {
-    fn default() -> Self {
-        CardNo(0)
-    }
-}
-
 /// Most postings one `card_history_reply` carries (SPEC §5.24).
 pub const MAX_HISTORY_ENTRIES: usize = 100;
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// A card number: 8 to 19 decimal digits, first digit not zero, carried as the unsigned
 /// integer those digits spell (so it is fixed width on the wire and a hash key in memory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct CardNo(pub u64);
 
 impl CardNo {
