@@ -147,6 +147,7 @@ impl Partitions {
             engine.set_rules(rules.clone());
             engine.restore_day_spend(state.day_spend);
             engine.restore_open_holds(state.open_holds);
+            engine.restore_point_lots(state.point_lots);
             if materializer.is_some() {
                 // What eviction will keep it at, plus one batch of slack.
                 engine.reserve_cache(MAX_CACHED_RECORDS + MAX_BATCH);

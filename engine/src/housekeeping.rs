@@ -49,6 +49,14 @@ impl Housekeeping {
     }
 }
 
+/// The first day points earned in `month` (YYYYMM) no longer count (K5): the day after the
+/// same month a year later has ended.
+pub fn lot_lapse_date(month: u32) -> BusinessDate {
+    let (year, mon) = (month / 100, month % 100);
+    let (year, mon) = if mon == 12 { (year + 2, 1) } else { (year + 1, mon + 1) };
+    year * 10_000 + mon * 100 + 1
+}
+
 /// Days from `from` to `to` (negative when `to` is earlier).
 fn days_between(from: BusinessDate, to: BusinessDate) -> i64 {
     days_from_date(to) - days_from_date(from)
@@ -110,7 +118,8 @@ impl Engine {
         }
         let settings = self.rules.catalog.settings.clone();
         let lapse_days = i64::from(self.rules.catalog.points.inactivity_lapse_days);
-        let mut due: Vec<CardNo> = self
+        // In number order (a set: a card may be due for several reasons).
+        let due: std::collections::BTreeSet<CardNo> = self
             .cards
             .iter()
             .filter(|(_, c)| {
@@ -129,8 +138,14 @@ impl Engine {
                 expiring || dormant || lapsing
             })
             .map(|(card_no, _)| *card_no)
+            .chain(
+                // K5: cards holding points earned more than a year ago.
+                self.point_lots
+                    .iter()
+                    .filter(|(_, lots)| lots.first().is_some_and(|(month, _)| lot_lapse_date(*month) <= date))
+                    .map(|(card_no, _)| *card_no),
+            )
             .collect();
-        due.sort_unstable();
         for card_no in due {
             if !budget_left(&done) {
                 return (done, true);
@@ -166,6 +181,24 @@ impl Engine {
                 self.post(ctx, &cmd, card_no, posting, fx);
                 done.points_lapsed_cards += 1;
                 done.points_lapsed += card.points;
+                if !budget_left(&done) {
+                    return (done, true);
+                }
+            }
+            // K5: the points earned more than a year ago lapse (the oldest lots).
+            let card = self.cards[&card_no];
+            let aged: i64 = self
+                .point_lots(card_no)
+                .iter()
+                .take_while(|(month, _)| lot_lapse_date(*month) <= date)
+                .map(|(_, points)| *points)
+                .sum();
+            let aged = aged.min(card.points);
+            if live && aged > 0 {
+                let posting = Posting { kind: TxnKind::PointsLapse, points: -aged, ..Posting::default() };
+                self.post(ctx, &cmd, card_no, posting, fx);
+                done.points_lapsed_cards += 1;
+                done.points_lapsed += aged;
                 if !budget_left(&done) {
                     return (done, true);
                 }

@@ -106,6 +106,8 @@ pub struct Effects {
     /// A card's debits today in a category with a per-day limit (R3): (card, category) →
     /// (business date, gross minor units).
     pub day_spend: Vec<((CardNo, u8), (BusinessDate, i64))>,
+    /// A card's points by the month they were earned (K5); empty: none left.
+    pub point_lots: Vec<(CardNo, PointLots)>,
 }
 
 impl Effects {
@@ -115,6 +117,7 @@ impl Effects {
             && self.txns.is_empty()
             && self.traces.is_empty()
             && self.day_spend.is_empty()
+            && self.point_lots.is_empty()
     }
 
     pub fn clear(&mut self) {
@@ -123,6 +126,7 @@ impl Effects {
         self.txns.clear();
         self.traces.clear();
         self.day_spend.clear();
+        self.point_lots.clear();
     }
 }
 
@@ -246,7 +250,18 @@ pub struct Engine {
     /// Every hold still reserving value: its card and business date, so that housekeeping
     /// finds the ones to expire (T4) without reading every transaction.
     open_holds: std::collections::BTreeMap<u64, (CardNo, BusinessDate)>,
+    /// The points of each card that has some, by the month they were earned (K5).
+    point_lots: HashMap<CardNo, PointLots, foldhash::fast::RandomState>,
 }
+
+/// Most monthly lots of points a card keeps (a year's worth and some; K5). Beyond it the two
+/// oldest merge into the newer one, which only ever lets points live longer.
+pub const MAX_POINT_LOTS: usize = 15;
+
+/// A card's points by the month they were earned (YYYYMM), oldest first; their sum is the
+/// card's points. Points earned in a month lapse when the same month a year later has ended
+/// (K5: a year after they were earned, counted in whole months).
+pub type PointLots = Vec<(u32, i64)>;
 
 impl Engine {
     pub fn new(ids: IdSource) -> Engine {
@@ -745,6 +760,59 @@ impl Engine {
         }
     }
 
+    /// Restores the cards' point lots (recovery).
+    pub fn restore_point_lots(&mut self, lots: impl IntoIterator<Item = (CardNo, PointLots)>) {
+        self.point_lots.extend(lots);
+    }
+
+    /// The point lots of `card`, oldest first.
+    pub fn point_lots(&self, card: CardNo) -> &[(u32, i64)] {
+        self.point_lots.get(&card).map_or(&[], Vec::as_slice)
+    }
+
+    /// K5: keeps the card's lots in step with a change of `points` (its points before it
+    /// `before`): earnings go to the month's lot, removals take the oldest first. Points a
+    /// card had before lots were kept are dated the month of its last spending.
+    fn move_points(&mut self, ctx: Context, card_no: CardNo, card: &Card, before: i64, points: i64, fx: &mut Effects) {
+        if points == 0 {
+            return;
+        }
+        let lots = self.point_lots.entry(card_no).or_default();
+        let lotted: i64 = lots.iter().map(|(_, p)| *p).sum();
+        if lotted < before {
+            let month = if card.last_spend_date != 0 { card.last_spend_date / 100 } else { ctx.business_date / 100 };
+            lots.insert(0, (month, before - lotted));
+        }
+        if points > 0 {
+            let month = ctx.business_date / 100;
+            match lots.last_mut() {
+                Some((m, p)) if *m == month => *p += points,
+                _ => lots.push((month, points)),
+            }
+            if lots.len() > MAX_POINT_LOTS {
+                let (_, oldest) = lots.remove(0);
+                lots[0].1 += oldest;
+            }
+        } else {
+            let mut left = -points;
+            while left > 0 && !lots.is_empty() {
+                let take = left.min(lots[0].1);
+                lots[0].1 -= take;
+                left -= take;
+                if lots[0].1 == 0 {
+                    lots.remove(0);
+                }
+            }
+        }
+        let lots = if lots.is_empty() {
+            self.point_lots.remove(&card_no);
+            Vec::new()
+        } else {
+            lots.clone()
+        };
+        fx.point_lots.push((card_no, lots));
+    }
+
     /// Restores what [`Effects::day_spend`] persisted (entries of other days are ignored
     /// when read).
     pub fn restore_day_spend(&mut self, entries: impl IntoIterator<Item = ((CardNo, u8), (BusinessDate, i64))>) {
@@ -1183,6 +1251,7 @@ impl Engine {
         let txn_id = self.ids.as_mut().expect("an engine that posts has an id source").take();
         let catalog = &self.rules.catalog;
         let card = self.cards.get_mut(&card_no).expect("postings are made on sold cards");
+        let points_before = card.points;
         card.cash_minor += p.cash;
         card.bonus_minor += p.bonus;
         card.held_minor += p.held;
@@ -1216,6 +1285,7 @@ impl Engine {
             card.last_activity_date = ctx.business_date;
         }
         let card = *card;
+        self.move_points(ctx, card_no, &card, points_before, p.points, fx);
         fx.cards.push((card_no, Some(card)));
         fx.journal.push(JournalEntry {
             txn_id,

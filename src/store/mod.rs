@@ -66,7 +66,9 @@ pub mod cf {
     pub const CARD_JOURNAL: &str = "card_journal";
     /// P3: products administered at run time, by product code.
     pub const PRODUCT_OVERRIDES: &str = "product_overrides";
-    pub const STATE: [&str; 15] = [
+    /// K5: a card's points by the month earned.
+    pub const POINT_LOTS: &str = "point_lots";
+    pub const STATE: [&str; 16] = [
         CARDS,
         TXNS,
         TRACES,
@@ -82,6 +84,7 @@ pub mod cf {
         OP_REPLIES,
         CARD_JOURNAL,
         PRODUCT_OVERRIDES,
+        POINT_LOTS,
     ];
 }
 
@@ -205,6 +208,7 @@ pub struct Pending {
     pub terminal_max_stan: FastMap<u32, u32>,
     /// Journal entries to index by card (S9): card, txn id, group commit.
     pub journal: Vec<(CardNo, u64, u64)>,
+    pub point_lots: FastMap<CardNo, crate::engine::PointLots>,
     pub records: usize,
 }
 
@@ -230,6 +234,9 @@ impl Pending {
             }
             LogRecord::DaySpend(key, spend) => {
                 self.day_spend.insert(key, spend);
+            }
+            LogRecord::PointLots(card, lots) => {
+                self.point_lots.insert(card, lots);
             }
         }
     }
@@ -263,6 +270,8 @@ pub struct PartitionState {
     /// Holds still reserving value (T4): id, card, business date, for
     /// `Engine::restore_open_holds`.
     pub open_holds: Vec<(u64, CardNo, BusinessDate)>,
+    /// Cards' points by the month earned (K5), for `Engine::restore_point_lots`.
+    pub point_lots: Vec<(CardNo, crate::engine::PointLots)>,
 }
 
 /// Key of the card-journal index: card ‖ txn id, so a card's entries are adjacent, in order.
@@ -568,6 +577,20 @@ impl Store {
             batch.put_cf(day_spend, records::day_spend_key(*card_no, *category), &buf[..n]);
             flush_if_full(&mut batch)?;
         }
+        let point_lots = self.handle(cf::POINT_LOTS);
+        let mut lots_list: Vec<_> = pending.point_lots.iter().collect();
+        lots_list.sort_unstable_by_key(|(card, _)| card.0);
+        let mut lots_buf = Vec::with_capacity(records::MAX_POINT_LOTS_BYTES);
+        for (card, lots) in lots_list {
+            if lots.is_empty() {
+                batch.delete_cf(point_lots, card.0.to_be_bytes());
+            } else {
+                lots_buf.clear();
+                records::encode_point_lots(lots, &mut lots_buf);
+                batch.put_cf(point_lots, card.0.to_be_bytes(), &lots_buf);
+            }
+            flush_if_full(&mut batch)?;
+        }
         let card_journal = self.handle(cf::CARD_JOURNAL);
         let mut journal_list = pending.journal.clone();
         journal_list.sort_unstable_by_key(|(card, txn_id, _)| (card.0, *txn_id));
@@ -657,6 +680,8 @@ impl Store {
                     LogRecord::DaySpend(key, spend) => {
                         day_spend.insert(key, spend);
                     }
+                    // Read from the column family once the tail is materialized, below.
+                    LogRecord::PointLots(..) => {}
                 }
                 pending.apply(record, batch_id, &mut marks);
             }
@@ -693,6 +718,12 @@ impl Store {
             let txn_id = records::decode_u64_key(&key).map_err(corrupt(cf::OPEN_HOLDS))?;
             let (card, date) = records::decode_open_hold(&value).map_err(corrupt(cf::OPEN_HOLDS))?;
             out.partitions[partition_of(card, partitions)].open_holds.push((txn_id, card, date));
+        }
+        for item in self.state.iterator_cf(self.handle(cf::POINT_LOTS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let card = CardNo(records::decode_u64_key(&key).map_err(corrupt(cf::POINT_LOTS))?);
+            let lots = records::decode_point_lots(&value).map_err(corrupt(cf::POINT_LOTS))?;
+            out.partitions[partition_of(card, partitions)].point_lots.push((card, lots));
         }
         for state in &mut out.partitions {
             state.day_spend.sort_unstable_by_key(|((card_no, category), _)| (card_no.0, *category));
@@ -1256,6 +1287,35 @@ mod tests {
         let again = store.recover(2).unwrap();
         assert_eq!(again.replayed_records, 0);
         assert_eq!(day_spend(&again), expected(2));
+    }
+
+    /// K5: point lots reach the state through the log: those in the tail are materialized at
+    /// recovery, those materialized before are read back, and emptied ones are deleted.
+    #[test]
+    fn point_lots_are_recovered_from_the_state_and_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (CardNo(FIRST + 1), CardNo(FIRST + 2));
+        let batch = |lots: Vec<(CardNo, crate::engine::PointLots)>| {
+            let fx = crate::engine::Effects { point_lots: lots, ..Default::default() };
+            let mut out = Vec::new();
+            records::encode_batch(&fx, &mut out);
+            out
+        };
+        let store = Store::open(dir.path()).unwrap();
+        let first = batch(vec![(a, vec![(202611, 190)]), (b, vec![(202612, 7)])]);
+        store.commit(2, &first).unwrap();
+        let mut pending = Pending::default();
+        let mut marks = Marks { max_txn_id: 0, marks: vec![2, 1] };
+        decode_batch(&first).for_each(|r| pending.apply(r.unwrap(), 2, &mut marks));
+        store.materialize(&pending, &marks).unwrap();
+        // In the tail only: a's lots grow, b's are spent.
+        store.commit(4, &batch(vec![(a, vec![(202611, 190), (202702, 95)]), (b, vec![])])).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let recovered = store.recover(2).unwrap();
+        let mut lots: Vec<_> = recovered.partitions.iter().flat_map(|p| p.point_lots.clone()).collect();
+        lots.sort_by_key(|(card, _)| card.0);
+        assert_eq!(lots, vec![(a, vec![(202611, 190), (202702, 95)])]);
     }
 
     /// A state instance written before the `day_spend` column family existed opens: the

@@ -528,7 +528,7 @@ pub fn decode_day_spend(key: &[u8], value: &[u8]) -> Result<DaySpend, RecordErro
 }
 
 /// One record of a logged group commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogRecord {
     /// The new state of a card; `None` when the card went back to stock.
     Card(CardNo, Option<Card>),
@@ -537,6 +537,8 @@ pub enum LogRecord {
     Trace(TraceKey, Trace),
     /// A card's new total for the day in a category with a per-day limit (R3).
     DaySpend((CardNo, u8), (BusinessDate, i64)),
+    /// A card's points by the month earned (K5); empty when it has none left.
+    PointLots(CardNo, crate::engine::PointLots),
 }
 
 const TAG_CARD: u8 = 1;
@@ -545,9 +547,43 @@ const TAG_TXN: u8 = 3;
 const TAG_TRACE: u8 = 4;
 /// Batch format 2 only; its key is [`DAY_SPEND_KEY_BYTES`] long, every other tag's 8.
 const TAG_DAY_SPEND: u8 = 5;
+const TAG_POINT_LOTS: u8 = 6;
 /// Log records: format 1 has the tags 1–4, each with an 8-byte key; format 2 adds the tag 5
-/// (day spend) with a 9-byte key. Written as 2; both are read.
-const BATCH_FORMAT: u8 = FORMAT_V2;
+/// (day spend) with a 9-byte key; format 3 the tag 6 (point lots). Written as 3; all are read.
+const BATCH_FORMAT: u8 = FORMAT_V3;
+const POINT_LOTS_FORMAT: u8 = FORMAT_V1;
+/// Room for the largest point lots record: a version, a count and the lots.
+pub const MAX_POINT_LOTS_BYTES: usize = 2 + crate::engine::MAX_POINT_LOTS * 12;
+const _: () = assert!(MAX_POINT_LOTS_BYTES <= u8::MAX as usize);
+
+/// A card's point lots: version, count, then (month u32, points i64) each.
+pub fn encode_point_lots(lots: &[(u32, i64)], out: &mut Vec<u8>) {
+    out.push(POINT_LOTS_FORMAT);
+    out.push(lots.len() as u8);
+    for (month, points) in lots {
+        out.extend_from_slice(&month.to_be_bytes());
+        out.extend_from_slice(&points.to_be_bytes());
+    }
+}
+
+pub fn decode_point_lots(value: &[u8]) -> Result<crate::engine::PointLots, RecordError> {
+    match value {
+        [] => Ok(Vec::new()),
+        [version, count, rest @ ..] if *version == POINT_LOTS_FORMAT => {
+            if rest.len() != usize::from(*count) * 12 {
+                return Err(RecordError::Short(value.len()));
+            }
+            Ok(rest
+                .chunks(12)
+                .map(|c| {
+                    let month = u32::from_be_bytes(c[..4].try_into().expect("4 bytes"));
+                    (month, i64::from_be_bytes(c[4..].try_into().expect("8 bytes")))
+                })
+                .collect())
+        }
+        [version, ..] => Err(RecordError::Version(*version)),
+    }
+}
 
 /// Length of the key of a log record with `tag` (an unknown tag is refused after this).
 fn log_key_bytes(tag: u8) -> usize {
@@ -592,6 +628,14 @@ pub fn encode_batch(fx: &Effects, out: &mut Vec<u8>) {
     for ((card_no, category), (business_date, spent_minor)) in &fx.day_spend {
         let n = encode_day_spend(*business_date, *spent_minor, &mut buf);
         put(out, TAG_DAY_SPEND, &day_spend_key(*card_no, *category), &buf[..n]);
+    }
+    let mut lots_buf = Vec::with_capacity(MAX_POINT_LOTS_BYTES);
+    for (card_no, lots) in &fx.point_lots {
+        lots_buf.clear();
+        if !lots.is_empty() {
+            encode_point_lots(lots, &mut lots_buf);
+        }
+        put(out, TAG_POINT_LOTS, &card_no.0.to_be_bytes(), &lots_buf);
     }
 }
 
@@ -650,6 +694,9 @@ pub fn decode_batch(bytes: &[u8]) -> impl Iterator<Item = Result<LogRecord, Reco
                 TAG_DAY_SPEND if version >= FORMAT_V2 => {
                     let (key, spend) = decode_day_spend(key, value)?;
                     LogRecord::DaySpend(key, spend)
+                }
+                TAG_POINT_LOTS if version >= FORMAT_V3 => {
+                    LogRecord::PointLots(CardNo(decode_u64_key(key)?), decode_point_lots(value)?)
                 }
                 other => return Err(RecordError::Field { field: "log tag", value: other.into() }),
             })
@@ -903,6 +950,7 @@ mod tests {
             txns: vec![(418_301, txn())],
             traces: vec![(TraceKey { terminal_id: 1001, stan: 42 }, answered())],
             day_spend: vec![((card_no, 4), (20261122, 31_000)), ((card_no, 1), (20261121, 7))],
+            point_lots: vec![(card_no, vec![(202611, 190), (202702, 95)]), (CardNo(6200880000000018), vec![])],
         };
         let mut encoded = Vec::new();
         encode_batch(&fx, &mut encoded);
@@ -916,6 +964,8 @@ mod tests {
             LogRecord::Trace(TraceKey { terminal_id: 1001, stan: 42 }, answered()),
             LogRecord::DaySpend((card_no, 4), (20261122, 31_000)),
             LogRecord::DaySpend((card_no, 1), (20261121, 7)),
+            LogRecord::PointLots(card_no, vec![(202611, 190), (202702, 95)]),
+            LogRecord::PointLots(CardNo(6200880000000018), vec![]),
         ];
         assert_eq!(decoded, expected);
         // Cut anywhere, it reads as the records before the cut, then at most one error: never
@@ -983,7 +1033,15 @@ mod tests {
         assert_eq!(results, vec![Err(RecordError::Field { field: "log tag", value: TAG_DAY_SPEND.into() })]);
         with_day_spend[0] = FORMAT_V2;
         assert!(decode_batch(&with_day_spend).all(|r| r.is_ok()));
-        with_day_spend[0] = 3;
-        assert_eq!(decode_batch(&with_day_spend).collect::<Vec<_>>(), vec![Err(RecordError::Version(3))]);
+        with_day_spend[0] = 4;
+        assert_eq!(decode_batch(&with_day_spend).collect::<Vec<_>>(), vec![Err(RecordError::Version(4))]);
+        // Point lots exist from format 3 on; in format 2 their tag is unknown.
+        let mut with_lots = vec![FORMAT_V2, TAG_POINT_LOTS];
+        with_lots.extend_from_slice(&card_no.0.to_be_bytes());
+        with_lots.push(0);
+        let results: Vec<_> = decode_batch(&with_lots).collect();
+        assert_eq!(results, vec![Err(RecordError::Field { field: "log tag", value: TAG_POINT_LOTS.into() })]);
+        with_lots[0] = FORMAT_V3;
+        assert_eq!(decode_batch(&with_lots).collect::<Vec<_>>(), vec![Ok(LogRecord::PointLots(card_no, vec![]))]);
     }
 }

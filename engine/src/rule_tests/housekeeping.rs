@@ -158,3 +158,40 @@ fn s7_housekeeping_in_slices_does_what_one_run_does() {
     assert_eq!(run(1), whole, "one posting at a time gives the same postings in the same order");
     assert_eq!(run(4), whole);
 }
+
+#[test]
+fn k5_points_lapse_a_year_after_the_month_they_were_earned_oldest_first() {
+    let mut w = World::retail();
+    let card = w.sold(Product::Member, 1_000_000);
+    w.ctx.business_date = 20261115;
+    let march = w.cmd(sale(card, 20_000, Category::Retail), Some(PIN), 0); // 190 points, November 2026
+    assert_eq!(march.points_balance, 190);
+    w.ctx.business_date = 20270210;
+    let later = w.cmd(sale(card, 10_000, Category::Retail), Some(PIN), 0); // 95 more, February 2027
+    assert_eq!(later.points_balance, 285);
+    assert_eq!(w.engine.point_lots(card), &[(202611, 190), (202702, 95)]);
+    // Redemption takes the oldest first.
+    let redeem = Request::CardAdmin {
+        operator: protocol::OperatorAuth { operator_id: 31, passcode: protocol::Sealed::NONE },
+        card,
+        action: protocol::AdminAction::RedeemPoints as u8,
+        flags: 0,
+        value: 100,
+        original_txn_id: 0,
+        ticket: 0,
+        verification: Verification::NONE,
+        new_pin: protocol::Sealed::NONE,
+    };
+    assert_eq!(w.cmd_as(redeem).code, C::Approved);
+    assert_eq!(w.engine.point_lots(card), &[(202611, 90), (202702, 95)]);
+    // Spending keeps the card active (no inactivity lapse); November's points lapse when
+    // November 2027 has ended.
+    w.ctx.business_date = 20271120;
+    w.cmd(sale(card, 100, Category::Other), Some(PIN), 0);
+    assert_eq!(w.housekeep_at(20271130, 100).points_lapsed, 0);
+    let done = w.housekeep_at(20271201, 100);
+    assert_eq!((done.points_lapsed_cards, done.points_lapsed), (1, 90));
+    assert_eq!((w.card(card).points, w.engine.point_lots(card)), (95, &[(202702, 95)][..]));
+    w.explained(card);
+    assert_eq!(w.housekeep_at(20271201, 100), Housekeeping::default(), "once");
+}
