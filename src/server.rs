@@ -913,6 +913,17 @@ impl Switch {
         reply(ResponseCode::Approved, o.enabled, o.version)
     }
 
+    /// Why a card without a record is: `card_not_sold` (a number of an imported range, in
+    /// stock) or `unknown_card` (L1).
+    async fn unsold(&self, card: protocol::CardNo) -> (ResponseCode, protocol::CardState) {
+        let ranges = self.ranges.lock().await;
+        if ranges.iter().any(|r| r.contains(card)) {
+            (ResponseCode::CardNotSold, protocol::CardState::Stock)
+        } else {
+            (ResponseCode::UnknownCard, protocol::CardState::Unknown)
+        }
+    }
+
     /// The operator a member request names, if its passcode, store and role allow it (O1);
     /// refusals are logged with the operator.
     fn member_operator(
@@ -1009,7 +1020,10 @@ impl Switch {
                 let view = roles::member_view(found.role).expect("checked");
                 let state = match self.partitions.read(card, 0).await {
                     Some(Ok((Some(c), _))) => c.state,
-                    Some(Ok((None, _))) => return reply(ResponseCode::UnknownCard, unknown, Default::default()),
+                    Some(Ok((None, _))) => {
+                        let (code, state) = self.unsold(card).await;
+                        return reply(code, state, Default::default());
+                    }
                     _ => return reply(ResponseCode::SystemError, unknown, Default::default()),
                 };
                 match self.coordinator.shown_member(card, view) {
@@ -1041,7 +1055,7 @@ impl Switch {
                 }
                 let product = match self.partitions.read(old_card, 0).await {
                     Some(Ok((Some(c), _))) => c.product,
-                    Some(Ok((None, _))) => return decline(ResponseCode::UnknownCard),
+                    Some(Ok((None, _))) => return decline(self.unsold(old_card).await.0),
                     _ => return decline(ResponseCode::SystemError),
                 };
                 let fee_minor = crate::engine::Product::from_code(product)
@@ -1091,7 +1105,7 @@ impl Switch {
                     return decline(code);
                 }
                 if let Some(Ok((None, _))) = self.partitions.read(card, 0).await {
-                    return decline(ResponseCode::UnknownCard);
+                    return decline(self.unsold(card).await.0);
                 }
                 let switch = self.clone();
                 let read =

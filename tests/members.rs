@@ -188,6 +188,7 @@ async fn s9_a_cards_history_lists_every_posting_with_balances_after_it_in_pages(
     assert!(all
         .windows(2)
         .all(|w| w[0].txn_id < w[1].txn_id && w[1].cash_after_minor == w[0].cash_after_minor + w[1].cash_delta_minor));
-    assert_eq!(desk.history(CASHIER, CardNo(FIRST + 7), 0).await.code, C::UnknownCard);
+    assert_eq!(desk.history(CASHIER, CardNo(FIRST + 7), 0).await.code, C::CardNotSold, "in stock");
+    assert_eq!(desk.history(CASHIER, CardNo(FIRST + 50_000), 0).await.code, C::UnknownCard, "in no range");
     server.shutdown().await;
 }
