@@ -573,6 +573,8 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                     SignOnReply { code: ResponseCode::WrongStore, business_date: 0 }
                 } else {
                     session_store = Some(store_id);
+                    // A new sign-on, perhaps at another store: the cashier signs on again.
+                    session_operator = 0;
                     let now_ms = switch.clock.now_ms();
                     SignOnReply { code: ResponseCode::Approved, business_date: switch.clock.business_date(now_ms) }
                 })),

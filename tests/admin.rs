@@ -268,9 +268,16 @@ async fn t9_a_cashier_signed_on_to_the_session_is_journaled_and_self_use_is_flag
         verification: protocol::Verification::NONE,
     };
     assert_eq!(office.card(|_, _, _| sale).await.code, C::Approved);
+    let load = Request::Load { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
+    assert_eq!(office.card(|_, _, _| load).await.code, C::NotReloadable, "gift cards are loaded once");
+    // A new sign-on ends the cashier's session.
+    let stan = office.next();
+    assert_eq!(office.client.sign_on(stan, STORE).await.unwrap().code, C::Approved);
+    assert_eq!(office.card(|_, _, _| sale).await.code, C::Approved);
     server.shutdown().await;
     let store = cardswitch::store::Store::open(dir.path()).unwrap();
-    let last = store.journal().map(|e| e.unwrap()).last().unwrap();
-    assert_eq!((last.kind, last.operator_id), (TxnKind::Sale, 31));
-    assert_ne!(last.sale_flags & cardswitch::engine::JOURNAL_SELF_USE, 0, "T9: flagged for settlement");
+    let sales: Vec<_> = store.journal().map(|e| e.unwrap()).filter(|e| e.kind == TxnKind::Sale).collect();
+    assert_eq!((sales[0].operator_id, sales[1].operator_id), (31, 0));
+    assert_ne!(sales[0].sale_flags & cardswitch::engine::JOURNAL_SELF_USE, 0, "T9: flagged for settlement");
+    assert_eq!(sales[1].sale_flags & cardswitch::engine::JOURNAL_SELF_USE, 0);
 }

@@ -159,6 +159,10 @@ impl Engine {
                 if !matches!(load.kind, TxnKind::Load | TxnKind::SellCard) || load.cash_delta_minor <= 0 {
                     return Err(self.decline(card_no, ResponseCode::InvoiceExceedsLoad));
                 }
+                // A load voided or reversed brought no money in.
+                if load.status != TxnStatus::Posted {
+                    return Err(self.decline(card_no, ResponseCode::OriginalAlreadySettled));
+                }
                 if load.invoiced_minor + value > load.cash_delta_minor {
                     let mut reply = self.decline(card_no, ResponseCode::InvoiceExceedsLoad);
                     reply.limit_minor = load.cash_delta_minor - load.invoiced_minor;

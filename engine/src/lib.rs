@@ -1298,7 +1298,8 @@ impl Engine {
             terminal_id: cmd.header.terminal_id,
             store_id: cmd.store_id,
             stan: cmd.header.stan,
-            operator_id: p.operator_id,
+            // The posting's own operator, else the command's: the session's cashier (T9).
+            operator_id: if p.operator_id != 0 { p.operator_id } else { cmd.operator_id },
             amount_minor: p.amount_minor,
             cash_delta_minor: p.cash,
             bonus_delta_minor: p.bonus,

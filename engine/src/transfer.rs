@@ -121,12 +121,17 @@ impl Engine {
                 // L6: the same holder, the old card's validity and tier; the PIN starts again
                 // from the product's initial one (L3: a PIN hash is bound to its card number).
                 card.flags = CardFlags::MEMBER | (moved.old.flags & CardFlags::STAFF);
+                card.staff_operator_id = moved.old.staff_operator_id;
                 card.birthday_mmdd = moved.old.birthday_mmdd;
                 card.first_load_date = moved.old.first_load_date;
                 card.expiry_date = moved.old.expiry_date;
                 if let Some(pin) = settings.initial_pin.as_deref().and_then(|p| Pin::new(p.as_bytes())) {
                     card.pin_hash = self.pin_hash(card_no, &pin);
                     card.flags |= CardFlags::PIN_MUST_CHANGE;
+                }
+                // P3: the new card is a card issued, and takes a place like a sale.
+                if !self.rules.issued.take(range.product, settings.approved_quantity.unwrap_or(u64::MAX)) {
+                    return Err(self.decline(card_no, ResponseCode::QuantityExhausted));
                 }
                 self.cards.insert(card_no, card);
                 let posting = Posting {

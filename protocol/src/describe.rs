@@ -177,7 +177,7 @@ fn operator_fields(operator: &OperatorAuth) -> Vec<(&'static str, Value, usize)>
 /// (SPEC §5.20), otherwise a plain number (points for `redeem_points`, 0 for the rest).
 fn admin_value(action: u8, value: i64) -> Value {
     match AdminAction::from_u8(action) {
-        Some(AdminAction::Adjust | AdminAction::LoadReversal) => Value::Amount(value),
+        Some(AdminAction::Adjust | AdminAction::LoadReversal | AdminAction::RecordInvoice) => Value::Amount(value),
         _ => Value::Signed(value),
     }
 }

@@ -18,8 +18,8 @@ use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
     decode_frame, AdminAction, AdminFlags, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header,
     HistoryEntry, HistoryReply, ImportRangeReply, LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth,
-    OperatorReply, OperatorRole, PaymentMethod, PostingKind, RegisterMember, Request, Response, ResponseCode,
-    SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole, Verification,
+    OperatorReply, OperatorRole, PaymentMethod, PostingKind, ProductReply, RegisterMember, Request, Response,
+    ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole, Verification,
     LENGTH_PREFIX_BYTES,
 };
 use tokio_util::codec::Decoder;
@@ -67,6 +67,22 @@ const REPLACE_TIME_MS: i64 = 1_795_313_640_000;
 /// The terminal id the switch journals the steps of operations spanning partitions under
 /// (SPEC.md §5.23).
 const SWITCH_TERMINAL: u32 = u32::MAX;
+/// The product administration, staff and invoice vectors (P3, V4, V6, T9, SPEC.md §5.20,
+/// §5.25, §5.26): `special` enabled at a 30.00% discount for 500 cards, making catalog version 2
+/// of `catalogs/retail.toml` (version 1); a member card made cashier 31's own staff card, and the
+/// invoice of its opening load recorded; then cashier 31 signs on to ring up sales.
+const SET_PRODUCT_STAN: u32 = 156;
+const SET_STAFF_STAN: u32 = 157;
+const RECORD_INVOICE_STAN: u32 = 158;
+const OPERATOR_SIGN_ON_STAN: u32 = 159;
+const SPECIAL_PRODUCT: u16 = 3;
+const SPECIAL_DISCOUNT_BP: u16 = 3_000;
+const SPECIAL_QUANTITY: u32 = 500;
+const CATALOG_VERSION_AFTER: u32 = 2;
+/// Cashier 31's own member card, sold with 1000.00 yuan opening value in cash (txn 418314).
+const STAFF_CARD: CardNo = CardNo(6200880000000041);
+const STAFF_CARD_SALE_TXN: u64 = 418_314;
+const STAFF_CARD_OPENING_MINOR: i64 = 100_000;
 
 /// The key of terminal `TERMINAL` in every vector (SPEC.md §14).
 fn test_key() -> TerminalKey {
@@ -175,6 +191,24 @@ fn card_admin(
         ticket: 0,
         verification,
         new_pin,
+    }
+}
+
+/// A `card_admin` request by `by` on `card` carrying out `action` with `value` and
+/// `original_txn_id`: no flags, PIN, approval, new PIN or ticket.
+fn card_admin_valued(
+    stan: u32,
+    by: (u32, &str),
+    card: CardNo,
+    action: AdminAction,
+    value: i64,
+    original_txn_id: u64,
+) -> Request {
+    match card_admin(stan, by, card, action, 0, Verification::NONE, Sealed::NONE) {
+        Request::CardAdmin { operator, card, action, flags, ticket, verification, new_pin, .. } => {
+            Request::CardAdmin { operator, card, action, flags, value, original_txn_id, ticket, verification, new_pin }
+        }
+        other => other,
     }
 }
 
@@ -723,6 +757,71 @@ fn vectors() -> Vec<Vector> {
                 ],
             })),
         ),
+        request(
+            "set_product",
+            "admin operator 1 (passcode 4dmin-pass, sealed for terminal 1001, stan 156) enables the special \
+             product (3) with its approved discount ratio, 30.00% (3000 basis points), and approved quantity, \
+             500 cards (P3)",
+            header(SET_PRODUCT_STAN, 20261122101600),
+            Request::SetProduct {
+                operator: operator(SET_PRODUCT_STAN, ADMIN_OPERATOR),
+                product: SPECIAL_PRODUCT,
+                enabled: 1,
+                discount_bp: SPECIAL_DISCOUNT_BP,
+                approved_quantity: SPECIAL_QUANTITY,
+            },
+        ),
+        response(
+            "set_product_reply",
+            "the product approved: special is enabled, and the catalog version in force is now 2, one above the \
+             catalog file's; postings from now on are journaled under it",
+            header(SET_PRODUCT_STAN, 20261122101600),
+            Response::Product(ProductReply {
+                code: ResponseCode::Approved,
+                product: SPECIAL_PRODUCT,
+                enabled: 1,
+                catalog_version: CATALOG_VERSION_AFTER,
+            }),
+        ),
+        request(
+            "card_admin_set_staff",
+            "admin operator 1 (passcode sealed for stan 157) makes member card 6200880000000041 the staff card of \
+             operator 31: value 31 (V4: its loads earn no bonus; T9)",
+            header(SET_STAFF_STAN, 20261122101700),
+            card_admin_valued(SET_STAFF_STAN, ADMIN_OPERATOR, STAFF_CARD, AdminAction::SetStaff, i64::from(CASHIER.0), 0),
+        ),
+        request(
+            "card_admin_record_invoice",
+            "finance operator 51 (passcode sealed for stan 158) records the invoice of 1000.00 yuan issued for \
+             the opening load of card 6200880000000041, its card sale 418314 (V6)",
+            header(RECORD_INVOICE_STAN, 20261122101800),
+            card_admin_valued(
+                RECORD_INVOICE_STAN,
+                FINANCE,
+                STAFF_CARD,
+                AdminAction::RecordInvoice,
+                STAFF_CARD_OPENING_MINOR,
+                STAFF_CARD_SALE_TXN,
+            ),
+        ),
+        request(
+            "operator_sign_on",
+            "cashier 31 (passcode c4shier31, sealed for terminal 1001, stan 159) signs on to the terminal's \
+             session at store 21: its sales are journaled with it from now on (T9)",
+            header(OPERATOR_SIGN_ON_STAN, 20261122101900),
+            Request::OperatorSignOn { operator: operator(OPERATOR_SIGN_ON_STAN, CASHIER) },
+        ),
+        response(
+            "operator_sign_on_reply",
+            "cashier 31 signed on to the session: role cashier, enabled 1 (signed on)",
+            header(OPERATOR_SIGN_ON_STAN, 20261122101900),
+            Response::OperatorSignOn(OperatorReply {
+                code: ResponseCode::Approved,
+                operator_id: CASHIER.0,
+                role: OperatorRole::Cashier as u8,
+                enabled: 1,
+            }),
+        ),
     ]
 }
 
@@ -971,6 +1070,50 @@ fn the_sealed_secrets_of_the_operator_vectors_open_with_their_kinds() {
         assert_eq!((frame.header.stan, operator.operator_id), (stan, operator_id), "{name}");
         check(name, "passcode", operator.passcode, SecretKind::OperatorPasscode, passcode, &frame.header);
     }
+
+    // So do the product administration, the staff and invoice actions and the operator
+    // sign-on (SPEC.md §5.20, §5.25, §5.26).
+    for (name, stan, (operator_id, passcode)) in [
+        ("set_product", SET_PRODUCT_STAN, ADMIN_OPERATOR),
+        ("card_admin_set_staff", SET_STAFF_STAN, ADMIN_OPERATOR),
+        ("card_admin_record_invoice", RECORD_INVOICE_STAN, FINANCE),
+        ("operator_sign_on", OPERATOR_SIGN_ON_STAN, CASHIER),
+    ] {
+        let frame = decoded(name, &[passcode]);
+        let Message::Request(request) = frame.message else { panic!("{frame:?}") };
+        let operator = request.operator().unwrap_or_else(|| panic!("{name} names its operator"));
+        assert_eq!((frame.header.stan, operator.operator_id), (stan, operator_id), "{name}");
+        check(name, "passcode", operator.passcode, SecretKind::OperatorPasscode, passcode, &frame.header);
+        if let Request::CardAdmin { verification, new_pin, .. } = request {
+            assert_eq!((verification, new_pin), (Verification::NONE, Sealed::NONE), "{name}");
+        }
+    }
+}
+
+/// The fields of the product administration and of the two new admin actions sit where
+/// SPEC.md §5.20 and §5.25 put them: `set_product`'s discount in basis points and its quantity
+/// after the product code; a staff card's operator id and an invoice's amount in `value`, the
+/// invoice's load in `original_txn_id`.
+#[test]
+fn the_product_and_staff_vectors_carry_their_values_where_the_spec_puts_them() {
+    let body = |name: &str| {
+        let wire = vector_wire(name);
+        wire[LENGTH_PREFIX_BYTES + protocol::HEADER_BYTES..wire.len() - protocol::MAC_BYTES].to_vec()
+    };
+    let set_product = body("set_product");
+    assert_eq!(set_product.len(), 29);
+    // operator_id 4, passcode 16, then product, enabled, discount_bp, approved_quantity.
+    assert_eq!(&set_product[20..], &[0, 3, 1, 0x0b, 0xb8, 0, 0, 0x01, 0xf4]);
+    assert_eq!(body("set_product_reply"), [0, 0, 3, 1, 0, 0, 0, 2]);
+    assert_eq!(body("operator_sign_on").len(), 20);
+    assert_eq!(body("operator_sign_on_reply"), [0, 0, 0, 0, 31, 1, 1]);
+    // card_admin: operator 20, card 8, action at 28, flags, value at 30, original at 38.
+    let staff = body("card_admin_set_staff");
+    assert_eq!((staff[28], i64::from_be_bytes(staff[30..38].try_into().unwrap())), (12, 31));
+    let invoice = body("card_admin_record_invoice");
+    assert_eq!(invoice[28], AdminAction::RecordInvoice as u8);
+    assert_eq!(i64::from_be_bytes(invoice[30..38].try_into().unwrap()), STAFF_CARD_OPENING_MINOR);
+    assert_eq!(u64::from_be_bytes(invoice[38..46].try_into().unwrap()), STAFF_CARD_SALE_TXN);
 }
 
 /// The strings of a registration travel as a `u16` byte count and UTF-8 (SPEC.md §1, §5.21):

@@ -87,6 +87,10 @@ fn v6_every_load_records_its_payment_method_and_invoices_follow_loads_only() {
     let over = w.cmd_as(invoice(card, wechat.txn_id, 50_001));
     assert_eq!((over.code, over.limit_minor), (C::InvoiceExceedsLoad, 50_000));
     assert_eq!(w.cmd_as(invoice(card, sold.txn_id, 100_000)).code, C::Approved, "the opening load too");
+    // A load voided brought no money in: nothing to invoice.
+    let voided = w.send(Request::Load { card, amount_minor: 100_000, method: PaymentMethod::Cash as u8 });
+    assert_eq!(w.send(Request::Void { card, original_txn_id: voided.txn_id }).code, C::Approved);
+    assert_eq!(w.cmd_as(invoice(card, voided.txn_id, 100)).code, C::OriginalAlreadySettled);
     // Never at spending.
     let s = w.cmd(sale(card, 1_000, Category::Retail), Some(PIN), 0);
     assert_eq!(w.cmd_as(invoice(card, s.txn_id, 500)).code, C::InvoiceExceedsLoad);

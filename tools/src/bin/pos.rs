@@ -11,6 +11,7 @@ use std::time::Duration;
 use cardswitch_tools::{
     describe_io_error, format_date, json_string, parse_amount, parse_card, parse_category, parse_method, parse_product,
     parse_stan, product_name, sign_on_stan_from_clock, stan_from_clock, unix_ms_now, MAX_OPERATION_STAN,
+    SIGN_ON_STAN_BIT,
 };
 use clap::{Parser, Subcommand};
 use protocol::auth::MAX_SECRET_BYTES;
@@ -20,12 +21,12 @@ use protocol::message::{
     FLAG_RETRANSMIT, MAX_MEMBER_ADDRESS_BYTES, MAX_MEMBER_EMAIL_BYTES, MAX_MEMBER_ID_NUMBER_BYTES,
     MAX_MEMBER_NAME_BYTES, MAX_MEMBER_PHONE_BYTES,
 };
-use protocol::types::format_minor;
+use protocol::types::{format_minor, parse_minor};
 use protocol::{
     AdminAction, AdminFlags, CardNo, CardReply, Category, Credential, HistoryEntry, HistoryReply, ImportRangeReply,
     LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth, OperatorReply, OperatorRole, PaymentMethod,
-    PostingKind, RegisterMember, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply,
-    TerminalKey, TerminalRole, Verification, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
+    PostingKind, ProductReply, RegisterMember, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind,
+    SignOnReply, TerminalKey, TerminalRole, Verification, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
 };
 
 const EXIT_APPROVED: u8 = 0;
@@ -54,7 +55,14 @@ const EXIT_ERROR: u8 = 2;
                   members and replaces their cards, and sees them in full; the counter and \
                   finance see them masked). Passcodes, the PIN and the new \
                   PIN (--new-pin) travel sealed like a sale's PIN. A manager approves a card return \
-                  with --approver and --approver-passcode-file, as for a sale.\n\nExit status: 0 \
+                  with --approver and --approver-passcode-file, as for a sale. Enabling or \
+                  disabling a product (set-product PRODUCT, admin terminals only) is an admin \
+                  operator's too.\n\nA cashier rings up a sale with --cashier OPERATOR_ID \
+                  --cashier-passcode-file FILE: pos signs the cashier on to the session \
+                  (operator_sign_on) after the sign-on and before the operation, so that the \
+                  switch journals the sale with the cashier and flags a purchase on the \
+                  cashier's own staff card. The session ends when pos exits: operator-sign-on \
+                  alone only checks that the cashier may sign on.\n\nExit status: 0 \
                   approved, 1 declined (a wrong PIN or a limit too), 2 usage, connection or protocol \
                   error."
 )]
@@ -85,6 +93,15 @@ struct Cli {
     /// Print one JSON object instead of the readable block.
     #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
+    /// Cashier (or front desk) operator to sign on to the session after the sign-on and
+    /// before the operation (operator_sign_on), so that a sale is rung up by it; needs
+    /// --cashier-passcode-file.
+    #[arg(long, value_name = "OPERATOR_ID", value_parser = parse_operator, global = true,
+        requires = "cashier_passcode_file", help_heading = "Global options")]
+    cashier: Option<u32>,
+    /// File holding the cashier's passcode (surrounding whitespace ignored); needs --cashier.
+    #[arg(long, value_name = "FILE", global = true, requires = "cashier", help_heading = "Global options")]
+    cashier_passcode_file: Option<PathBuf>,
     #[command(subcommand)]
     op: Op,
 }
@@ -244,11 +261,22 @@ enum Op {
     },
     /// Carry out ACTION on a card as an operator (card_admin): report a loss, freeze, unfreeze,
     /// unlock, change the PIN, confirm funds, take the card back, recycle a gift card, correct
-    /// a balance, reverse a load, redeem points.
+    /// a balance, reverse a load, redeem points, make it a staff member's card, record an
+    /// invoice issued for a load.
     Admin(AdminArgs),
     /// Create or change operator ID: its role, store, state and passcode (admin terminals
     /// only, by an admin operator).
     SetOperator(SetOperatorArgs),
+    /// Enable or disable PRODUCT, with a special product's approved discount and quantity
+    /// (admin terminals only, by an admin operator); the catalog version goes up by one.
+    SetProduct(SetProductArgs),
+    /// Sign a cashier (or front desk) operator on to the session (operator_sign_on). The
+    /// session ends when pos exits, so this only checks the operator; to ring up a sale as a
+    /// cashier, give the operation --cashier and --cashier-passcode-file.
+    OperatorSignOn {
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
     /// Register the holder of a sold real-name card (customer service only): name, ID and
     /// phone required, address, e-mail and birth date optional.
     RegisterMember(RegisterArgs),
@@ -355,7 +383,7 @@ struct OperatorArgs {
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 struct AdminArgs {
     /// report_loss, freeze, unfreeze, unlock_pin, change_pin, confirm_funds, return_card,
-    /// recycle_gift, adjust, load_reversal or redeem_points.
+    /// recycle_gift, adjust, load_reversal, redeem_points, set_staff or record_invoice.
     #[arg(value_parser = parse_action)]
     action: AdminAction,
     /// Card number, 8 to 19 digits.
@@ -375,16 +403,21 @@ struct AdminArgs {
     /// Exchange the points for a gift instead of bonus value (redeem_points).
     #[arg(long)]
     for_gift: bool,
-    /// Yuan: the correction (adjust; a leading - takes value off, e.g. --amount -12.50) or the
-    /// amount to reverse (load_reversal).
+    /// Yuan: the correction (adjust; a leading - takes value off, e.g. --amount -12.50), the
+    /// amount to reverse (load_reversal) or the amount invoiced (record_invoice).
     #[arg(long, value_name = "YUAN", value_parser = parse_signed_amount, allow_hyphen_values = true)]
     amount: Option<i64>,
     /// Points to redeem (redeem_points).
     #[arg(long, value_name = "N", value_parser = parse_points)]
     points: Option<i64>,
-    /// Txn id of the load or card sale to reverse (load_reversal).
+    /// Txn id of the load or card sale to reverse (load_reversal) or that the invoice is
+    /// issued for (record_invoice).
     #[arg(long, value_name = "TXN", value_parser = parse_id)]
     original: Option<u64>,
+    /// Operator id of the staff member whose card it is; 0: no longer a staff card
+    /// (set_staff).
+    #[arg(long, value_name = "ID", value_parser = parse_staff_operator)]
+    staff_operator: Option<u32>,
     /// Number of the ticket or document the operation is made against (required for adjust and
     /// load_reversal).
     #[arg(long, value_name = "N", value_parser = parse_id)]
@@ -421,6 +454,70 @@ struct SetOperatorArgs {
     new_passcode_file: Option<PathBuf>,
     #[command(flatten)]
     operator: OperatorArgs,
+}
+
+/// `set-product PRODUCT`: the product's state, and a special product's approved discount and
+/// quantity (P3).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+#[command(group(clap::ArgGroup::new("state").required(true).args(["enabled", "disabled"])))]
+struct SetProductArgs {
+    /// member, gift, special, cash, comp, offset, room, vip_stored, or a code 1..=8.
+    #[arg(value_parser = parse_product)]
+    product: u16,
+    /// Its cards are sold and used.
+    #[arg(long)]
+    enabled: bool,
+    /// Its cards are neither sold nor used from now on.
+    #[arg(long)]
+    disabled: bool,
+    /// The approved discount ratio of a special product, percent with at most two decimals
+    /// (30, 12.5, 12.50%); required to enable special.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    discount: Option<u16>,
+    /// The most cards of the product ever sold (approved quantity); required to enable
+    /// special; without it, no cap.
+    #[arg(long, value_name = "N", value_parser = parse_quantity)]
+    quantity: Option<u32>,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+/// The code of the `special` product (P3), the only one with a fixed discount.
+const SPECIAL_PRODUCT: u16 = 3;
+
+/// A discount ratio in percent with at most two decimals and an optional `%`, as basis points
+/// (`30` is 3000, `12.5` is 1250): more than 0 and less than 100 percent.
+fn parse_percent(text: &str) -> Result<u16, String> {
+    let digits = text.trim();
+    let digits = digits.strip_suffix('%').unwrap_or(digits).trim_end();
+    match parse_minor(digits) {
+        Some(bp) if (1..10_000).contains(&bp) => Ok(bp as u16),
+        _ => Err(format!(
+            "invalid discount '{text}' (expected a percentage above 0 and below 100 with at most two decimals, \
+             e.g. 30 or 12.5)"
+        )),
+    }
+}
+
+/// An approved quantity of cards: 1 to the largest a `set_product` carries.
+fn parse_quantity(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("a quantity of 0 cards could never be sold: leave --quantity out for no cap".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("invalid quantity '{text}' (expected a number of cards, 1..={})", u32::MAX)),
+    }
+}
+
+/// A discount in basis points as percent: 3000 as `30.00%`.
+fn percent_text(bp: u16) -> String {
+    format!("{}%", format_minor(i64::from(bp)))
+}
+
+/// The operator id a staff card belongs to: any number, 0 meaning no longer a staff card.
+fn parse_staff_operator(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("invalid operator id '{text}' (expected 0..={}; 0: no longer a staff card)", u32::MAX))
 }
 
 /// What a sale, hold or card operation carries to prove it may proceed: the holder's PIN and
@@ -693,22 +790,34 @@ impl AdminArgs {
             (A::Adjust, None) => {
                 return Err(format!("{what}: --amount YUAN is required (a leading - takes value off)"))
             }
-            (A::LoadReversal, Some(amount)) if amount > 0 => amount,
-            (A::LoadReversal, Some(_)) => return Err(format!("{what}: --amount must be more than 0")),
+            (A::LoadReversal | A::RecordInvoice, Some(amount)) if amount > 0 => amount,
+            (A::LoadReversal | A::RecordInvoice, Some(_)) => {
+                return Err(format!("{what}: --amount must be more than 0"))
+            }
             (A::LoadReversal, None) => {
                 return Err(format!("{what}: --amount YUAN (the amount to reverse) is required"))
             }
-            (_, Some(_)) => return Err(only("--amount", &[A::Adjust, A::LoadReversal])),
+            (A::RecordInvoice, None) => return Err(format!("{what}: --amount YUAN (the amount invoiced) is required")),
+            (_, Some(_)) => return Err(only("--amount", &[A::Adjust, A::LoadReversal, A::RecordInvoice])),
             (A::RedeemPoints, None) => self.points.ok_or_else(|| format!("{what}: --points N is required"))?,
+            (A::SetStaff, None) => self.staff_operator.map(i64::from).ok_or_else(|| {
+                format!("{what}: --staff-operator ID (the staff member's operator id; 0: none) is required")
+            })?,
             (_, None) => 0,
         };
         if self.points.is_some() && action != A::RedeemPoints {
             return Err(only("--points", &[A::RedeemPoints]));
         }
+        if self.staff_operator.is_some() && action != A::SetStaff {
+            return Err(only("--staff-operator", &[A::SetStaff]));
+        }
         let original_txn_id = match (action, self.original) {
-            (A::LoadReversal, Some(txn)) => txn,
+            (A::LoadReversal | A::RecordInvoice, Some(txn)) => txn,
             (A::LoadReversal, None) => return Err(format!("{what}: --original TXN (the load) is required")),
-            (_, Some(_)) => return Err(only("--original", &[A::LoadReversal])),
+            (A::RecordInvoice, None) => {
+                return Err(format!("{what}: --original TXN (the load or card sale invoiced) is required"))
+            }
+            (_, Some(_)) => return Err(only("--original", &[A::LoadReversal, A::RecordInvoice])),
             (_, None) => 0,
         };
         let ticket = match (action, self.ticket) {
@@ -788,6 +897,34 @@ impl SetOperatorArgs {
     }
 }
 
+impl SetProductArgs {
+    /// The `set_product` request, the operator's passcode still unsealed; refuses what the
+    /// switch would (SPEC §5.25): a discount on a product other than special, special enabled
+    /// without its discount ratio and quantity.
+    fn request(&self) -> Result<Request, String> {
+        let name = product_name(self.product).unwrap_or("?");
+        if self.discount.is_some() && self.product != SPECIAL_PRODUCT {
+            return Err(format!(
+                "set-product {name}: --discount is for special only (the only product with a fixed discount)"
+            ));
+        }
+        if self.enabled && self.product == SPECIAL_PRODUCT && (self.discount.is_none() || self.quantity.is_none()) {
+            return Err(
+                "set-product special --enabled: --discount PERCENT and --quantity N are both required (P3: the \
+                 approved discount ratio and quantity)"
+                    .to_string(),
+            );
+        }
+        Ok(Request::SetProduct {
+            operator: OperatorAuth { operator_id: self.operator.operator_id, passcode: Sealed::NONE },
+            product: self.product,
+            enabled: u8::from(self.enabled),
+            discount_bp: self.discount.unwrap_or(0),
+            approved_quantity: self.quantity.unwrap_or(0),
+        })
+    }
+}
+
 /// Seals the secrets `op` carries into `request`, for the request `terminal_id`/`stan` signed
 /// with `key`: the PIN and the approver's passcode of a sale, hold or card operation, the
 /// operator's passcode, the new PIN and the new passcode. Reads the passcode files.
@@ -808,6 +945,8 @@ fn seal_secrets(op: &Op, request: &mut Request, key: &TerminalKey, terminal_id: 
     if let Some(args) = op.operator() {
         let sealed = args.seal(key, terminal_id, stan)?;
         if let Request::SetOperator { operator, .. }
+        | Request::SetProduct { operator, .. }
+        | Request::OperatorSignOn { operator }
         | Request::CardAdmin { operator, .. }
         | Request::MemberQuery { operator, .. }
         | Request::ReplaceCard { operator, .. }
@@ -866,6 +1005,8 @@ impl Op {
             Op::TerminalState { .. } => "terminal-state",
             Op::Admin(_) => "admin",
             Op::SetOperator(_) => "set-operator",
+            Op::SetProduct(_) => "set-product",
+            Op::OperatorSignOn { .. } => "operator-sign-on",
             Op::RegisterMember(_) => "register-member",
             Op::Member { .. } => "member",
             Op::ReplaceCard(_) => "replace-card",
@@ -886,6 +1027,8 @@ impl Op {
         match self {
             Op::Admin(AdminArgs { operator, .. })
             | Op::SetOperator(SetOperatorArgs { operator, .. })
+            | Op::SetProduct(SetProductArgs { operator, .. })
+            | Op::OperatorSignOn { operator }
             | Op::RegisterMember(RegisterArgs { operator, .. })
             | Op::Member { operator, .. }
             | Op::ReplaceCard(ReplaceArgs { operator, .. })
@@ -959,6 +1102,10 @@ impl Op {
             }
             Op::Admin(ref args) => args.request()?,
             Op::SetOperator(ref args) => args.request()?,
+            Op::SetProduct(ref args) => args.request()?,
+            Op::OperatorSignOn { ref operator } => Request::OperatorSignOn {
+                operator: OperatorAuth { operator_id: operator.operator_id, passcode: Sealed::NONE },
+            },
             Op::Member { card, ref operator } => Request::MemberQuery {
                 operator: OperatorAuth { operator_id: operator.operator_id, ..Default::default() },
                 card,
@@ -1093,6 +1240,14 @@ fn decline_fields(reply: &CardReply) -> Vec<Field> {
         ResponseCode::BalanceLimitExceeded => vec![limit("largest balance")],
         // A load reversal names what is left of the load (V5); a refund does not.
         ResponseCode::RefundExceedsOriginal if reply.limit_minor != 0 => vec![limit("left to reverse")],
+        // V6: what the load has left to invoice; nothing, or the original is no load.
+        ResponseCode::InvoiceExceedsLoad if reply.limit_minor != 0 => vec![limit("left to invoice")],
+        ResponseCode::InvoiceExceedsLoad => {
+            vec![line("refused", "nothing left to invoice against it, or it is not a load or card sale of this card")]
+        }
+        ResponseCode::QuantityExhausted => {
+            vec![line("quantity", "sold out: the product's approved quantity of cards has been sold")]
+        }
         ResponseCode::IdNotChecked => vec![line("id", "not checked: check the holder's ID, then --id-checked")],
         ResponseCode::ApprovalRequired => vec![line("approval", "required: a manager's (--approver)")],
         _ => vec![],
@@ -1100,9 +1255,12 @@ fn decline_fields(reply: &CardReply) -> Vec<Field> {
 }
 
 /// The lines a card operation adds to its card reply: the action, the operator and the
-/// approver, each with why it was refused when it was.
+/// approver, each with why it was refused when it was; the staff member a staff card is
+/// linked to, and the invoice recorded and its load.
 fn admin_fields(request: &Request, code: ResponseCode) -> Vec<Field> {
-    let Request::CardAdmin { operator, action, verification, .. } = *request else { return vec![] };
+    let Request::CardAdmin { operator, action, verification, value, original_txn_id, .. } = *request else {
+        return vec![];
+    };
     let name = AdminAction::from_u8(action).map_or_else(|| action.to_string(), |a| a.as_str().to_string());
     let approver_id = verification.approver_id;
     let approver = if code == ResponseCode::OverrideRefused {
@@ -1110,11 +1268,24 @@ fn admin_fields(request: &Request, code: ResponseCode) -> Vec<Field> {
     } else {
         approver_id.to_string()
     };
-    vec![
+    let mut fields = vec![
         field("action", name.clone(), "action", json_string(&name)),
         field("operator", operator_text(operator.operator_id, code), "operator_id", operator.operator_id.to_string()),
         shown_if(approver_id != 0, field("approver", approver, "approver_id", approver_id.to_string())),
-    ]
+    ];
+    match AdminAction::from_u8(action) {
+        Some(AdminAction::SetStaff) => {
+            let staff =
+                if value == 0 { "none: no longer a staff card".to_string() } else { format!("operator {value}") };
+            fields.push(field("staff", staff, "staff_operator_id", value.to_string()));
+        }
+        Some(AdminAction::RecordInvoice) => {
+            fields.push(money("invoice", "invoice_minor", value));
+            fields.push(field("load", original_txn_id.to_string(), "original_txn_id", original_txn_id.to_string()));
+        }
+        _ => {}
+    }
+    fields
 }
 
 /// The lines a replacement adds to its card reply, which describes the new card: the
@@ -1269,6 +1440,97 @@ fn operator_fields(request: &Request, reply: &OperatorReply) -> Vec<Field> {
         ),
     ]);
     fields
+}
+
+/// The reply to `set_product`: who set it, the product as it is now, what it was set to and
+/// the catalog version in force; or what was wrong.
+fn product_fields(request: &Request, reply: &ProductReply) -> Vec<Field> {
+    let Request::SetProduct { operator, product, discount_bp, approved_quantity, .. } = *request else {
+        return vec![code_field(reply.code)];
+    };
+    let product_text = match product_name(product) {
+        Some(name) => format!("{name} ({product})"),
+        None => product.to_string(),
+    };
+    let approved = reply.code.is_approved();
+    let quantity = if approved_quantity == 0 { "no cap".to_string() } else { format!("{approved_quantity} cards") };
+    let mut fields = vec![
+        code_field(reply.code),
+        field(
+            "by",
+            operator_text(operator.operator_id, reply.code),
+            "by_operator_id",
+            operator.operator_id.to_string(),
+        ),
+        field("product", product_text, "product", product.to_string()),
+        // A decline carries 0 whatever the product's state: it is not shown as the state.
+        shown_if(
+            approved,
+            field(
+                "state",
+                if reply.enabled == 1 { "enabled" } else { "disabled" },
+                "enabled",
+                (reply.enabled == 1).to_string(),
+            ),
+        ),
+        shown_if(
+            approved && (product == SPECIAL_PRODUCT || discount_bp != 0),
+            field(
+                "discount",
+                if discount_bp == 0 { "none".to_string() } else { percent_text(discount_bp) },
+                "discount_bp",
+                discount_bp.to_string(),
+            ),
+        ),
+        shown_if(approved, field("quantity", quantity, "approved_quantity", approved_quantity.to_string())),
+        shown_if(
+            approved,
+            field(
+                "catalog",
+                format!("version {}", reply.catalog_version),
+                "catalog_version",
+                reply.catalog_version.to_string(),
+            ),
+        ),
+    ];
+    let why = match reply.code {
+        ResponseCode::NotPermitted => "set-product is for admin terminals only",
+        ResponseCode::UnknownProduct => "the switch's catalog does not list this product",
+        ResponseCode::InvalidField => {
+            "only special has a discount, and enabling special needs its discount and quantity; or the \
+             passcode does not open"
+        }
+        _ => return fields,
+    };
+    fields.push(line("refused", why));
+    fields
+}
+
+/// The reply to `operator_sign_on`: the operator, its role and whether it is signed on.
+fn operator_sign_on_fields(request: &Request, reply: &OperatorReply) -> Vec<Field> {
+    let operator_id = request.operator().map_or(reply.operator_id, |o| o.operator_id);
+    let (role_text, role_json) = match (reply.role, OperatorRole::from_u8(reply.role)) {
+        (_, Some(role)) => (role.as_str().to_string(), json_string(role.as_str())),
+        (0, None) => ("none".to_string(), "null".to_string()),
+        (raw, None) => (format!("{raw} (unknown to this pos)"), raw.to_string()),
+    };
+    let operator = match reply.code {
+        ResponseCode::RoleNotPermitted => {
+            format!("{operator_id}  (not permitted: not a cashier or front desk of this store)")
+        }
+        code => operator_text(operator_id, code),
+    };
+    vec![
+        code_field(reply.code),
+        field("operator", operator, "operator_id", operator_id.to_string()),
+        field("role", role_text, "role", role_json),
+        field(
+            "state",
+            if reply.enabled == 1 { "signed on" } else { "not signed on" },
+            "signed_on",
+            (reply.enabled == 1).to_string(),
+        ),
+    ]
 }
 
 /// What the switch says is wrong with a registration (`problem` of `member_data_invalid`,
@@ -1520,6 +1782,10 @@ fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>>
             ])
         }
         (Request::SetOperator { .. }, Response::Operator(reply)) => Some(operator_fields(request, reply)),
+        (Request::SetProduct { .. }, Response::Product(reply)) => Some(product_fields(request, reply)),
+        (Request::OperatorSignOn { .. }, Response::OperatorSignOn(reply)) => {
+            Some(operator_sign_on_fields(request, reply))
+        }
         (Request::MemberQuery { operator, .. }, Response::Member { request: MsgType::MemberQuery, reply }) => {
             Some(member_fields(operator.operator_id, reply))
         }
@@ -1555,11 +1821,18 @@ struct Failure(String);
 /// reverse it instead.
 fn unknown_outcome_hint(request: &Request, stan: u32) -> String {
     match request {
+        // The session ends with the connection: nothing to undo or redo.
         Request::SignOn { .. }
         | Request::Echo
+        | Request::OperatorSignOn { .. }
         | Request::Balance { .. }
         | Request::MemberQuery { .. }
         | Request::CardHistory { .. } => String::new(),
+        // Not remembered (SPEC §5.25): sent again, it is carried out again.
+        Request::SetProduct { .. } => {
+            "; its outcome is unknown: send it again (it sets the product again, under a new catalog version)"
+                .to_string()
+        }
         Request::Sale { .. }
         | Request::Load { .. }
         | Request::Hold { .. }
@@ -1725,7 +1998,45 @@ async fn follow_history(
     Ok((all, stans))
 }
 
+/// The cashier to sign on to the session before the operation (`--cashier`), if one is given;
+/// refused for the operations that send only their own message.
+fn cashier(cli: &Cli) -> Result<Option<OperatorArgs>, String> {
+    let (operator_id, passcode_file) = match (cli.cashier, &cli.cashier_passcode_file) {
+        (Some(id), Some(path)) => (id, path.clone()),
+        (None, None) => return Ok(None),
+        _ => return Err("--cashier and --cashier-passcode-file go together".to_string()),
+    };
+    match cli.op {
+        Op::SignOn | Op::Echo => Err(format!(
+            "{}: --cashier signs a cashier on after the sign-on, before an operation; {} sends only its own \
+             message",
+            cli.op.name(),
+            cli.op.name()
+        )),
+        Op::OperatorSignOn { .. } => {
+            Err("operator-sign-on: name the operator with --operator and --passcode-file, not --cashier".to_string())
+        }
+        _ => Ok(Some(OperatorArgs { operator_id, passcode_file })),
+    }
+}
+
+/// The trace number of the cashier's sign-on sent right after the sign-on with `sign_on_stan`:
+/// the next one in the upper half, which the operations typed by hand never use.
+fn cashier_sign_on_stan(sign_on_stan: u32) -> u32 {
+    SIGN_ON_STAN_BIT | (sign_on_stan.wrapping_add(1) & !SIGN_ON_STAN_BIT)
+}
+
+/// The line an operation's report gets when a cashier was signed on before it.
+fn cashier_field(operator_id: u32, stan: u32) -> Field {
+    Field {
+        label: Some("cashier"),
+        text: format!("{operator_id}  (signed on, stan {stan})"),
+        json: vec![("cashier_id", operator_id.to_string()), ("cashier_stan", stan.to_string())],
+    }
+}
+
 async fn run(cli: &Cli) -> Result<u8, Failure> {
+    let cashier = cashier(cli).map_err(Failure)?;
     let mut message = cli.op.message(cli.store).map_err(Failure)?;
     let now_ms = unix_ms_now();
     let stan = cli.stan.unwrap_or_else(|| stan_from_clock(now_ms, DEFAULT_UTC_OFFSET_MINUTES));
@@ -1742,6 +2053,18 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
         }
     }
     seal_message(&cli.op, &mut message, &me.key, terminal, stan).map_err(Failure)?;
+    let sign_on_stan = sign_on_stan_from_clock(now_ms);
+    // T9: the cashier who rings the operation up, signed on right after the sign-on.
+    let cashier_sign_on = match &cashier {
+        Some(args) => {
+            let cashier_stan = cashier_sign_on_stan(sign_on_stan);
+            let passcode = read_passcode(&args.passcode_file, "cashier's").map_err(Failure)?;
+            let operator = OperatorAuth::seal(&me.key, terminal, cashier_stan, args.operator_id, &passcode)
+                .map_err(|e| Failure(format!("cannot seal the cashier's passcode: {e}")))?;
+            Some((cashier_stan, Request::OperatorSignOn { operator }))
+        }
+        None => None,
+    };
 
     let connect_timeout = Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS);
     let mut client =
@@ -1757,7 +2080,6 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
     client.set_call_timeout_ms(DEFAULT_CALL_TIMEOUT_MS);
 
     if !matches!(message, Message::Request(Request::SignOn { .. } | Request::Echo)) {
-        let sign_on_stan = sign_on_stan_from_clock(now_ms);
         let sign_on = Request::SignOn { store_id: cli.store };
         let response = exchange(&mut client, addr, "sign-on", sign_on_stan, 0, sign_on).await?;
         let Some(fields) = response_fields(&sign_on, &response) else {
@@ -1778,6 +2100,28 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
             return Ok(EXIT_DECLINED);
         }
     }
+    let mut signed_on_cashier = None;
+    if let Some((cashier_stan, request)) = cashier_sign_on {
+        let response = exchange(&mut client, addr, "operator-sign-on", cashier_stan, 0, request).await?;
+        let Some(fields) = response_fields(&request, &response) else {
+            return Err(Failure(format!(
+                "the switch at {addr} answered operator-sign-on (stan {cashier_stan}) with {}",
+                response.msg_type()
+            )));
+        };
+        let cashier_id = request.operator().map_or(0, |o| o.operator_id);
+        if !response.code().is_approved() {
+            let sent = Sent { op: "operator-sign-on", terminal, stan: cashier_stan, retransmit: false };
+            print_report(cli, &sent, &fields);
+            eprintln!(
+                "pos: sign-on of cashier {cashier_id} declined ({}); {} (stan {stan}) not sent",
+                response.code(),
+                cli.op.name()
+            );
+            return Ok(EXIT_DECLINED);
+        }
+        signed_on_cashier = Some(cashier_field(cashier_id, cashier_stan));
+    }
 
     let what = cli.op.name();
     let mut response = exchange_message(&mut client, addr, what, stan, flags, message.clone()).await?;
@@ -1793,12 +2137,15 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
         }
         _ => message_fields(&message, &response),
     };
-    let Some(fields) = fields else {
+    let Some(mut fields) = fields else {
         return Err(Failure(format!(
             "the switch at {addr} answered {what} (stan {stan}) with {}",
             response.msg_type()
         )));
     };
+    if let Some(cashier) = signed_on_cashier {
+        fields.insert(1.min(fields.len()), cashier);
+    }
     let sent = Sent { op: what, terminal, stan, retransmit: cli.retransmit };
     print_report(cli, &sent, &fields);
     Ok(if response.code().is_approved() { EXIT_APPROVED } else { EXIT_DECLINED })
@@ -2317,11 +2664,11 @@ mod tests {
             ),
             ("load_reversal", &["--amount", "1", "--ticket", "1"], "--original TXN (the load) is required"),
             ("load_reversal", &["--amount", "1", "--original", "5"], "--ticket N is required"),
-            ("freeze", &["--amount", "1"], "--amount is for adjust or load_reversal only"),
-            ("redeem_points", &["--amount", "1"], "--amount is for adjust or load_reversal only"),
+            ("freeze", &["--amount", "1"], "--amount is for adjust, load_reversal or record_invoice only"),
+            ("redeem_points", &["--amount", "1"], "--amount is for adjust, load_reversal or record_invoice only"),
             ("redeem_points", &[], "admin redeem_points: --points N is required"),
             ("adjust", &["--points", "5", "--amount", "1", "--ticket", "1"], "--points is for redeem_points only"),
-            ("freeze", &["--original", "5"], "--original is for load_reversal only"),
+            ("freeze", &["--original", "5"], "--original is for load_reversal or record_invoice only"),
             ("change_pin", &["--new-pin", "1234"], "admin change_pin: --pin (the current PIN) is required"),
             ("change_pin", &["--pin", "1234"], "admin change_pin: --new-pin is required"),
             ("unlock_pin", &["--pin", "1234"], "--pin is for change_pin only"),
@@ -3138,5 +3485,406 @@ mod tests {
         assert_eq!(text, "history  terminal 1001  stan 155\n  code       unknown_card\n  operator   31\n  card       6200880000000058\n");
         // Only a history answers a history.
         assert!(response_fields(&request, &Response::Echo { code: ResponseCode::Approved }).is_none());
+    }
+
+    #[test]
+    fn admin_set_staff_and_record_invoice_build_their_requests() {
+        use AdminAction as A;
+        let fields = |action: &str, extra: &[&str]| admin_fields_of(admin_request(action, extra).unwrap());
+        // V4, T9: the staff member's operator id travels in `value`; 0 unlinks the card.
+        assert_eq!(fields("set_staff", &["--staff-operator", "31"]), (A::SetStaff as u8, 0, 31, 0, 0));
+        assert_eq!(fields("set-staff", &["--staff-operator", "0"]), (A::SetStaff as u8, 0, 0, 0, 0));
+        assert_eq!(fields("set_staff", &["--staff-operator", "4294967295"]).2, i64::from(u32::MAX), "any operator id");
+        // V6: the invoiced amount in `value`, the load or card sale in `original_txn_id`.
+        assert_eq!(
+            fields("record_invoice", &["--original", "418314", "--amount", "1000"]),
+            (A::RecordInvoice as u8, 0, 100_000, 418_314, 0)
+        );
+        assert_eq!(
+            fields("record_invoice", &["--original", "418314", "--amount", "0.01", "--ticket", "77"]),
+            (A::RecordInvoice as u8, 0, 1, 418_314, 77)
+        );
+        for (action, extra, problem) in [
+            (
+                "set_staff",
+                &[][..],
+                "admin set_staff: --staff-operator ID (the staff member's operator id; 0: none) is required",
+            ),
+            ("freeze", &["--staff-operator", "31"], "admin freeze: --staff-operator is for set_staff only"),
+            (
+                "record_invoice",
+                &["--staff-operator", "31", "--original", "5", "--amount", "1"],
+                "--staff-operator is for set_staff only",
+            ),
+            (
+                "set_staff",
+                &["--staff-operator", "31", "--amount", "1"],
+                "--amount is for adjust, load_reversal or record_invoice only",
+            ),
+            (
+                "record_invoice",
+                &["--amount", "1"],
+                "admin record_invoice: --original TXN (the load or card sale invoiced) is required",
+            ),
+            (
+                "record_invoice",
+                &["--original", "5"],
+                "admin record_invoice: --amount YUAN (the amount invoiced) is required",
+            ),
+            (
+                "record_invoice",
+                &["--original", "5", "--amount", "0"],
+                "admin record_invoice: --amount must be more than 0",
+            ),
+            (
+                "record_invoice",
+                &["--original", "5", "--amount", "-3"],
+                "admin record_invoice: --amount must be more than 0",
+            ),
+        ] {
+            let error = admin_request(action, extra).unwrap_err();
+            assert!(error.contains(problem), "{action} {extra:?}: {error}");
+        }
+        for (extra, problem) in [
+            (&["--staff-operator", "-1"][..], "unexpected argument '-1'"),
+            (
+                &["--staff-operator", "x"],
+                "invalid operator id 'x' (expected 0..=4294967295; 0: no longer a staff card)",
+            ),
+            (&["--staff-operator", "4294967296"], "invalid operator id '4294967296'"),
+        ] {
+            let error = admin("set_staff", extra).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{extra:?}");
+            assert!(error.to_string().contains(problem), "{extra:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn staff_and_invoice_replies_say_what_was_set_and_why_an_invoice_was_refused() {
+        // `card_admin_request` with `value` and `original_txn_id`.
+        let valued = |action, value, original| match card_admin_request(action, 0) {
+            Request::CardAdmin { operator, card, action, flags, ticket, verification, new_pin, .. } => {
+                Request::CardAdmin {
+                    operator,
+                    card,
+                    action,
+                    flags,
+                    value,
+                    original_txn_id: original,
+                    ticket,
+                    verification,
+                    new_pin,
+                }
+            }
+            other => other,
+        };
+        let staff = valued(AdminAction::SetStaff, 31, 0);
+        let reply = CardReply {
+            code: ResponseCode::Approved,
+            state: protocol::CardState::Active,
+            txn_id: 418_320,
+            cash_minor: 100_000,
+            ..CardReply::default()
+        };
+        let text = text_of(&staff, reply);
+        assert!(text.contains("  action     set_staff\n  operator   51\n  staff      operator 31\n"), "{text}");
+        assert!(json_of(&staff, reply).contains("\"staff_operator_id\":31,"));
+        let unlinked = valued(AdminAction::SetStaff, 0, 0);
+        assert!(text_of(&unlinked, reply).contains("  staff      none: no longer a staff card\n"));
+
+        let invoice = valued(AdminAction::RecordInvoice, 100_000, 418_314);
+        let recorded = CardReply { amount_minor: 100_000, gross_minor: 100_000, ..reply };
+        let text = text_of(&invoice, recorded);
+        assert!(text.contains("  invoice    1000.00\n  load       418314\n"), "{text}");
+        assert!(text.contains("  amount     1000.00\n  cash       1000.00\n"), "{text}");
+        let json = json_of(&invoice, recorded);
+        assert!(json.contains("\"invoice_minor\":100000,\"original_txn_id\":418314,"), "{json}");
+        // Declined: what is left of the load to invoice, or that the original is no load.
+        let declined = |limit_minor| CardReply { code: ResponseCode::InvoiceExceedsLoad, limit_minor, ..reply };
+        let text = text_of(&invoice, declined(40_000));
+        assert!(text.contains("  code       invoice_exceeds_load\n  limit      400.00  (left to invoice)\n"), "{text}");
+        let text = text_of(&invoice, declined(0));
+        assert!(text.contains("  refused    nothing left to invoice against it, or it is not a load"), "{text}");
+        // A card sale beyond the product's approved quantity (P3).
+        let sell = Request::SellCard { card: CardNo(6_200_880_000_000_041), amount_minor: 0, method: 1 };
+        let sold_out = CardReply {
+            code: ResponseCode::QuantityExhausted,
+            state: protocol::CardState::Stock,
+            ..CardReply::default()
+        };
+        let text = text_of(&sell, sold_out);
+        assert!(text.contains("  code       quantity_exhausted\n  quantity   sold out: "), "{text}");
+    }
+
+    /// `pos --addr x:1 set-product EXTRA... --operator 1 --passcode-file FILE`.
+    fn set_product(files: &Files, extra: &[&str]) -> Result<Cli, clap::Error> {
+        let admin = files.path("admin");
+        let tail = ["--operator", "1", "--passcode-file", admin.as_str()];
+        parse(&[&["--addr", "x:1", "set-product"][..], extra, &tail[..]].concat())
+    }
+
+    #[test]
+    fn set_product_builds_its_request_and_seals_the_operator() {
+        let files = Files::new("set-product", &[("admin", "4dmin-pass\n")]);
+        let cli = set_product(&files, &["special", "--enabled", "--discount", "30", "--quantity", "500"]).unwrap();
+        assert_eq!(cli.op.name(), "set-product");
+        let mut request = cli.op.request(1).unwrap();
+        let key = test_key();
+        seal_secrets(&cli.op, &mut request, &key, 1001, 156).unwrap();
+        let Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } = request else {
+            panic!("{request:?}")
+        };
+        assert_eq!((product, enabled, discount_bp, approved_quantity), (3, 1, 3_000, 500));
+        assert_eq!(operator.operator_id, 1);
+        assert_eq!(
+            operator.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 156),
+            Ok(Some(b"4dmin-pass".to_vec()))
+        );
+        // Percent with up to two decimals, a % sign allowed; products by name or code.
+        for (discount, bp) in [("12.5", 1_250), ("12.50%", 1_250), ("0.01", 1), ("99.99", 9_999), ("7 %", 700)] {
+            let cli = set_product(&files, &["3", "--enabled", "--discount", discount, "--quantity", "1"]).unwrap();
+            assert!(
+                matches!(cli.op.request(1), Ok(Request::SetProduct { discount_bp, .. }) if discount_bp == bp),
+                "{discount}"
+            );
+        }
+        // Disabling, or a product without a discount: no discount, and no cap without --quantity.
+        let cli = set_product(&files, &["special", "--disabled"]).unwrap();
+        assert!(matches!(
+            cli.op.request(1),
+            Ok(Request::SetProduct { product: 3, enabled: 0, discount_bp: 0, approved_quantity: 0, .. })
+        ));
+        let cli = set_product(&files, &["Gift", "--enabled", "--quantity", "10000"]).unwrap();
+        assert!(matches!(
+            cli.op.request(1),
+            Ok(Request::SetProduct { product: 2, enabled: 1, discount_bp: 0, approved_quantity: 10_000, .. })
+        ));
+        // What the switch would refuse is refused before anything is sent.
+        for (extra, problem) in [
+            (&["gift", "--enabled", "--discount", "10"][..], "set-product gift: --discount is for special only"),
+            (&["special", "--enabled", "--quantity", "500"], "--discount PERCENT and --quantity N are both required"),
+            (&["special", "--enabled", "--discount", "30"], "--discount PERCENT and --quantity N are both required"),
+        ] {
+            let cli = set_product(&files, extra).unwrap();
+            let error = cli.op.request(1).unwrap_err();
+            assert!(error.contains(problem), "{extra:?}: {error}");
+        }
+        for (extra, problem) in [
+            (&["special", "--discount", "30", "--quantity", "5"][..], "--enabled"),
+            (&["special", "--enabled", "--disabled"], "cannot be used with"),
+            (&["food", "--enabled"], "unknown product 'food'"),
+            (&["9", "--enabled"], "unknown product '9'"),
+            (&["special", "--enabled", "--discount", "100", "--quantity", "5"], "invalid discount '100'"),
+            (&["special", "--enabled", "--discount", "0", "--quantity", "5"], "invalid discount '0'"),
+            (&["special", "--enabled", "--discount", "12.345", "--quantity", "5"], "invalid discount '12.345'"),
+            (&["special", "--enabled", "--discount", "-5", "--quantity", "5"], "unexpected argument '-5'"),
+            (
+                &["special", "--enabled", "--discount", "30", "--quantity", "0"],
+                "a quantity of 0 cards could never be sold",
+            ),
+            (
+                &["special", "--enabled", "--discount", "30", "--quantity", "4294967296"],
+                "invalid quantity '4294967296'",
+            ),
+        ] {
+            let error = set_product(&files, extra).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{extra:?}");
+            assert!(error.to_string().contains(problem), "{extra:?}: {error}");
+        }
+        let error = parse(&["--addr", "x:1", "set-product", "special", "--disabled"]).map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("--operator"), "{error}");
+    }
+
+    #[test]
+    fn set_product_replies_show_the_product_and_the_catalog_version() {
+        let request = Request::SetProduct {
+            operator: OperatorAuth { operator_id: 1, passcode: Sealed::NONE },
+            product: 3,
+            enabled: 1,
+            discount_bp: 3_000,
+            approved_quantity: 500,
+        };
+        let sent = Sent { op: "set-product", terminal: 1001, stan: 156, retransmit: false };
+        let reply = |code, enabled, catalog_version| {
+            let response = Response::Product(ProductReply { code, product: 3, enabled, catalog_version });
+            response_fields(&request, &response).unwrap()
+        };
+        let approved = reply(ResponseCode::Approved, 1, 2);
+        assert_eq!(
+            render_text(&sent, &approved),
+            "set-product  terminal 1001  stan 156\n\
+             \x20 code       approved\n\
+             \x20 by         1\n\
+             \x20 product    special (3)\n\
+             \x20 state      enabled\n\
+             \x20 discount   30.00%\n\
+             \x20 quantity   500 cards\n\
+             \x20 catalog    version 2\n"
+        );
+        assert_eq!(
+            render_json(&sent, &approved),
+            "{\"op\":\"set-product\",\"terminal\":1001,\"stan\":156,\"retransmit\":false,\"code\":\"approved\",\
+             \"by_operator_id\":1,\"product\":3,\"enabled\":true,\"discount_bp\":3000,\"approved_quantity\":500,\
+             \"catalog_version\":2}\n"
+        );
+        // Declines say why, and show nothing as set.
+        let text = render_text(&sent, &reply(ResponseCode::UnknownProduct, 0, 0));
+        assert!(
+            text.contains("  product    special (3)\n  refused    the switch's catalog does not list this product\n"),
+            "{text}"
+        );
+        assert!(!text.contains("catalog    version") && !text.contains("discount"), "{text}");
+        assert!(!text.contains("state"), "a decline says nothing of the product's state: {text}");
+        let text = render_text(&sent, &reply(ResponseCode::RoleNotPermitted, 0, 0));
+        assert!(text.contains("  by         1  (not permitted: "), "{text}");
+        let text = render_text(&sent, &reply(ResponseCode::NotPermitted, 0, 0));
+        assert!(text.contains("  refused    set-product is for admin terminals only\n"), "{text}");
+        // A product without a discount shows none; no cap is said so.
+        let gift = Request::SetProduct {
+            operator: OperatorAuth { operator_id: 1, passcode: Sealed::NONE },
+            product: 2,
+            enabled: 1,
+            discount_bp: 0,
+            approved_quantity: 0,
+        };
+        let response = Response::Product(ProductReply {
+            code: ResponseCode::Approved,
+            product: 2,
+            enabled: 1,
+            catalog_version: 3,
+        });
+        let text = render_text(&sent, &response_fields(&gift, &response).unwrap());
+        assert!(text.contains("  product    gift (2)\n  state      enabled\n  quantity   no cap\n"), "{text}");
+        // Only a product reply answers a set_product.
+        let wrong =
+            Response::Operator(OperatorReply { code: ResponseCode::Approved, operator_id: 1, role: 6, enabled: 1 });
+        assert!(response_fields(&request, &wrong).is_none());
+        assert!(unknown_outcome_hint(&request, 156).contains("a new catalog version"));
+    }
+
+    #[test]
+    fn operator_sign_on_and_the_cashier_option() {
+        let files = Files::new("cashier", &[("cashier", "c4shier31\n")]);
+        let passcode = files.path("cashier");
+        let cli =
+            parse(&["--addr", "x:1", "operator-sign-on", "--operator", "31", "--passcode-file", passcode.as_str()])
+                .unwrap();
+        assert_eq!(cli.op.name(), "operator-sign-on");
+        let mut request = cli.op.request(1).unwrap();
+        let key = test_key();
+        seal_secrets(&cli.op, &mut request, &key, 1001, 159).unwrap();
+        let Request::OperatorSignOn { operator } = request else { panic!("{request:?}") };
+        assert_eq!(operator.operator_id, 31);
+        assert_eq!(
+            operator.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 159),
+            Ok(Some(b"c4shier31".to_vec()))
+        );
+        assert_eq!(cashier(&cli), Ok(None));
+        assert_eq!(unknown_outcome_hint(&request, 159), "");
+
+        // --cashier is global: before or after the operation, with its passcode file.
+        for args in [
+            &["--addr", "x:1", "--cashier", "31", "--cashier-passcode-file", passcode.as_str(), "sale", CARD, "10"][..],
+            &["--addr", "x:1", "sale", CARD, "10", "--cashier", "31", "--cashier-passcode-file", passcode.as_str()],
+        ] {
+            let cli = parse(args).unwrap();
+            let args = cashier(&cli).unwrap().expect("a cashier");
+            assert_eq!(args.operator_id, 31);
+            let sealed = args.seal(&key, 1001, cashier_sign_on_stan(0x8000_0007)).unwrap();
+            assert_eq!(
+                sealed.passcode.open(&key, SecretKind::OperatorPasscode, 1001, 0x8000_0008),
+                Ok(Some(b"c4shier31".to_vec()))
+            );
+        }
+        // The cashier's trace number follows the sign-on's, in the upper half (never an
+        // operation's).
+        assert_eq!(cashier_sign_on_stan(0x8000_0007), 0x8000_0008);
+        assert_eq!(cashier_sign_on_stan(u32::MAX), SIGN_ON_STAN_BIT);
+        for stan in [0x8000_0000, 0x9234_5678, u32::MAX] {
+            assert!(cashier_sign_on_stan(stan) > MAX_OPERATION_STAN, "{stan}");
+        }
+        // Refused where it cannot apply, or without its passcode file.
+        for (args, problem) in [
+            (&["sign-on"][..], "sign-on: --cashier signs a cashier on after the sign-on"),
+            (&["echo"], "echo: --cashier signs a cashier on"),
+            (&["operator-sign-on", "--operator", "31", "--passcode-file", "p"], "name the operator with --operator"),
+        ] {
+            let tail = ["--cashier", "31", "--cashier-passcode-file", passcode.as_str()];
+            let cli = parse(&[&["--addr", "x:1"][..], args, &tail[..]].concat()).unwrap();
+            let error = cashier(&cli).unwrap_err();
+            assert!(error.contains(problem), "{args:?}: {error}");
+        }
+        for (args, problem) in [
+            (&["--cashier", "31", "sale", CARD, "1"][..], "--cashier-passcode-file"),
+            (&["--cashier-passcode-file", "p", "sale", CARD, "1"], "--cashier"),
+            (&["--cashier", "0", "--cashier-passcode-file", "p", "sale", CARD, "1"], "invalid operator id '0'"),
+            (&["operator-sign-on", "--passcode-file", "p"], "--operator"),
+        ] {
+            let error = parse(&[&["--addr", "x:1"][..], args].concat()).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(problem), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn operator_sign_on_replies_and_the_cashier_line() {
+        let request = Request::OperatorSignOn { operator: OperatorAuth { operator_id: 31, passcode: Sealed::NONE } };
+        let sent = Sent { op: "operator-sign-on", terminal: 1001, stan: 159, retransmit: false };
+        let reply = |code, role, enabled| {
+            let response = Response::OperatorSignOn(OperatorReply { code, operator_id: 31, role, enabled });
+            response_fields(&request, &response).unwrap()
+        };
+        let approved = reply(ResponseCode::Approved, OperatorRole::Cashier as u8, 1);
+        assert_eq!(
+            render_text(&sent, &approved),
+            "operator-sign-on  terminal 1001  stan 159\n\
+             \x20 code       approved\n\
+             \x20 operator   31\n\
+             \x20 role       cashier\n\
+             \x20 state      signed on\n"
+        );
+        assert_eq!(
+            render_json(&sent, &approved),
+            "{\"op\":\"operator-sign-on\",\"terminal\":1001,\"stan\":159,\"retransmit\":false,\"code\":\"approved\",\
+             \"operator_id\":31,\"role\":\"cashier\",\"signed_on\":true}\n"
+        );
+        let text = render_text(&sent, &reply(ResponseCode::RoleNotPermitted, 0, 0));
+        assert!(
+            text.contains("  operator   31  (not permitted: not a cashier or front desk of this store)\n"),
+            "{text}"
+        );
+        assert!(text.contains("  role       none\n  state      not signed on\n"), "{text}");
+        let text = render_text(&sent, &reply(ResponseCode::OperatorRefused, 0, 0));
+        assert!(text.contains("  operator   31  (refused: "), "{text}");
+        // The operator's id is the request's, also when the decline carries 0 (steps 1-3).
+        let declined = Response::OperatorSignOn(OperatorReply {
+            code: ResponseCode::NotSignedOn,
+            operator_id: 0,
+            role: 0,
+            enabled: 0,
+        });
+        assert!(render_text(&sent, &response_fields(&request, &declined).unwrap()).contains("  operator   31\n"));
+        // A set_operator reply does not answer it, nor the other way round.
+        let wrong =
+            Response::Operator(OperatorReply { code: ResponseCode::Approved, operator_id: 31, role: 1, enabled: 1 });
+        assert!(response_fields(&request, &wrong).is_none());
+
+        // An operation rung up by a cashier names it after its code.
+        let mut fields = response_fields(
+            &sale_request(1_000),
+            &Response::Card { request: MsgType::Sale, reply: CardReply::default() },
+        )
+        .unwrap();
+        fields.insert(1, cashier_field(31, 0x8000_0008));
+        let sent = Sent { op: "sale", terminal: 1001, stan: 7, retransmit: false };
+        let text = render_text(&sent, &fields);
+        assert!(
+            text.starts_with(
+                "sale  terminal 1001  stan 7\n  code       approved\n  cashier    31  (signed on, stan 2147483656)\n"
+            ),
+            "{text}"
+        );
+        assert!(render_json(&sent, &fields)
+            .contains("\"code\":\"approved\",\"cashier_id\":31,\"cashier_stan\":2147483656,"));
     }
 }
