@@ -17,29 +17,7 @@ pub const MAX_PHONE_CHARS: usize = 20;
 pub const VISIBLE_CHARS: usize = 4;
 
 /// The documents a member card is issued against (M1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum IdType {
-    /// 居民身份证: 18 characters, the last a check digit (GB 11643).
-    IdCard = 1,
-    Passport = 2,
-    /// 军人身份证件.
-    MilitaryId = 3,
-}
-
-impl IdType {
-    pub fn from_u8(value: u8) -> Option<IdType> {
-        [IdType::IdCard, IdType::Passport, IdType::MilitaryId].into_iter().find(|t| *t as u8 == value)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            IdType::IdCard => "id_card",
-            IdType::Passport => "passport",
-            IdType::MilitaryId => "military_id",
-        }
-    }
-}
+pub use protocol::IdType;
 
 /// A member's registration data (M1): name, ID and phone required; the rest optional (empty,
 /// or 0 for the birth date). The wire's type: what the engine checks is what was sent.

@@ -205,12 +205,7 @@ fn member_fields(member: &MemberData) -> Vec<(&'static str, Value, usize)> {
 
 /// Names of the ID types of a member registration (SPEC §6.12).
 pub fn id_type_name(id_type: u8) -> Option<&'static str> {
-    Some(match id_type {
-        1 => "id_card",
-        2 => "passport",
-        3 => "military_id",
-        _ => return None,
-    })
+    crate::types::IdType::from_u8(id_type).map(crate::types::IdType::as_str)
 }
 
 /// The body fields of `message` in wire order, each with its value and its size in bytes.

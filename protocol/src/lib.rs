@@ -20,7 +20,7 @@ pub use message::{
     Verification,
 };
 pub use types::{
-    AdminAction, AdminFlags, CardNo, CardState, Category, LocalTime, OperatorRole, PaymentMethod, PostingKind,
+    AdminAction, AdminFlags, CardNo, CardState, Category, IdType, LocalTime, OperatorRole, PaymentMethod, PostingKind,
     ResponseCode, SaleFlags, TerminalRole,
 };
 

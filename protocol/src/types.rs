@@ -490,6 +490,17 @@ impl PostingKind {
 }
 
 wire_enum! {
+    /// The documents a member card is issued against (M1, SPEC §6.12).
+    IdType {
+        /// 居民身份证: 18 characters, the last a check character (GB 11643).
+        IdCard = 1 => "id_card",
+        Passport = 2 => "passport",
+        /// 军人身份证件.
+        MilitaryId = 3 => "military_id",
+    }
+}
+
+wire_enum! {
     /// An operator's role (O1): what the administrative operations it names may do.
     OperatorRole {
         Cashier = 1 => "cashier",
