@@ -6,34 +6,8 @@
 
 use std::collections::HashMap;
 
-/// What a journal entry is, by the `kind` names the switch prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    SellCard,
-    Load,
-    Sale,
-    Hold,
-    Capture,
-    Refund,
-    Void,
-    Reversal,
-}
-
-impl EntryKind {
-    pub fn from_name(name: &str) -> Option<EntryKind> {
-        Some(match name {
-            "sell_card" => EntryKind::SellCard,
-            "load" => EntryKind::Load,
-            "sale" => EntryKind::Sale,
-            "hold" => EntryKind::Hold,
-            "capture" => EntryKind::Capture,
-            "refund" => EntryKind::Refund,
-            "void" => EntryKind::Void,
-            "reversal" => EntryKind::Reversal,
-            _ => return None,
-        })
-    }
-}
+/// What a journal entry is, by the `kind` names the switch prints: the wire's posting kinds.
+pub use protocol::PostingKind as EntryKind;
 
 /// The fields of a journal entry the checks use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
