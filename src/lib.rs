@@ -11,6 +11,7 @@ pub mod keys;
 pub mod operators;
 pub mod partition;
 pub mod server;
+pub mod settle;
 pub mod store;
 
 /// The card rules live in their own crate, which has no IO at all (no RocksDB, no sockets, no

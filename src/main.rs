@@ -62,6 +62,24 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Settle a business date over a stopped switch's data directory: totals per store, kind
+    /// and method, the liability proof, finance's differences, staff self-use, a summary.
+    /// Exit status 0 balanced and in balance with finance, 3 finance differs, 4 the liability
+    /// proof fails.
+    Settle {
+        /// Data directory of a stopped switch.
+        #[arg(long)]
+        data: PathBuf,
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// Finance's file: `date,store,method,amount` lines of money collected (yuan).
+        #[arg(long)]
+        finance: Option<PathBuf>,
+        /// Directory for the files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Operators of a stopped switch's data directory (O1). The first admin operator is made
     /// here; the others over the wire by an admin operator (`pos set-operator`).
     Operator {
@@ -102,6 +120,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Cmd::Settle { data, date, finance, out } = &cli.command {
+        return match cardswitch::settle::run(data, date, finance.as_deref(), out) {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                eprintln!("cardswitch: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.command {
         Cmd::Serve {
             data,
@@ -135,6 +162,7 @@ fn main() -> ExitCode {
             None => Err(format!("--catalog {name}: the demo catalogs are `retail` and `hotel`")),
         },
         Cmd::Journal { data } => cardswitch::journal_cmd::print_journal(&data),
+        Cmd::Settle { .. } => unreachable!("settled above"),
         Cmd::Operator { command: OperatorCmd::Add { data, id, role, store, master_key_file } } => {
             add_operator(&data, id, &role, store, master_key_file)
         }

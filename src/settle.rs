@@ -1,0 +1,500 @@
+//! `cardswitch settle`: the day-end batch of a business date over a stopped switch's data
+//! directory (S3–S5, S8, T9). The computation (`settle_entries`) is pure: it reads journal
+//! entries and the cards' balances and writes nothing, so every figure can be checked in
+//! memory; `run` reads the store and writes the files.
+//!
+//! Outputs in `--out`: `stores.csv` (totals per store, kind and payment method, S3),
+//! `liability.csv` (the proof, S5), `differences.csv` (against finance, S4), `self_use.csv`
+//! (T9), `summary.json`. Rows are in a fixed order and amounts are integers of fen, so a
+//! second run over the same day gives the same bytes (S8).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use protocol::types::{format_minor, parse_minor};
+use protocol::{PaymentMethod, PostingKind};
+
+use crate::engine::{BusinessDate, JournalEntry, JOURNAL_SELF_USE};
+
+/// Exit status when finance's figures differ from the switch's (the report is written).
+pub const EXIT_FINANCE_DIFFERS: u8 = 3;
+/// Exit status when the liability proof fails: a defect, never an accepted outcome.
+pub const EXIT_LIABILITY_FAILS: u8 = 4;
+/// Most lines a finance file may have.
+pub const MAX_FINANCE_LINES: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("--date {0}: not a date YYYY-MM-DD")]
+    Date(String),
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot read the finance file {path}: {source}")]
+    FinanceRead { path: String, source: std::io::Error },
+    #[error("finance file {path}, line {line}: {problem}")]
+    Finance { path: String, line: usize, problem: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// Count and sums of the postings of one kind (and payment method) at one store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub count: u64,
+    pub amount_minor: i64,
+    pub cash_delta_minor: i64,
+    pub bonus_delta_minor: i64,
+}
+
+impl Totals {
+    fn add(&mut self, e: &JournalEntry) {
+        self.count += 1;
+        self.amount_minor += e.amount_minor;
+        self.cash_delta_minor += e.cash_delta_minor;
+        self.bonus_delta_minor += e.bonus_delta_minor;
+    }
+}
+
+/// S5, separately for cash and bonus value: opening + the day's movements = closing, and the
+/// journal's sums equal the cards' balances.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Liability {
+    pub cash_opening_minor: i64,
+    pub bonus_opening_minor: i64,
+    /// The day's movements by kind: (cash, bonus).
+    pub movements: BTreeMap<&'static str, (i64, i64)>,
+    pub cash_closing_minor: i64,
+    pub bonus_closing_minor: i64,
+    /// Value held by holds still open at the close.
+    pub holds_minor: i64,
+    /// Σ of every posting's deltas, all days, against the cards' balances: (journal, cards).
+    pub cash_check: (i64, i64),
+    pub bonus_check: (i64, i64),
+    pub held_check: (i64, i64),
+    /// The day is the newest on record, so the cards' balances are its closing balances.
+    pub closing_is_cards: bool,
+}
+
+impl Liability {
+    /// Opening plus movements is closing, the journal explains the cards, and, for the newest
+    /// day, the closing is what the cards hold.
+    pub fn balanced(&self) -> bool {
+        let moved = |pick: fn(&(i64, i64)) -> i64| self.movements.values().map(pick).sum::<i64>();
+        let rolls = self.cash_opening_minor + moved(|m| m.0) == self.cash_closing_minor
+            && self.bonus_opening_minor + moved(|m| m.1) == self.bonus_closing_minor;
+        let explained = self.cash_check.0 == self.cash_check.1
+            && self.bonus_check.0 == self.bonus_check.1
+            && self.held_check.0 == self.held_check.1;
+        let closes = !self.closing_is_cards
+            || (self.cash_closing_minor == self.cash_check.1 && self.bonus_closing_minor == self.bonus_check.1);
+        rolls && explained && closes
+    }
+}
+
+/// One difference between finance's figures and the switch's (S4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub store_id: u32,
+    pub method: u8,
+    pub finance_minor: i64,
+    pub switch_minor: i64,
+}
+
+/// The day's settlement.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    pub date: BusinessDate,
+    /// (store, kind, payment method) → totals (S3).
+    pub stores: BTreeMap<(u32, &'static str, u8), Totals>,
+    pub liability: Liability,
+    /// Money collected per (store, payment method): loads and card sales, less their voids,
+    /// reversals and load reversals, plus fees (S4, V6).
+    pub collected: BTreeMap<(u32, u8), i64>,
+    /// T9: staff members' purchases on their own cards, rung up by themselves.
+    pub self_use: Vec<JournalEntry>,
+    pub transactions: u64,
+}
+
+/// Settles `date` from every journal entry of the data directory and the cards' balances
+/// (cash, bonus, held).
+pub fn settle_entries(
+    entries: impl IntoIterator<Item = JournalEntry>,
+    date: BusinessDate,
+    cards: (i64, i64, i64),
+) -> Settlement {
+    let mut s = Settlement { date, ..Settlement::default() };
+    let l = &mut s.liability;
+    let (mut cash_all, mut bonus_all, mut held_all) = (0i64, 0i64, 0i64);
+    let mut held_to_date = 0i64;
+    let mut newest = 0;
+    // The payment method of every load, so that undoing one is counted against its method.
+    let mut load_method: BTreeMap<u64, u8> = BTreeMap::new();
+    for e in entries {
+        cash_all += e.cash_delta_minor;
+        bonus_all += e.bonus_delta_minor;
+        held_all += e.held_delta_minor;
+        newest = newest.max(e.business_date);
+        if matches!(e.kind, PostingKind::Load | PostingKind::SellCard) {
+            load_method.insert(e.txn_id, e.method);
+        }
+        if e.business_date < date {
+            l.cash_opening_minor += e.cash_delta_minor;
+            l.bonus_opening_minor += e.bonus_delta_minor;
+        }
+        if e.business_date <= date {
+            held_to_date += e.held_delta_minor;
+        }
+        if e.business_date != date {
+            continue;
+        }
+        s.transactions += 1;
+        s.stores.entry((e.store_id, e.kind.as_str(), e.method)).or_default().add(&e);
+        let movement = l.movements.entry(e.kind.as_str()).or_default();
+        movement.0 += e.cash_delta_minor;
+        movement.1 += e.bonus_delta_minor;
+        let collected = match e.kind {
+            PostingKind::Load | PostingKind::SellCard => Some((e.method, e.cash_delta_minor)),
+            PostingKind::Fee => Some((e.method, e.amount_minor)),
+            PostingKind::Void | PostingKind::Reversal | PostingKind::LoadReversal => {
+                load_method.get(&e.ref_txn_id).map(|method| (*method, e.cash_delta_minor))
+            }
+            _ => None,
+        };
+        if let Some((method, minor)) = collected {
+            *s.collected.entry((e.store_id, method)).or_default() += minor;
+        }
+        if e.sale_flags & JOURNAL_SELF_USE != 0 {
+            s.self_use.push(e);
+        }
+    }
+    l.cash_closing_minor = l.cash_opening_minor + l.movements.values().map(|m| m.0).sum::<i64>();
+    l.bonus_closing_minor = l.bonus_opening_minor + l.movements.values().map(|m| m.1).sum::<i64>();
+    l.holds_minor = held_to_date;
+    l.cash_check = (cash_all, cards.0);
+    l.bonus_check = (bonus_all, cards.1);
+    l.held_check = (held_all, cards.2);
+    l.closing_is_cards = date >= newest;
+    s.self_use.sort_by_key(|e| e.txn_id);
+    s
+}
+
+/// Reads a finance file (S4): a header line `date,store,method,amount`, then one line per
+/// store and payment method with the money collected that day, in yuan (`1234.56`). Lines of
+/// other dates are ignored; a store and method listed twice add up.
+pub fn read_finance(path: &Path, date: BusinessDate) -> Result<BTreeMap<(u32, u8), i64>, SettleError> {
+    let shown = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|source| SettleError::FinanceRead { path: shown.clone(), source })?;
+    let bad = |line: usize, problem: String| SettleError::Finance { path: shown.clone(), line, problem };
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == "date,store,method,amount" => {}
+        _ => return Err(bad(1, "the first line must be `date,store,method,amount`".into())),
+    }
+    let mut out = BTreeMap::new();
+    for (index, line) in lines {
+        let number = index + 1;
+        if number > MAX_FINANCE_LINES {
+            return Err(bad(number, format!("more than {MAX_FINANCE_LINES} lines")));
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [day, store, method, amount] = fields[..] else {
+            return Err(bad(number, format!("{} fields, expected 4: date,store,method,amount", fields.len())));
+        };
+        let day = parse_date(day).ok_or_else(|| bad(number, format!("`{day}` is not a date YYYY-MM-DD")))?;
+        let store: u32 = store.parse().map_err(|_| bad(number, format!("`{store}` is not a store id")))?;
+        let method = PaymentMethod::from_name(method)
+            .ok_or_else(|| bad(number, format!("`{method}` is not a payment method (cash, bank_card, wechat, …)")))?;
+        let (negative, digits) = match amount.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, amount),
+        };
+        let minor = parse_minor(digits)
+            .ok_or_else(|| bad(number, format!("`{amount}` is not an amount in yuan with at most two decimals")))?;
+        if day == date {
+            *out.entry((store, method as u8)).or_default() += if negative { -minor } else { minor };
+        }
+    }
+    Ok(out)
+}
+
+/// Every store and method where finance and the switch disagree, in order (S4: nothing is
+/// adjusted, every difference is listed).
+pub fn differences(switch: &BTreeMap<(u32, u8), i64>, finance: &BTreeMap<(u32, u8), i64>) -> Vec<Difference> {
+    let keys: std::collections::BTreeSet<&(u32, u8)> = switch.keys().chain(finance.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (s, f) = (switch.get(key).copied().unwrap_or(0), finance.get(key).copied().unwrap_or(0));
+            (s != f).then_some(Difference { store_id: key.0, method: key.1, finance_minor: f, switch_minor: s })
+        })
+        .collect()
+}
+
+/// YYYY-MM-DD → YYYYMMDD, for calendar dates only.
+pub fn parse_date(text: &str) -> Option<BusinessDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let date: BusinessDate = digits.parse().ok().filter(|_| digits.len() == 8)?;
+    let (month, day) = (date / 100 % 100, date % 100);
+    ((1..=12).contains(&month) && day >= 1 && crate::engine::rules::add_days(date, 0) == date).then_some(date)
+}
+
+fn method_name(method: u8) -> &'static str {
+    PaymentMethod::from_u8(method).map_or("none", PaymentMethod::as_str)
+}
+
+fn date_text(date: BusinessDate) -> String {
+    format!("{:04}-{:02}-{:02}", date / 10_000, date / 100 % 100, date % 100)
+}
+
+/// The files of the day, by name, in the order they are written.
+pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String)> {
+    let mut stores = String::from("store,kind,method,count,amount,cash_delta,bonus_delta\n");
+    for ((store, kind, method), t) in &s.stores {
+        let _ = writeln!(
+            stores,
+            "{store},{kind},{},{},{},{},{}",
+            method_name(*method),
+            t.count,
+            format_minor(t.amount_minor),
+            format_minor(t.cash_delta_minor),
+            format_minor(t.bonus_delta_minor)
+        );
+    }
+    let l = &s.liability;
+    let mut liability = String::from("line,cash,bonus\n");
+    let _ =
+        writeln!(liability, "opening,{},{}", format_minor(l.cash_opening_minor), format_minor(l.bonus_opening_minor));
+    for (kind, (cash, bonus)) in &l.movements {
+        let _ = writeln!(liability, "{kind},{},{}", format_minor(*cash), format_minor(*bonus));
+    }
+    let _ =
+        writeln!(liability, "closing,{},{}", format_minor(l.cash_closing_minor), format_minor(l.bonus_closing_minor));
+    let _ = writeln!(liability, "journal_all_days,{},{}", format_minor(l.cash_check.0), format_minor(l.bonus_check.0));
+    let _ = writeln!(liability, "cards,{},{}", format_minor(l.cash_check.1), format_minor(l.bonus_check.1));
+    let _ = writeln!(liability, "holds_outstanding,{},", format_minor(l.holds_minor));
+    let _ = writeln!(liability, "balanced,{},", l.balanced());
+    let mut differences = String::from("store,method,finance,switch,difference\n");
+    for d in diffs {
+        let _ = writeln!(
+            differences,
+            "{},{},{},{},{}",
+            d.store_id,
+            method_name(d.method),
+            format_minor(d.finance_minor),
+            format_minor(d.switch_minor),
+            format_minor(d.finance_minor - d.switch_minor)
+        );
+    }
+    let mut self_use = String::from("txn_id,store,terminal,operator,card,amount\n");
+    for e in &s.self_use {
+        let _ = writeln!(
+            self_use,
+            "{},{},{},{},{},{}",
+            e.txn_id,
+            e.store_id,
+            e.terminal_id,
+            e.operator_id,
+            e.card,
+            format_minor(e.amount_minor)
+        );
+    }
+    let summary = format!(
+        "{{\"date\":\"{}\",\"liability\":{{\"balanced\":{},\"cash_opening_minor\":{},\"cash_closing_minor\":{},\
+         \"bonus_opening_minor\":{},\"bonus_closing_minor\":{},\"holds_minor\":{}}},\
+         \"reconciliation\":{{\"in_balance\":{},\"differences\":{}}},\"transactions\":{}}}\n",
+        date_text(s.date),
+        l.balanced(),
+        l.cash_opening_minor,
+        l.cash_closing_minor,
+        l.bonus_opening_minor,
+        l.bonus_closing_minor,
+        l.holds_minor,
+        diffs.is_empty(),
+        diffs.len(),
+        s.transactions
+    );
+    vec![
+        ("stores.csv", stores),
+        ("liability.csv", liability),
+        ("differences.csv", differences),
+        ("self_use.csv", self_use),
+        ("summary.json", summary),
+    ]
+}
+
+/// Settles `date` over the stopped data directory `data` and writes the files to `out`;
+/// returns the exit status (0, or [`EXIT_FINANCE_DIFFERS`], or [`EXIT_LIABILITY_FAILS`]).
+pub fn run(data: &Path, date: &str, finance: Option<&Path>, out: &Path) -> Result<u8, SettleError> {
+    let day = parse_date(date).ok_or_else(|| SettleError::Date(date.to_string()))?;
+    let store = crate::store::Store::open(data)?;
+    let recovered = store.recover(1)?;
+    let cards = recovered
+        .partitions
+        .iter()
+        .flat_map(|p| p.cards.values())
+        .fold((0, 0, 0), |acc, c| (acc.0 + c.cash_minor, acc.1 + c.bonus_minor, acc.2 + c.held_minor));
+    let entries: Vec<JournalEntry> = store.journal().collect::<Result<_, _>>()?;
+    let settlement = settle_entries(entries, day, cards);
+    let diffs = match finance {
+        Some(path) => differences(&settlement.collected, &read_finance(path, day)?),
+        None => Vec::new(),
+    };
+    std::fs::create_dir_all(out).map_err(|source| SettleError::Write { path: out.display().to_string(), source })?;
+    for (name, text) in render(&settlement, &diffs) {
+        let path = out.join(name);
+        std::fs::write(&path, text)
+            .map_err(|source| SettleError::Write { path: path.display().to_string(), source })?;
+    }
+    eprintln!(
+        "settled {}: {} postings, liability {}, {} differences with finance",
+        date_text(day),
+        settlement.transactions,
+        if settlement.liability.balanced() { "balanced" } else { "NOT BALANCED" },
+        diffs.len()
+    );
+    Ok(if !settlement.liability.balanced() {
+        EXIT_LIABILITY_FAILS
+    } else if !diffs.is_empty() {
+        EXIT_FINANCE_DIFFERS
+    } else {
+        0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::CardNo;
+
+    fn entry(
+        txn_id: u64,
+        kind: PostingKind,
+        date: BusinessDate,
+        store: u32,
+        cash: i64,
+        bonus: i64,
+        method: u8,
+    ) -> JournalEntry {
+        JournalEntry {
+            txn_id,
+            kind,
+            card: CardNo(62_0000_0000 + txn_id % 3),
+            product: 1,
+            business_date: date,
+            time_ms: 0,
+            local_time: 0,
+            terminal_id: 7,
+            store_id: store,
+            stan: txn_id as u32,
+            operator_id: 0,
+            amount_minor: (cash + bonus).abs(),
+            cash_delta_minor: cash,
+            bonus_delta_minor: bonus,
+            held_delta_minor: 0,
+            ref_txn_id: 0,
+            method,
+            category: 0,
+            sale_flags: 0,
+            gross_minor: (cash + bonus).abs(),
+            points_delta: 0,
+            catalog_version: 1,
+            ticket: 0,
+            approver_id: 0,
+        }
+    }
+
+    /// A generated two-day, two-store day with known totals: the second day settles to them
+    /// exactly, and its liability proof balances against the cards.
+    #[test]
+    fn s3_s5_a_day_with_known_totals_settles_to_them() {
+        let (d1, d2) = (20261130, 20261201);
+        let cash = PaymentMethod::Cash as u8;
+        let wechat = PaymentMethod::Wechat as u8;
+        let mut entries = vec![entry(1, PostingKind::SellCard, d1, 21, 100_000, 5_000, cash)];
+        let mut txn = 1;
+        for n in 0..50 {
+            txn += 1;
+            entries.push(entry(txn, PostingKind::Load, d2, 21 + n % 2, 10_000, 500, wechat));
+            txn += 1;
+            entries.push(entry(txn, PostingKind::Sale, d2, 21, -3_000, -200, 0));
+        }
+        let mut void = entry(txn + 1, PostingKind::Void, d2, 22, -10_000, -500, 0);
+        void.ref_txn_id = 4; // the load of txn 4 (store 22), by WeChat
+        entries.push(void);
+        let cards = (100_000 + 50 * 7_000 - 10_000, 5_000 + 50 * 300 - 500, 0);
+        let s = settle_entries(entries, d2, cards);
+        assert_eq!(s.transactions, 101);
+        assert_eq!(s.stores[&(21, "load", wechat)].count, 25);
+        assert_eq!(s.stores[&(21, "sale", 0)].cash_delta_minor, -150_000);
+        assert_eq!(s.collected[&(21, wechat)], 250_000);
+        assert_eq!(s.collected[&(22, wechat)], 240_000, "the voided load is not collected");
+        let l = &s.liability;
+        assert_eq!((l.cash_opening_minor, l.bonus_opening_minor), (100_000, 5_000));
+        assert_eq!((l.cash_closing_minor, l.bonus_closing_minor), (cards.0, cards.1));
+        assert!(l.balanced());
+        // A card balance the journal does not explain fails the proof.
+        let broken = settle_entries(s_entries_again(), d2, (cards.0 + 1, cards.1, 0));
+        assert!(!broken.liability.balanced());
+    }
+
+    fn s_entries_again() -> Vec<JournalEntry> {
+        vec![entry(1, PostingKind::SellCard, 20261201, 21, 100_000, 0, PaymentMethod::Cash as u8)]
+    }
+
+    #[test]
+    fn s4_finance_differences_are_listed_exactly_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("finance.csv");
+        std::fs::write(
+            &file,
+            "date,store,method,amount\n2026-12-01,21,wechat,2500.00\n2026-12-01,22,wechat,2300.00\n\
+             2026-12-01,22,cash,18.00\n2026-11-30,21,cash,999.00\n",
+        )
+        .unwrap();
+        let finance = read_finance(&file, 20261201).unwrap();
+        let wechat = PaymentMethod::Wechat as u8;
+        let switch: BTreeMap<(u32, u8), i64> = [((21, wechat), 250_000), ((22, wechat), 240_000)].into();
+        let diffs = differences(&switch, &finance);
+        assert_eq!(
+            diffs,
+            vec![
+                Difference { store_id: 22, method: PaymentMethod::Cash as u8, finance_minor: 1_800, switch_minor: 0 },
+                Difference { store_id: 22, method: wechat, finance_minor: 230_000, switch_minor: 240_000 },
+            ]
+        );
+        for (text, needle) in [
+            ("store,date\n", "the first line"),
+            ("date,store,method,amount\n2026-12-01,21,wechat\n", "line 2: 3 fields"),
+            ("date,store,method,amount\n2026-13-01,21,wechat,1\n", "not a date"),
+            ("date,store,method,amount\n2026-12-01,21,barter,1\n", "not a payment method"),
+            ("date,store,method,amount\n2026-12-01,21,cash,1.234\n", "not an amount"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let error = read_finance(&file, 20261201).unwrap_err().to_string();
+            assert!(error.contains(needle) && error.contains("finance.csv"), "{error}");
+        }
+    }
+
+    #[test]
+    fn s8_the_same_day_renders_the_same_bytes() {
+        let entries = || {
+            (1..40)
+                .map(|n| entry(n, PostingKind::Load, 20261201, 21 + (n % 3) as u32, 10_000, 0, (n % 4 + 1) as u8))
+                .collect::<Vec<_>>()
+        };
+        let a = render(&settle_entries(entries(), 20261201, (390_000, 0, 0)), &[]);
+        let mut shuffled = entries();
+        shuffled.reverse();
+        let b = render(&settle_entries(shuffled, 20261201, (390_000, 0, 0)), &[]);
+        assert_eq!(a, b, "the order postings are read in does not matter");
+        assert!(a.iter().any(|(name, text)| *name == "summary.json" && text.contains("\"balanced\":true")));
+    }
+}
