@@ -79,6 +79,10 @@ enum Cmd {
         /// Directory for the files (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// The catalog the switch ran with: its companies and stores, for the netting between
+        /// companies (S6).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
     /// Operators of a stopped switch's data directory (O1). The first admin operator is made
     /// here; the others over the wire by an admin operator (`pos set-operator`).
@@ -120,8 +124,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Cmd::Settle { data, date, finance, out } = &cli.command {
-        return match cardswitch::settle::run(data, date, finance.as_deref(), out) {
+    if let Cmd::Settle { data, date, finance, out, catalog } = &cli.command {
+        let catalog = match catalog.as_deref().map(load_catalog).transpose() {
+            Ok(catalog) => catalog,
+            Err(error) => {
+                eprintln!("cardswitch: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match cardswitch::settle::run(data, date, finance.as_deref(), catalog.as_ref(), out) {
             Ok(code) => ExitCode::from(code),
             Err(error) => {
                 eprintln!("cardswitch: {error}");

@@ -23,6 +23,56 @@ pub const EXIT_FINANCE_DIFFERS: u8 = 3;
 pub const EXIT_LIABILITY_FAILS: u8 = 4;
 /// Most lines a finance file may have.
 pub const MAX_FINANCE_LINES: usize = 1_000_000;
+/// Most lots of value by company one card keeps for netting (S6); beyond it the two oldest
+/// merge into the older one's company.
+pub const MAX_VALUE_LOTS: usize = 32;
+
+/// S6: a card's value by the company that collected the cash for it, oldest first.
+#[derive(Clone, Debug, Default)]
+struct ValueLots(std::collections::VecDeque<(u32, i64)>);
+
+impl ValueLots {
+    fn add(&mut self, company: u32, minor: i64) {
+        if minor <= 0 {
+            return;
+        }
+        match self.0.back_mut() {
+            Some((c, v)) if *c == company => *v += minor,
+            _ => self.0.push_back((company, minor)),
+        }
+        if self.0.len() > MAX_VALUE_LOTS {
+            let (_, oldest) = self.0.pop_front().expect("over the maximum");
+            self.0.front_mut().expect("more than one").1 += oldest;
+        }
+    }
+
+    /// Takes `minor` of value, the lots of `first` company first when given (a load undone
+    /// takes back its own company's value), then the oldest; returns what came from where.
+    fn take(&mut self, minor: i64, first: Option<u32>) -> Vec<(u32, i64)> {
+        let mut taken = Vec::new();
+        let mut left = minor;
+        if let Some(company) = first {
+            for lot in self.0.iter_mut().rev().filter(|(c, _)| *c == company) {
+                let part = left.min(lot.1);
+                lot.1 -= part;
+                left -= part;
+                if part > 0 {
+                    taken.push((company, part));
+                }
+            }
+        }
+        for lot in self.0.iter_mut() {
+            let part = left.min(lot.1);
+            lot.1 -= part;
+            left -= part;
+            if part > 0 {
+                taken.push((lot.0, part));
+            }
+        }
+        self.0.retain(|(_, v)| *v > 0);
+        taken
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
@@ -114,14 +164,18 @@ pub struct Settlement {
     /// T9: staff members' purchases on their own cards, rung up by themselves.
     pub self_use: Vec<JournalEntry>,
     pub transactions: u64,
+    /// S6: the day's payables between companies, netted per pair: (payer, payee) → amount.
+    pub netting: BTreeMap<(u32, u32), i64>,
 }
 
-/// Settles `date` from every journal entry of the data directory and the cards' balances
-/// (cash, bonus, held).
+/// Settles `date` from every journal entry of the data directory, in the order they were
+/// posted, and the cards' balances (cash, bonus, held). `company_of` names the company of a
+/// store (S6; 0 for a store no company lists).
 pub fn settle_entries(
     entries: impl IntoIterator<Item = JournalEntry>,
     date: BusinessDate,
     cards: (i64, i64, i64),
+    company_of: impl Fn(u32) -> u32,
 ) -> Settlement {
     let mut s = Settlement { date, ..Settlement::default() };
     let l = &mut s.liability;
@@ -130,7 +184,45 @@ pub fn settle_entries(
     let mut newest = 0;
     // The payment method of every load, so that undoing one is counted against its method.
     let mut load_method: BTreeMap<u64, u8> = BTreeMap::new();
+    // S6: every card's value by collecting company, and what a transfer out carried (L6).
+    let mut lots: std::collections::HashMap<protocol::CardNo, ValueLots> = Default::default();
+    let mut in_transfer: BTreeMap<u64, ValueLots> = BTreeMap::new();
+    let mut dues: BTreeMap<(u32, u32), i64> = BTreeMap::new();
     for e in entries {
+        let company = company_of(e.store_id);
+        let value = e.cash_delta_minor + e.bonus_delta_minor;
+        let card_lots = lots.entry(e.card).or_default();
+        match e.kind {
+            PostingKind::TransferOut => {
+                in_transfer.insert(e.txn_id, std::mem::take(card_lots));
+            }
+            PostingKind::TransferIn => {
+                let moved = in_transfer.remove(&e.ref_txn_id).unwrap_or_default();
+                for (c, v) in moved.0 {
+                    card_lots.add(c, v);
+                }
+            }
+            PostingKind::TransferBack => {
+                for (c, v) in in_transfer.remove(&e.ref_txn_id).unwrap_or_default().0 {
+                    card_lots.add(c, v);
+                }
+            }
+            _ if value > 0 => card_lots.add(company, value),
+            _ if value < 0 => {
+                let undoes_load =
+                    matches!(e.kind, PostingKind::Void | PostingKind::Reversal | PostingKind::LoadReversal)
+                        && load_method.contains_key(&e.ref_txn_id);
+                let taken = card_lots.take(-value, undoes_load.then_some(company));
+                // Value spent at another company's store: the company holding its cash owes
+                // the one that sold the goods.
+                if e.business_date == date && matches!(e.kind, PostingKind::Sale | PostingKind::Capture) {
+                    for (holder, part) in taken.into_iter().filter(|(holder, _)| *holder != company) {
+                        *dues.entry((holder, company)).or_default() += part;
+                    }
+                }
+            }
+            _ => {}
+        }
         cash_all += e.cash_delta_minor;
         bonus_all += e.bonus_delta_minor;
         held_all += e.held_delta_minor;
@@ -176,6 +268,19 @@ pub fn settle_entries(
     l.held_check = (held_all, cards.2);
     l.closing_is_cards = date >= newest;
     s.self_use.sort_by_key(|e| e.txn_id);
+    // One payable per pair of companies: what each owes the other, netted.
+    for (&(payer, payee), &minor) in &dues {
+        if payer < payee {
+            let back = dues.get(&(payee, payer)).copied().unwrap_or(0);
+            if minor > back {
+                s.netting.insert((payer, payee), minor - back);
+            } else if back > minor {
+                s.netting.insert((payee, payer), back - minor);
+            }
+        } else if !dues.contains_key(&(payee, payer)) {
+            s.netting.insert((payer, payee), minor);
+        }
+    }
     s
 }
 
@@ -254,6 +359,115 @@ fn date_text(date: BusinessDate) -> String {
     format!("{:04}-{:02}-{:02}", date / 10_000, date / 100 % 100, date % 100)
 }
 
+/// Value loaded and spent per store (loads and card sales; sales and captures net of their
+/// refunds and undoings are not split out: spending is the debits of the day).
+fn loaded_and_spent(s: &Settlement) -> BTreeMap<u32, (i64, i64)> {
+    let mut per_store: BTreeMap<u32, (i64, i64)> = BTreeMap::new();
+    for ((store, kind, _), t) in &s.stores {
+        let row = per_store.entry(*store).or_default();
+        match *kind {
+            "load" | "sell_card" => row.0 += t.cash_delta_minor + t.bonus_delta_minor,
+            "sale" | "capture" => row.1 -= t.cash_delta_minor + t.bonus_delta_minor,
+            _ => {}
+        }
+    }
+    per_store
+}
+
+/// A page a finance clerk reads: the proof, the differences, and per store the value loaded
+/// against the value spent, with a bar chart of the two.
+fn report_html(s: &Settlement, diffs: &[Difference]) -> String {
+    let l = &s.liability;
+    let per_store = loaded_and_spent(s);
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Settlement {date}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #999;padding:4px 10px;text-align:right}}th{{background:#eee}}</style></head><body>\n\
+         <h1>Settlement of {date}</h1>\n<p>{n} postings. Liability proof: <b>{proof}</b>. Finance: <b>{fin}</b>.</p>\n",
+        date = date_text(s.date),
+        n = s.transactions,
+        proof = if l.balanced() { "balanced" } else { "NOT BALANCED" },
+        fin = if diffs.is_empty() { "in balance".to_string() } else { format!("{} differences", diffs.len()) },
+    );
+    let _ = write!(
+        html,
+        "<h2>Outstanding value</h2>\n<table><tr><th></th><th>cash</th><th>bonus</th></tr>\n\
+         <tr><th>opening</th><td>{}</td><td>{}</td></tr>\n",
+        format_minor(l.cash_opening_minor),
+        format_minor(l.bonus_opening_minor)
+    );
+    for (kind, (cash, bonus)) in &l.movements {
+        let _ =
+            writeln!(html, "<tr><th>{kind}</th><td>{}</td><td>{}</td></tr>", format_minor(*cash), format_minor(*bonus));
+    }
+    let _ = write!(
+        html,
+        "<tr><th>closing</th><td>{}</td><td>{}</td></tr>\n<tr><th>cards</th><td>{}</td><td>{}</td></tr>\n</table>\n\
+         <p>Holds outstanding: {}.</p>\n",
+        format_minor(l.cash_closing_minor),
+        format_minor(l.bonus_closing_minor),
+        format_minor(l.cash_check.1),
+        format_minor(l.bonus_check.1),
+        format_minor(l.holds_minor)
+    );
+    if !diffs.is_empty() {
+        html.push_str("<h2>Differences with finance</h2>\n<table><tr><th>store</th><th>method</th><th>finance</th><th>switch</th></tr>\n");
+        for d in diffs {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                d.store_id,
+                method_name(d.method),
+                format_minor(d.finance_minor),
+                format_minor(d.switch_minor)
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    // The chart: two bars per store, scaled to the largest figure.
+    let largest = per_store.values().flat_map(|(a, b)| [*a, *b]).max().unwrap_or(0).max(1);
+    let (bar_width, gap, height) = (28, 24, 200);
+    let width = per_store.len() as i64 * (2 * bar_width + gap) + gap;
+    let _ = write!(
+        html,
+        "<h2>Value loaded and spent per store</h2>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\">\n",
+        height + 40
+    );
+    for (i, (store, (loaded, spent))) in per_store.iter().enumerate() {
+        let x = gap + i as i64 * (2 * bar_width + gap);
+        for (j, (value, colour)) in [(*loaded, "#4a7"), (*spent, "#c64")].into_iter().enumerate() {
+            let h = value.max(0) * height / largest;
+            let _ = writeln!(
+                html,
+                "<rect x=\"{}\" y=\"{}\" width=\"{bar_width}\" height=\"{h}\" fill=\"{colour}\"><title>{}</title></rect>",
+                x + j as i64 * bar_width,
+                height - h,
+                format_minor(value)
+            );
+        }
+        let _ = writeln!(html, "<text x=\"{x}\" y=\"{}\" font-size=\"12\">{store}</text>", height + 16);
+    }
+    let _ = write!(
+        html,
+        "<text x=\"{gap}\" y=\"{}\" font-size=\"12\" fill=\"#4a7\">loaded</text>\n\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#c64\">spent</text>\n</svg>\n",
+        height + 34,
+        gap + 60,
+        height + 34
+    );
+    html.push_str("<table><tr><th>store</th><th>loaded</th><th>spent</th></tr>\n");
+    for (store, (loaded, spent)) in &per_store {
+        let _ = writeln!(
+            html,
+            "<tr><td>{store}</td><td>{}</td><td>{}</td></tr>",
+            format_minor(*loaded),
+            format_minor(*spent)
+        );
+    }
+    html.push_str("</table>\n</body></html>\n");
+    html
+}
+
 /// The files of the day, by name, in the order they are written.
 pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String)> {
     let mut stores = String::from("store,kind,method,count,amount,cash_delta,bonus_delta\n");
@@ -306,6 +520,10 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
             format_minor(e.amount_minor)
         );
     }
+    let mut netting = String::from("payer_company,payee_company,amount\n");
+    for ((payer, payee), minor) in &s.netting {
+        let _ = writeln!(netting, "{payer},{payee},{}", format_minor(*minor));
+    }
     let summary = format!(
         "{{\"date\":\"{}\",\"liability\":{{\"balanced\":{},\"cash_opening_minor\":{},\"cash_closing_minor\":{},\
          \"bonus_opening_minor\":{},\"bonus_closing_minor\":{},\"holds_minor\":{}}},\
@@ -326,13 +544,21 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
         ("liability.csv", liability),
         ("differences.csv", differences),
         ("self_use.csv", self_use),
+        ("netting.csv", netting),
+        ("report.html", report_html(s, diffs)),
         ("summary.json", summary),
     ]
 }
 
 /// Settles `date` over the stopped data directory `data` and writes the files to `out`;
 /// returns the exit status (0, or [`EXIT_FINANCE_DIFFERS`], or [`EXIT_LIABILITY_FAILS`]).
-pub fn run(data: &Path, date: &str, finance: Option<&Path>, out: &Path) -> Result<u8, SettleError> {
+pub fn run(
+    data: &Path,
+    date: &str,
+    finance: Option<&Path>,
+    catalog: Option<&crate::engine::catalog::Catalog>,
+    out: &Path,
+) -> Result<u8, SettleError> {
     let day = parse_date(date).ok_or_else(|| SettleError::Date(date.to_string()))?;
     let store = crate::store::Store::open(data)?;
     let recovered = store.recover(1)?;
@@ -342,7 +568,12 @@ pub fn run(data: &Path, date: &str, finance: Option<&Path>, out: &Path) -> Resul
         .flat_map(|p| p.cards.values())
         .fold((0, 0, 0), |acc, c| (acc.0 + c.cash_minor, acc.1 + c.bonus_minor, acc.2 + c.held_minor));
     let entries: Vec<JournalEntry> = store.journal().collect::<Result<_, _>>()?;
-    let settlement = settle_entries(entries, day, cards);
+    let company_of = |store: u32| {
+        catalog
+            .and_then(|c| c.companies.iter().find(|co| co.stores.iter().any(|s| s.id == store)))
+            .map_or(0, |co| co.id)
+    };
+    let settlement = settle_entries(entries, day, cards, company_of);
     let diffs = match finance {
         Some(path) => differences(&settlement.collected, &read_finance(path, day)?),
         None => Vec::new(),
@@ -430,7 +661,7 @@ mod tests {
         void.ref_txn_id = 4; // the load of txn 4 (store 22), by WeChat
         entries.push(void);
         let cards = (100_000 + 50 * 7_000 - 10_000, 5_000 + 50 * 300 - 500, 0);
-        let s = settle_entries(entries, d2, cards);
+        let s = settle_entries(entries, d2, cards, |_| 1);
         assert_eq!(s.transactions, 101);
         assert_eq!(s.stores[&(21, "load", wechat)].count, 25);
         assert_eq!(s.stores[&(21, "sale", 0)].cash_delta_minor, -150_000);
@@ -441,7 +672,7 @@ mod tests {
         assert_eq!((l.cash_closing_minor, l.bonus_closing_minor), (cards.0, cards.1));
         assert!(l.balanced());
         // A card balance the journal does not explain fails the proof.
-        let broken = settle_entries(s_entries_again(), d2, (cards.0 + 1, cards.1, 0));
+        let broken = settle_entries(s_entries_again(), d2, (cards.0 + 1, cards.1, 0), |_| 1);
         assert!(!broken.liability.balanced());
     }
 
@@ -483,6 +714,36 @@ mod tests {
         }
     }
 
+    /// S6: value is owed by the company that collected its cash, spent first in, first out;
+    /// the day's dues are netted into one payable per pair of companies.
+    #[test]
+    fn s6_spending_another_companys_value_is_netted_per_pair() {
+        let day = 20261201;
+        let company_of = |store: u32| store / 10; // stores 21, 22 → company 2; 31 → company 3
+        let cash = PaymentMethod::Cash as u8;
+        let mut a = entry(1, PostingKind::Load, 20261130, 21, 100_000, 0, cash);
+        a.card = CardNo(62_0000_0001);
+        let mut a2 = entry(2, PostingKind::Load, day, 31, 50_000, 0, cash);
+        a2.card = a.card;
+        // 1,200.00 spent at company 3: the first 1,000.00 is company 2's value, 200.00 its own.
+        let mut spend = entry(3, PostingKind::Sale, day, 31, -120_000, 0, 0);
+        spend.card = a.card;
+        let mut b = entry(4, PostingKind::Load, day, 31, 30_000, 0, cash);
+        b.card = CardNo(62_0000_0002);
+        let mut spend_b = entry(5, PostingKind::Sale, day, 22, -40_000, 0, 0);
+        spend_b.card = CardNo(62_0000_0002);
+        let mut load_b = entry(6, PostingKind::Load, 20261130, 22, 20_000, 0, cash);
+        load_b.card = b.card;
+        // b: 200.00 of company 2 (older), then 300.00 of company 3; 400.00 spent at company 2.
+        let entries = vec![a, load_b, a2, spend, b, spend_b];
+        let s = settle_entries(entries, day, (40_000, 0, 0), company_of);
+        // Company 2 owes 3 1,000.00; 3 owes 2 200.00 (b's value of company 3 spent at 2).
+        assert_eq!(s.netting, BTreeMap::from([((2, 3), 80_000)]));
+        let rendered = render(&s, &[]);
+        let netting = &rendered.iter().find(|(name, _)| *name == "netting.csv").unwrap().1;
+        assert_eq!(netting, "payer_company,payee_company,amount\n2,3,800.00\n");
+    }
+
     #[test]
     fn s8_the_same_day_renders_the_same_bytes() {
         let entries = || {
@@ -490,10 +751,10 @@ mod tests {
                 .map(|n| entry(n, PostingKind::Load, 20261201, 21 + (n % 3) as u32, 10_000, 0, (n % 4 + 1) as u8))
                 .collect::<Vec<_>>()
         };
-        let a = render(&settle_entries(entries(), 20261201, (390_000, 0, 0)), &[]);
+        let a = render(&settle_entries(entries(), 20261201, (390_000, 0, 0), |_| 1), &[]);
         let mut shuffled = entries();
         shuffled.reverse();
-        let b = render(&settle_entries(shuffled, 20261201, (390_000, 0, 0)), &[]);
+        let b = render(&settle_entries(shuffled, 20261201, (390_000, 0, 0), |_| 1), &[]);
         assert_eq!(a, b, "the order postings are read in does not matter");
         assert!(a.iter().any(|(name, text)| *name == "summary.json" && text.contains("\"balanced\":true")));
     }
