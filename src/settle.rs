@@ -166,6 +166,9 @@ pub struct Settlement {
     pub transactions: u64,
     /// S6: the day's payables between companies, netted per pair: (payer, payee) → amount.
     pub netting: BTreeMap<(u32, u32), i64>,
+    /// S8: when the day ends a month, the month's sales per store: count and net amount
+    /// (sales and captures, less refunds, voids and reversals of them).
+    pub monthly: Option<BTreeMap<u32, (u64, i64)>>,
 }
 
 /// Settles `date` from every journal entry of the data directory, in the order they were
@@ -188,7 +191,25 @@ pub fn settle_entries(
     let mut lots: std::collections::HashMap<protocol::CardNo, ValueLots> = Default::default();
     let mut in_transfer: BTreeMap<u64, ValueLots> = BTreeMap::new();
     let mut dues: BTreeMap<(u32, u32), i64> = BTreeMap::new();
+    let month_ends = crate::engine::rules::add_days(date, 1) / 100 != date / 100;
+    let mut monthly: BTreeMap<u32, (u64, i64)> = BTreeMap::new();
+    // Debits by id, so that their refunds and undoings count against the month's sales.
+    let mut debits: std::collections::HashSet<u64> = Default::default();
     for e in entries {
+        if month_ends && e.business_date / 100 == date / 100 && e.business_date <= date {
+            match e.kind {
+                PostingKind::Sale | PostingKind::Capture => {
+                    debits.insert(e.txn_id);
+                    let row = monthly.entry(e.store_id).or_default();
+                    row.0 += 1;
+                    row.1 += e.amount_minor;
+                }
+                PostingKind::Refund | PostingKind::Void | PostingKind::Reversal if debits.contains(&e.ref_txn_id) => {
+                    monthly.entry(e.store_id).or_default().1 -= e.amount_minor;
+                }
+                _ => {}
+            }
+        }
         let company = company_of(e.store_id);
         let value = e.cash_delta_minor + e.bonus_delta_minor;
         let card_lots = lots.entry(e.card).or_default();
@@ -268,6 +289,7 @@ pub fn settle_entries(
     l.held_check = (held_all, cards.2);
     l.closing_is_cards = date >= newest;
     s.self_use.sort_by_key(|e| e.txn_id);
+    s.monthly = month_ends.then_some(monthly);
     // One payable per pair of companies: what each owes the other, netted.
     for (&(payer, payee), &minor) in &dues {
         if payer < payee {
@@ -539,7 +561,7 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
         diffs.len(),
         s.transactions
     );
-    vec![
+    let mut files = vec![
         ("stores.csv", stores),
         ("liability.csv", liability),
         ("differences.csv", differences),
@@ -547,7 +569,15 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
         ("netting.csv", netting),
         ("report.html", report_html(s, diffs)),
         ("summary.json", summary),
-    ]
+    ];
+    if let Some(monthly) = &s.monthly {
+        let mut text = String::from("month,store,sales,amount\n");
+        for (store, (count, minor)) in monthly {
+            let _ = writeln!(text, "{},{store},{count},{}", &date_text(s.date)[..7], format_minor(*minor));
+        }
+        files.push(("monthly.csv", text));
+    }
+    files
 }
 
 /// Settles `date` over the stopped data directory `data` and writes the files to `out`;
@@ -742,6 +772,30 @@ mod tests {
         let rendered = render(&s, &[]);
         let netting = &rendered.iter().find(|(name, _)| *name == "netting.csv").unwrap().1;
         assert_eq!(netting, "payer_company,payee_company,amount\n2,3,800.00\n");
+    }
+
+    /// S8: the day that ends a month also gives the month's sales per store, net of their
+    /// refunds; other days do not.
+    #[test]
+    fn s8_the_last_day_of_a_month_adds_the_months_sales() {
+        let entries = || {
+            let mut refund = entry(4, PostingKind::Refund, 20261130, 21, 500, 0, 0);
+            refund.ref_txn_id = 2;
+            vec![
+                entry(1, PostingKind::Sale, 20261031, 21, -9_999, 0, 0),
+                entry(2, PostingKind::Sale, 20261102, 21, -2_000, 0, 0),
+                entry(3, PostingKind::Sale, 20261130, 22, -3_000, 0, 0),
+                refund,
+            ]
+        };
+        let month_end = settle_entries(entries(), 20261130, (0, 0, 0), |_| 1);
+        assert_eq!(month_end.monthly, Some(BTreeMap::from([(21, (1, 1_500)), (22, (1, 3_000))])));
+        let files = render(&month_end, &[]);
+        let monthly = &files.iter().find(|(name, _)| *name == "monthly.csv").unwrap().1;
+        assert_eq!(monthly, "month,store,sales,amount\n2026-11,21,1,15.00\n2026-11,22,1,30.00\n");
+        let mid_month = settle_entries(entries(), 20261129, (0, 0, 0), |_| 1);
+        assert!(mid_month.monthly.is_none());
+        assert!(!render(&mid_month, &[]).iter().any(|(name, _)| *name == "monthly.csv"));
     }
 
     #[test]
