@@ -580,6 +580,21 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
     files
 }
 
+/// Journal entries between two progress lines of a long run.
+pub const PROGRESS_EVERY: usize = 1_000_000;
+
+/// Writes `bytes` to `path` through a temporary file renamed over it, synced first: killed at
+/// any moment, a run leaves each file either as it was or complete, never cut short, and the
+/// next run writes it again.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SettleError> {
+    use std::io::Write;
+    let failed = |source| SettleError::Write { path: path.display().to_string(), source };
+    let temporary = path.with_extension("partial");
+    let mut file = std::fs::File::create(&temporary).map_err(failed)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(failed)?;
+    std::fs::rename(&temporary, path).map_err(failed)
+}
+
 /// Settles `date` over the stopped data directory `data` and writes the files to `out`;
 /// returns the exit status (0, or [`EXIT_FINANCE_DIFFERS`], or [`EXIT_LIABILITY_FAILS`]).
 pub fn run(
@@ -597,7 +612,15 @@ pub fn run(
         .iter()
         .flat_map(|p| p.cards.values())
         .fold((0, 0, 0), |acc, c| (acc.0 + c.cash_minor, acc.1 + c.bonus_minor, acc.2 + c.held_minor));
-    let entries: Vec<JournalEntry> = store.journal().collect::<Result<_, _>>()?;
+    // Long runs show progress: a line every PROGRESS_EVERY entries read.
+    let mut entries: Vec<JournalEntry> = Vec::new();
+    let reading = std::time::Instant::now();
+    for entry in store.journal() {
+        entries.push(entry?);
+        if entries.len() % PROGRESS_EVERY == 0 {
+            eprintln!("settle: {} journal entries read ({:.1} s)", entries.len(), reading.elapsed().as_secs_f64());
+        }
+    }
     let company_of = |store: u32| {
         catalog
             .and_then(|c| c.companies.iter().find(|co| co.stores.iter().any(|s| s.id == store)))
@@ -610,9 +633,7 @@ pub fn run(
     };
     std::fs::create_dir_all(out).map_err(|source| SettleError::Write { path: out.display().to_string(), source })?;
     for (name, text) in render(&settlement, &diffs) {
-        let path = out.join(name);
-        std::fs::write(&path, text)
-            .map_err(|source| SettleError::Write { path: path.display().to_string(), source })?;
+        write_atomically(&out.join(name), text.as_bytes())?;
     }
     eprintln!(
         "settled {}: {} postings, liability {}, {} differences with finance",
