@@ -427,6 +427,25 @@ fn open_pin(
 /// Opens what a sale, hold or administrative request carries and checks who it names: the
 /// operator of a `card_admin` by passcode, store and role (O1); an approver as a manager of
 /// this store (R2, L10). Nothing is lifted or administered on a claim alone.
+/// O1: the operator a request names, if its sealed passcode opens and matches, it works at
+/// the session's store, and its role is `allowed` (`role_not_permitted` otherwise).
+fn checked_operator(
+    operators: &OperatorBook,
+    header: &Header,
+    operator: &protocol::OperatorAuth,
+    store_id: u32,
+    key: &TerminalKey,
+    allowed: impl Fn(OperatorRole) -> bool,
+) -> Result<crate::operators::Operator, ResponseCode> {
+    let passcode = open_secret(&operator.passcode, SecretKind::OperatorPasscode, header, key)?;
+    let found = operators.verify(operator.operator_id, passcode.as_deref(), store_id)?;
+    if allowed(found.role) {
+        Ok(found)
+    } else {
+        Err(ResponseCode::RoleNotPermitted)
+    }
+}
+
 fn verify(
     request: &Request,
     header: &Header,
@@ -444,12 +463,8 @@ fn verify(
     let mut verified =
         Verified { pin: open_pin(&verification.pin, SecretKind::Pin, header, key)?, ..Verified::default() };
     if let Some((operator, action, new_pin)) = admin {
-        let passcode = open_secret(&operator.passcode, SecretKind::OperatorPasscode, header, key)?;
-        let found = operators.verify(operator.operator_id, passcode.as_deref(), store_id)?;
         let action = AdminAction::from_u8(action).expect("validated");
-        if !roles::may(found.role, action) {
-            return Err(ResponseCode::RoleNotPermitted);
-        }
+        let found = checked_operator(operators, header, operator, store_id, key, |role| roles::may(role, action))?;
         verified.operator_id = found.operator_id;
         verified.new_pin = open_pin(new_pin, SecretKind::NewPin, header, key)?;
     }
@@ -583,7 +598,7 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                     Some(store_id) => {
                         let counter = |role| matches!(role, OperatorRole::Cashier | OperatorRole::FrontDesk);
                         let checked =
-                            switch.member_operator(&header, &operator, store_id, &terminal.key, msg_type, counter);
+                            switch.allowed_operator(&header, &operator, store_id, &terminal.key, msg_type, counter);
                         let (code, role) = match checked {
                             Ok(found) => {
                                 session_operator = found.operator_id;
@@ -809,11 +824,7 @@ impl Switch {
         };
         let _serialised = self.provisioning.lock().await;
         let checked = (|| {
-            let passcode = open_secret(&operator.passcode, SecretKind::OperatorPasscode, &header, key)?;
-            let admin = self.operators.verify(operator.operator_id, passcode.as_deref(), store_id)?;
-            if !roles::may_set_operators(admin.role) {
-                return Err(ResponseCode::RoleNotPermitted);
-            }
+            checked_operator(&self.operators, &header, &operator, store_id, key, roles::may_set_operators)?;
             let new_passcode = open_secret(&new_passcode, SecretKind::NewPasscode, &header, key)?;
             let role = OperatorRole::from_u8(role).expect("validated");
             self.operators
@@ -865,7 +876,7 @@ impl Switch {
             Response::Product(protocol::ProductReply { code, product, enabled: u8::from(enabled), catalog_version })
         };
         let allowed = roles::may_set_operators;
-        if let Err(code) = self.member_operator(&header, &operator, store_id, key, MsgType::SetProduct, allowed) {
+        if let Err(code) = self.allowed_operator(&header, &operator, store_id, key, MsgType::SetProduct, allowed) {
             return reply(code, false, 0);
         }
         let product_code = crate::engine::Product::from_code(product).expect("validated");
@@ -926,9 +937,8 @@ impl Switch {
         }
     }
 
-    /// The operator a member request names, if its passcode, store and role allow it (O1);
-    /// refusals are logged with the operator.
-    fn member_operator(
+    /// [`checked_operator`], with refusals logged with the operator.
+    fn allowed_operator(
         &self,
         header: &Header,
         operator: &protocol::OperatorAuth,
@@ -937,9 +947,7 @@ impl Switch {
         msg_type: MsgType,
         allowed: impl Fn(OperatorRole) -> bool,
     ) -> Result<crate::operators::Operator, ResponseCode> {
-        let checked = open_secret(&operator.passcode, SecretKind::OperatorPasscode, header, key)
-            .and_then(|passcode| self.operators.verify(operator.operator_id, passcode.as_deref(), store_id))
-            .and_then(|found| if allowed(found.role) { Ok(found) } else { Err(ResponseCode::RoleNotPermitted) });
+        let checked = checked_operator(&self.operators, header, operator, store_id, key, allowed);
         if let Err(code) = checked {
             tracing::warn!(
                 terminal_id = header.terminal_id,
@@ -947,7 +955,7 @@ impl Switch {
                 %msg_type,
                 operator_id = operator.operator_id,
                 %code,
-                "member request refused"
+                "operator refused"
             );
         }
         checked
@@ -969,7 +977,7 @@ impl Switch {
         let unknown = protocol::CardState::Unknown;
         let allowed = roles::may_manage_members;
         let checked =
-            self.member_operator(&header, &register.operator, store_id, key, MsgType::RegisterMember, allowed);
+            self.allowed_operator(&header, &register.operator, store_id, key, MsgType::RegisterMember, allowed);
         if let Err(code) = checked {
             return reply(code, unknown, 0, Default::default());
         }
@@ -1014,11 +1022,11 @@ impl Switch {
                     reply: Box::new(protocol::MemberReply { code, card, state, problem: 0, member }),
                 };
                 let allowed = |role| roles::member_view(role).is_some();
-                let found = match self.member_operator(&header, &operator, store_id, key, MsgType::MemberQuery, allowed)
-                {
-                    Ok(found) => found,
-                    Err(code) => return reply(code, unknown, Default::default()),
-                };
+                let found =
+                    match self.allowed_operator(&header, &operator, store_id, key, MsgType::MemberQuery, allowed) {
+                        Ok(found) => found,
+                        Err(code) => return reply(code, unknown, Default::default()),
+                    };
                 let view = roles::member_view(found.role).expect("checked");
                 let state = match self.partitions.read(card, 0).await {
                     Some(Ok((Some(c), _))) => c.state,
@@ -1046,11 +1054,11 @@ impl Switch {
                     reply: protocol::CardReply::code_only(code),
                 };
                 let allowed = roles::may_manage_members;
-                let found = match self.member_operator(&header, &operator, store_id, key, MsgType::ReplaceCard, allowed)
-                {
-                    Ok(found) => found,
-                    Err(code) => return decline(code),
-                };
+                let found =
+                    match self.allowed_operator(&header, &operator, store_id, key, MsgType::ReplaceCard, allowed) {
+                        Ok(found) => found,
+                        Err(code) => return decline(code),
+                    };
                 // L6: the holder's ID is checked at the desk.
                 if flags & protocol::AdminFlags::ID_CHECKED == 0 {
                     return decline(ResponseCode::IdNotChecked);
@@ -1102,7 +1110,7 @@ impl Switch {
                     |code| Response::History(Box::new(protocol::HistoryReply { code, card, ..Default::default() }));
                 let allowed = roles::may_read_history;
                 if let Err(code) =
-                    self.member_operator(&header, &operator, store_id, key, MsgType::CardHistory, allowed)
+                    self.allowed_operator(&header, &operator, store_id, key, MsgType::CardHistory, allowed)
                 {
                     return decline(code);
                 }

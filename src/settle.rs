@@ -369,8 +369,7 @@ pub fn parse_date(text: &str) -> Option<BusinessDate> {
     }
     let digits: String = text.chars().filter(char::is_ascii_digit).collect();
     let date: BusinessDate = digits.parse().ok().filter(|_| digits.len() == 8)?;
-    let (month, day) = (date / 100 % 100, date % 100);
-    ((1..=12).contains(&month) && day >= 1 && crate::engine::rules::add_days(date, 0) == date).then_some(date)
+    crate::engine::rules::is_date(date).then_some(date)
 }
 
 fn method_name(method: u8) -> &'static str {

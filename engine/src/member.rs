@@ -3,7 +3,7 @@
 //! A registration is checked whole before anything is stored (M2): every field of it, and
 //! for a mainland ID card its check digit and the birth date it encodes.
 
-use crate::rules::add_days;
+use crate::rules::is_date;
 use crate::BusinessDate;
 
 /// Longest name, address and e-mail, in bytes of UTF-8.
@@ -49,13 +49,6 @@ impl MemberProblem {
             MemberProblem::BirthDate => "birth_date",
         }
     }
-}
-
-/// Is `date` (YYYYMMDD) a calendar date?
-fn is_date(date: BusinessDate) -> bool {
-    let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
-    // A day past the month's end comes back from the round trip as a day of the next month.
-    (1900..=2999).contains(&year) && (1..=12).contains(&month) && day >= 1 && add_days(date, 0) == date
 }
 
 /// GB 11643: the 18th character of an ID card number from the first 17 digits.

@@ -152,6 +152,13 @@ pub fn days_from_date(date: BusinessDate) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Is `date` (YYYYMMDD) a calendar date of the years 1900 to 2999?
+pub fn is_date(date: BusinessDate) -> bool {
+    let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
+    // A day past the month's end comes back from the round trip as a day of the next month.
+    (1900..=2999).contains(&year) && (1..=12).contains(&month) && day >= 1 && add_days(date, 0) == date
+}
+
 /// `date` plus `days` calendar days.
 pub fn add_days(date: BusinessDate, days: i64) -> BusinessDate {
     protocol::types::date_from_days(days_from_date(date) + days)
