@@ -91,6 +91,8 @@ fn pin(key: &TerminalKey, terminal_id: u32, stan: u32, kind: SecretKind, pin: &s
 struct Day {
     step: usize,
     catalog: Arc<Catalog>,
+    /// The store's business date, as the sign-on told it (S1).
+    business_date: u32,
 }
 
 impl Day {
@@ -242,7 +244,7 @@ pub async fn run(business: Business) -> Result<(), DemoDayError> {
     let signed_on = client.sign_on(100, store_id).await?;
     println!("terminal {DESK_TERMINAL} signed on, business date {}\n", signed_on.business_date);
     let mut t = Terminal { client, terminal_id: DESK_TERMINAL, key, stan: 100 };
-    let mut day = Day { step: 0, catalog: catalog.clone() };
+    let mut day = Day { step: 0, catalog: catalog.clone(), business_date: signed_on.business_date };
     let result = match business {
         Business::Retail => retail_day(&mut t, &mut day, store_id).await,
         Business::Hotel => hotel_day(&mut t, &mut day, store_id).await,
@@ -466,10 +468,7 @@ async fn hotel_day(t: &mut Terminal, day: &mut Day, store: u32) -> Result<(), De
     day.tell(&format!("sell VIP card {vip} with 20,000.00 by bank transfer: waits for the funds (L2)"), &r, Approved)?;
     // Born on this day (in 1984, a leap year, so any day is a date): the birthday discount
     // applies today (K3).
-    let today = crate::partition::Clock::business_date(
-        &crate::partition::SystemClock,
-        crate::partition::Clock::now_ms(&crate::partition::SystemClock),
-    );
+    let today = day.business_date;
     let guest = MemberData {
         id_type: 2,
         birth_date: 1984_0000 + today % 10_000,

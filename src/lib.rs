@@ -3,7 +3,9 @@
 //! `engine` decides (pure, deterministic), `partition` applies and persists in group commits,
 //! `store` is RocksDB, `server` moves frames. See `docs/design.md`.
 
+pub mod control;
 pub mod coordinator;
+pub mod days;
 pub mod demo;
 pub mod demo_day;
 pub mod journal_cmd;

@@ -62,12 +62,14 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Settle a business date over a stopped switch's data directory: totals per store, kind
-    /// and method, the liability proof, finance's differences, staff self-use, a summary.
-    /// Exit status 0 balanced and in balance with finance, 3 finance differs, 4 the liability
-    /// proof fails.
+    /// Settle a business date: close it at every store if still open, run its day-end
+    /// housekeeping, then write totals per store, kind and method, the liability proof,
+    /// finance's differences, staff self-use, company netting and a summary. Works on a
+    /// running switch (through its control socket, from a consistent snapshot, without
+    /// stopping its traffic) and on a stopped one. Exit status 0 balanced and in balance
+    /// with finance, 3 finance differs, 4 the liability proof fails.
     Settle {
-        /// Data directory of a stopped switch.
+        /// Data directory of the switch, running or stopped.
         #[arg(long)]
         data: PathBuf,
         /// Business date, YYYY-MM-DD.
@@ -79,10 +81,25 @@ enum Cmd {
         /// Directory for the files (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// The catalog the switch ran with: its companies and stores, for the netting between
-        /// companies (S6).
+        /// Companies and stores for the netting between companies (S6); default: the catalog
+        /// the switch ran with, kept in its data directory.
         #[arg(long)]
         catalog: Option<PathBuf>,
+    },
+    /// Close a business day (S1) at every store, or at one, on a running switch (through
+    /// its control socket) or a stopped one: from then on the stores' transactions carry the
+    /// next date. Once a day is closed at every store its day-end housekeeping runs (S7).
+    /// Days close by themselves at the catalog's cutover; this closes one early.
+    CloseDay {
+        /// Data directory of the switch, running or stopped.
+        #[arg(long)]
+        data: PathBuf,
+        /// Close this store only; default: every store.
+        #[arg(long)]
+        store: Option<u32>,
+        /// Close every day up to this one, YYYY-MM-DD; default: the day in progress.
+        #[arg(long)]
+        date: Option<String>,
     },
     /// Operators of a stopped switch's data directory (O1). The first admin operator is made
     /// here; the others over the wire by an admin operator (`pos set-operator`).
@@ -174,6 +191,7 @@ fn main() -> ExitCode {
         },
         Cmd::Journal { data } => cardswitch::journal_cmd::print_journal(&data),
         Cmd::Settle { .. } => unreachable!("settled above"),
+        Cmd::CloseDay { data, store, date } => close_day(&data, store, date.as_deref()),
         Cmd::Operator { command: OperatorCmd::Add { data, id, role, store, master_key_file } } => {
             add_operator(&data, id, &role, store, master_key_file)
         }
@@ -183,6 +201,28 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("cardswitch: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn close_day(data: &std::path::Path, store: Option<u32>, date: Option<&str>) -> Result<(), String> {
+    use cardswitch::control::ControlRequest;
+    use cardswitch::engine::days::Scope;
+    let through = date
+        .map(|text| cardswitch::settle::parse_date(text).ok_or_else(|| format!("--date {text}: not a date YYYY-MM-DD")))
+        .transpose()?;
+    let scope = store.map_or(Scope::All, Scope::Store);
+    let request = ControlRequest::Close { scope, through };
+    match cardswitch::control::request(data, request).map_err(|e| format!("cannot reach the running switch: {e}"))? {
+        Some(Ok(text)) => {
+            println!("running switch: {text}");
+            Ok(())
+        }
+        Some(Err(message)) => Err(format!("the running switch refused: {message}")),
+        None => {
+            let (closed, book) = cardswitch::days::close_stopped(data, scope, through).map_err(|e| e.to_string())?;
+            println!("stopped switch: {}", cardswitch::days::describe(&closed, &book, scope));
+            Ok(())
         }
     }
 }

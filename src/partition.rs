@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use protocol::{CardNo, Frame, Header, LocalTime, Message, Response, ResponseCode};
 use tokio::sync::mpsc;
 
+use crate::engine::days::DayBook;
 use crate::engine::{
     partition_of, BusinessDate, Card, CardRange, Command, Context, Effects, Engine, Housekeeping, IdSource, Need,
     Rules, Step, TraceKey, Txn,
@@ -25,7 +26,8 @@ use protocol::CardReply;
 pub const MAX_BATCH: usize = 4_096;
 /// Commands queued per partition before new ones are refused with `system_busy`.
 pub const QUEUE_DEPTH: usize = 65_536;
-/// Time zone of the business day until cutover is configurable (China Standard Time).
+/// Time zone of the stores' clocks, from which their cutovers are reckoned (China Standard
+/// Time).
 pub const BUSINESS_UTC_OFFSET_MINUTES: i32 = 8 * 60;
 
 /// Transactions and trace records older than this are dropped from a partition's memory
@@ -42,9 +44,9 @@ const MAX_NEEDS_PER_COMMAND: usize = 4;
 /// Most postings of day-end housekeeping (S7) in one group commit: a day's expiries are
 /// spread over batches, so that the terminals' requests never wait behind all of them.
 pub const MAX_HOUSEKEEPING_POSTINGS: usize = MAX_BATCH;
-/// How often an idle partition wakes up to see whether the business date changed, so that
-/// its housekeeping runs without waiting for a request.
-const HOUSEKEEPING_TICK_MS: u64 = 1_000;
+/// How long an idle partition waits for work before it looks again: housekeeping it was
+/// asked to run goes on in the meantime, a slice at a time.
+const IDLE_WAIT_MS: u64 = 1_000;
 
 /// Typical log bytes of one command (a sale: card, journal entry, transaction, trace).
 const LOG_BYTES_PER_COMMAND: usize = 320;
@@ -58,9 +60,17 @@ pub type ReplySender = mpsc::Sender<Frame>;
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
 
-    /// The business date postings made at `now_ms` belong to (S1).
-    fn business_date(&self, now_ms: i64) -> BusinessDate {
-        LocalTime::from_unix_ms(now_ms, BUSINESS_UTC_OFFSET_MINUTES).date()
+    /// The stores' wall-clock time at `now_ms`.
+    fn local_time(&self, now_ms: i64) -> LocalTime {
+        LocalTime::from_unix_ms(now_ms, BUSINESS_UTC_OFFSET_MINUTES)
+    }
+
+    /// The newest business date that has begun at `now_ms` for a day closing at
+    /// `cutover_minutes` after midnight (S1: before a 04:00 night audit, yesterday's).
+    fn begun_date(&self, now_ms: i64, cutover_minutes: u32) -> BusinessDate {
+        let local = self.local_time(now_ms);
+        let minutes = (local.0 / 10_000 % 100 * 60 + local.0 / 100 % 100) as u32;
+        DayBook::begun_at(local.date(), minutes, cutover_minutes)
     }
 }
 
@@ -98,6 +108,19 @@ pub enum Work {
         rules: Rules,
         done: std::sync::mpsc::SyncSender<()>,
     },
+    /// A day closed (S1): the batch ends here, and the commands after it are stamped with the
+    /// new book's dates. `done` is told once the batch before is durable, so that when every
+    /// partition has answered, nothing more can post to the closed day.
+    SetDays {
+        book: Arc<DayBook>,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+    /// Run the day-end housekeeping of `day` (S7), in slices between the terminals' batches;
+    /// `done` is told what it did once all of it is durable.
+    Housekeep {
+        day: BusinessDate,
+        done: std::sync::mpsc::SyncSender<Housekeeping>,
+    },
     /// Finish what is queued before this, then stop.
     Stop,
 }
@@ -130,6 +153,7 @@ impl Partitions {
         clock: Arc<dyn Clock>,
         materializer: Option<(Feed, MaterializedMarks)>,
         rules: Rules,
+        days: Arc<DayBook>,
     ) -> Partitions {
         let catalog_version = rules.catalog.version;
         let count = recovered.partitions.len();
@@ -163,8 +187,8 @@ impl Partitions {
                 materializer: materializer.clone(),
                 failed: failed.clone(),
                 catalog_version,
-                housekept_date: 0,
-                housekeeping: Housekeeping::default(),
+                days: days.clone(),
+                housekeeping: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("partition-{index}"))
@@ -225,6 +249,34 @@ impl Partitions {
         while acks.recv().is_ok() {}
     }
 
+    /// Gives every partition a new day book (S1) and waits until each has made durable what
+    /// it accepted under the old one. False when a partition is gone or failed. Blocking.
+    pub fn set_days_blocking(&self, book: Arc<DayBook>) -> bool {
+        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
+        for sender in &self.senders {
+            let _ = sender.send(Work::SetDays { book: book.clone(), done: done.clone() });
+        }
+        drop(done);
+        acks.iter().count() == self.senders.len()
+    }
+
+    /// Runs the day-end housekeeping of `day` (S7) in every partition and waits until all of
+    /// it is durable; None when a partition is gone or failed. Blocking.
+    pub fn housekeep_blocking(&self, day: BusinessDate) -> Option<Housekeeping> {
+        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
+        for sender in &self.senders {
+            let _ = sender.send(Work::Housekeep { day, done: done.clone() });
+        }
+        drop(done);
+        let mut total = Housekeeping::default();
+        let mut answered = 0;
+        for h in acks.iter() {
+            total.add(&h);
+            answered += 1;
+        }
+        (answered == self.senders.len()).then_some(total)
+    }
+
     /// Tells every partition about a new range and waits until all know it. Blocking.
     pub fn add_range_blocking(&self, range: CardRange) {
         let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
@@ -258,10 +310,18 @@ struct Worker {
     failed: Arc<AtomicBool>,
     /// Stamped on every journal entry (see `Context::catalog_version`).
     catalog_version: u32,
-    /// The last business date whose housekeeping is done (S7); 0 before the first.
-    housekept_date: BusinessDate,
-    /// What the housekeeping of the current date did so far.
-    housekeeping: Housekeeping,
+    /// The business date of every store (S1).
+    days: Arc<DayBook>,
+    /// Housekeeping under way (S7): the day, what it did so far, who waits for it.
+    housekeeping: Option<HousekeepingRun>,
+}
+
+struct HousekeepingRun {
+    day: BusinessDate,
+    done: Housekeeping,
+    /// All of it is in the current batch or before.
+    finished: bool,
+    waiting: Vec<std::sync::mpsc::SyncSender<Housekeeping>>,
 }
 
 impl Worker {
@@ -269,24 +329,28 @@ impl Worker {
         let mut effects = Effects::default();
         let mut pending: Vec<(ReplySender, Frame)> = Vec::with_capacity(MAX_BATCH);
         let mut steps: Vec<(tokio::sync::oneshot::Sender<CardReply>, CardReply)> = Vec::new();
+        // Told once this batch is durable (a day closed, S1).
+        let mut days_acks: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
         let mut stop = false;
         while !stop {
-            let first = match rx.recv_timeout(std::time::Duration::from_millis(HOUSEKEEPING_TICK_MS)) {
-                Ok(work) => Some(work),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let housekeeping_due = self.housekeeping.is_some();
+            let first = if housekeeping_due {
+                // Housekeeping goes on between batches; requests that came meanwhile join it.
+                rx.try_recv().ok()
+            } else {
+                match rx.recv_timeout(std::time::Duration::from_millis(IDLE_WAIT_MS)) {
+                    Ok(work) => Some(work),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             };
             let now_ms = self.clock.now_ms();
-            let business_date = self.clock.business_date(now_ms);
-            let housekeeping_due = business_date > self.housekept_date && !self.failed.load(Ordering::Relaxed);
-            if first.is_none() && !housekeeping_due {
-                continue;
-            }
             let batch_id = self.batch_ids.take();
-            let ctx = Context { now_ms, business_date, batch_id, catalog_version: self.catalog_version };
+            // The date is each command's store's (S1); housekeeping stamps its own day.
+            let ctx = Context { now_ms, business_date: 0, batch_id, catalog_version: self.catalog_version };
             let mut next = first;
             let mut taken = 0;
-            let mut rules_changed = false;
+            let mut batch_ends = false;
             while let Some(work) = next.take() {
                 taken += 1;
                 match work {
@@ -294,6 +358,7 @@ impl Worker {
                         let code_reply = if self.failed.load(Ordering::Relaxed) || !self.fetch_needs(&cmd, now_ms) {
                             protocol::CardReply::code_only(ResponseCode::SystemError)
                         } else {
+                            let ctx = Context { business_date: self.days.open_date(cmd.store_id), ..ctx };
                             self.engine.apply(ctx, &cmd, &mut effects)
                         };
                         let response = Response::Card { request: cmd.request.msg_type(), reply: code_reply };
@@ -309,6 +374,7 @@ impl Worker {
                             if self.failed.load(Ordering::Relaxed) || !self.fetch_step_needs(key, &step, now_ms) {
                                 CardReply::code_only(ResponseCode::SystemError)
                             } else {
+                                let ctx = Context { business_date: self.days.open_date(cmd.store_id), ..ctx };
                                 let answer = self.engine.apply_step(ctx, key, card, &cmd, step, &mut effects);
                                 self.engine.forget_absent();
                                 answer
@@ -321,8 +387,29 @@ impl Worker {
                         self.catalog_version = rules.catalog.version;
                         self.engine.set_rules(rules);
                         let _ = done.send(());
-                        rules_changed = true;
+                        batch_ends = true;
                     }
+                    Work::SetDays { book, done } => {
+                        // The batch ends here: every command in it was stamped under the old
+                        // book, and the answer waits for its commit.
+                        self.days = book;
+                        days_acks.push(done);
+                        batch_ends = true;
+                    }
+                    Work::Housekeep { day, done } => match &mut self.housekeeping {
+                        Some(run) if run.day == day => run.waiting.push(done),
+                        // One day at a time: the switch asks for the next once this one is done.
+                        Some(_) => tracing::error!(partition = self.index, day, "housekeeping asked while another runs"),
+                        None => {
+                            let run = HousekeepingRun {
+                                day,
+                                done: Housekeeping::default(),
+                                finished: false,
+                                waiting: vec![done],
+                            };
+                            self.housekeeping = Some(run);
+                        }
+                    },
                     Work::Read { card, txn_id, reply } => {
                         let txn = match self.engine.txn(txn_id) {
                             _ if txn_id == 0 => Ok(None),
@@ -335,11 +422,11 @@ impl Worker {
                     }
                     Work::Stop => stop = true,
                 }
-                if taken < MAX_BATCH && !stop && !rules_changed {
+                if taken < MAX_BATCH && !stop && !batch_ends {
                     next = rx.try_recv().ok();
                 }
             }
-            if housekeeping_due {
+            if housekeeping_due && !self.failed.load(Ordering::Relaxed) {
                 self.housekeep(ctx, &mut effects);
             }
             if !effects.is_empty() {
@@ -358,6 +445,10 @@ impl Worker {
                     for (_, answer) in steps.iter_mut() {
                         *answer = CardReply::code_only(ResponseCode::SystemError);
                     }
+                    // Whoever waits for a close or housekeeping learns of the failure from
+                    // the missing answer.
+                    days_acks.clear();
+                    self.housekeeping = None;
                 } else if let Some((materializer, _)) = &self.materializer {
                     let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
                     // Blocks only when the materializer is far behind: backpressure, not loss.
@@ -373,6 +464,16 @@ impl Worker {
             for (reply, answer) in steps.drain(..) {
                 let _ = reply.send(answer);
             }
+            for done in days_acks.drain(..) {
+                let _ = done.send(());
+            }
+            if self.housekeeping.as_ref().is_some_and(|run| run.finished) {
+                // Finished in this batch, which is now durable.
+                let run = self.housekeeping.take().expect("checked");
+                for waiting in run.waiting {
+                    let _ = waiting.send(run.done);
+                }
+            }
             // After the replies: the terminals need not wait for the housekeeping.
             if let Some((_, marks)) = &self.materializer {
                 let materialized = marks[self.index].load(Ordering::Acquire);
@@ -383,25 +484,32 @@ impl Worker {
 }
 
 impl Worker {
-    /// A slice of the day-end housekeeping of `ctx.business_date` (S7), in this batch's
-    /// group commit, after its commands.
+    /// A slice of the day-end housekeeping under way (S7), in this batch's group commit,
+    /// after its commands: the rules as of the next day's start, the postings stamped with
+    /// the day they end.
     fn housekeep(&mut self, ctx: Context, effects: &mut Effects) {
-        for hold_id in self.engine.housekeeping_needs(ctx.business_date) {
+        let Some(run) = &self.housekeeping else { return };
+        let day = run.day;
+        let as_of = crate::engine::rules::add_days(day, 1);
+        for hold_id in self.engine.housekeeping_needs(as_of) {
             match self.log.txn(hold_id) {
                 Ok(txn) => self.engine.provide_txn(hold_id, txn, ctx.now_ms),
                 // The hold waits for the next run; the rest goes on.
                 Err(error) => tracing::error!(partition = self.index, %error, hold_id, "reading a hold failed"),
             }
         }
-        let (done, more) = self.engine.housekeep(ctx, MAX_HOUSEKEEPING_POSTINGS, effects);
+        let ctx = Context { business_date: day, ..ctx };
+        let (done, more) = self.engine.housekeep(ctx, as_of, MAX_HOUSEKEEPING_POSTINGS, effects);
         self.engine.forget_absent();
-        self.housekeeping.add(&done);
+        let run = self.housekeeping.as_mut().expect("checked above");
+        run.done.add(&done);
         if !more {
-            let h = std::mem::take(&mut self.housekeeping);
+            run.finished = true;
+            let h = run.done;
             if h.postings() > 0 {
                 tracing::info!(
                     partition = self.index,
-                    business_date = ctx.business_date,
+                    business_date = day,
                     holds_expired = h.holds_expired,
                     cards_expired = h.cards_expired,
                     forfeited_cash_minor = h.forfeited_cash_minor,
@@ -412,7 +520,6 @@ impl Worker {
                     "housekeeping done"
                 );
             }
-            self.housekept_date = ctx.business_date;
         }
     }
 
@@ -530,7 +637,7 @@ mod tests {
     #[test]
     fn a_failed_commit_is_never_acknowledged_and_stops_the_partition() {
         let log = Arc::new(FailingLog { ok_commits: 1, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None, Rules::core());
+        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None, Rules::core(), Arc::new(DayBook::starting(today())));
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
@@ -549,26 +656,23 @@ mod tests {
         partitions.stop();
     }
 
-    /// A clock the test moves forward.
-    struct SettableClock(std::sync::atomic::AtomicI64);
-    impl Clock for SettableClock {
-        fn now_ms(&self) -> i64 {
-            self.0.load(Ordering::SeqCst)
-        }
+    fn today() -> BusinessDate {
+        FixedClock.begun_date(FixedClock.now_ms(), 0)
     }
 
-    /// S7, T4: when the business date changes, the partition runs the day's housekeeping on
-    /// its own, as journaled postings in a group commit, and a restart finds them.
+    /// S1, S7, T4: a new day book ends the batch, and the postings after it carry the next
+    /// date; the day-end housekeeping the partition is asked to run is journaled, stamped
+    /// with the day it ends, and a restart finds it.
     #[test]
-    fn housekeeping_runs_when_the_business_date_changes_and_is_recovered() {
-        const DAY_MS: i64 = 86_400_000;
+    fn s1_s7_a_closed_day_stamps_the_next_and_housekeeping_is_journaled_and_recovered() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
         let range = recovered(1).ranges[0];
         store.put_range(&range).unwrap();
-        let clock = Arc::new(SettableClock(std::sync::atomic::AtomicI64::new(FixedClock.now_ms())));
+        let day = today();
+        let book = Arc::new(DayBook::starting(day));
         let partitions =
-            Partitions::start(store.recover(1).unwrap(), store.clone(), clock.clone(), None, Rules::core());
+            Partitions::start(store.recover(1).unwrap(), store.clone(), Arc::new(FixedClock), None, Rules::core(), book);
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
@@ -579,31 +683,45 @@ mod tests {
             verification: Verification::NONE,
         };
         assert_eq!(call(&partitions, 2, hold).held_minor, 4_000);
-        // 30 days later (the default hold expiry), with no request to wake the partition.
-        clock.0.fetch_add(30 * DAY_MS, Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut stan = 3;
-        loop {
-            std::thread::sleep(std::time::Duration::from_millis(2 * HOUSEKEEPING_TICK_MS));
-            stan += 1;
-            if call(&partitions, stan, Request::Balance { card }).held_minor == 0 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "the hold never expired");
-        }
+        // The day closes 29 days on; its housekeeping runs as of the 30th (the hold expiry).
+        let closed = crate::engine::rules::add_days(day, 29);
+        let mut later = DayBook::starting(day);
+        later.close(crate::engine::days::Scope::All, closed, closed, &Default::default()).unwrap();
+        assert!(partitions.set_days_blocking(Arc::new(later)));
+        let done = partitions.housekeep_blocking(closed).expect("every partition answers");
+        assert_eq!((done.holds_expired, done.held_released_minor), (1, 4_000));
+        assert_eq!(call(&partitions, 3, Request::Balance { card }).held_minor, 0);
+        // Again: nothing more is due.
+        assert_eq!(partitions.housekeep_blocking(closed), Some(Housekeeping::default()));
+        let sale = Request::Sale {
+            card,
+            amount_minor: 100,
+            category: Category::Retail as u8,
+            flags: 0,
+            verification: Verification::NONE,
+        };
+        assert_eq!(call(&partitions, 4, sale).code, ResponseCode::Approved);
         partitions.stop();
         drop(partitions);
         let recovered = store.recover(1).unwrap();
         assert_eq!(recovered.partitions[0].cards[&card].held_minor, 0);
         assert!(recovered.partitions[0].open_holds.is_empty(), "the index follows the hold's status");
-        let kinds: Vec<_> = store.journal().map(|e| e.unwrap().kind).collect();
-        assert_eq!(kinds.last(), Some(&crate::engine::TxnKind::HoldExpired));
+        let entries: Vec<_> = store.journal().map(|e| (e.as_ref().unwrap().kind, e.unwrap().business_date)).collect();
+        assert_eq!(
+            entries,
+            vec![
+                (crate::engine::TxnKind::SellCard, day),
+                (crate::engine::TxnKind::Hold, day),
+                (crate::engine::TxnKind::HoldExpired, closed),
+                (crate::engine::TxnKind::Sale, crate::engine::rules::add_days(closed, 1)),
+            ]
+        );
     }
 
     #[test]
     fn replies_wait_for_the_group_commit() {
         let log = Arc::new(FailingLog { ok_commits: usize::MAX, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None, Rules::core());
+        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None, Rules::core(), Arc::new(DayBook::starting(today())));
         for n in 0..20u32 {
             let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
             assert_eq!(call(&partitions, 10 + n, sell).code, ResponseCode::Approved);

@@ -47,6 +47,8 @@ pub const MAX_REPLIES_PER_WRITE: usize = 256;
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Pause after a failed accept (e.g. out of file descriptors) instead of spinning.
 const ACCEPT_BACKOFF_MS: u64 = 100;
+/// How often the switch looks whether a store's cutover has passed (S1).
+const CUTOVER_TICK_MS: u64 = 1_000;
 
 /// The switch's secrets (see `keys`).
 #[derive(Clone, Debug)]
@@ -110,6 +112,8 @@ pub enum ServerError {
     Keys(#[from] KeyError),
     #[error("recovering operations spanning partitions: {0}")]
     Coordinator(#[from] CoordinatorError),
+    #[error("closing the business days due at start-up: {0}")]
+    Days(#[from] crate::days::DaysError),
 }
 
 /// Most partitions a switch runs.
@@ -140,6 +144,9 @@ struct Switch {
     materialized: crate::store::materializer::MaterializedMarks,
     /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
     declines: Arc<DeclineCounts>,
+    /// The business day of every store, and its closing (S1, S7).
+    days: crate::days::Days,
+    data_dir: PathBuf,
 }
 
 /// How many responses of each code the switch has sent.
@@ -228,6 +235,16 @@ impl Server {
             }
         }
         let rules = Rules::new(catalog, PinKey::new(&config.keys.master.pin_secret()));
+        // Kept with the data: a batch over the stopped directory applies the same rules.
+        store.put_catalog_text(rules.catalog.source_text.as_deref())?;
+        let days = crate::days::Days::open(store.clone(), clock.clone(), &rules.catalog)?;
+        // Snapshots a batch was reading when the switch stopped are of no further use.
+        let snapshots = config.data_dir.join(crate::control::SNAPSHOTS_DIR);
+        if snapshots.exists() {
+            if let Err(error) = std::fs::remove_dir_all(&snapshots) {
+                tracing::warn!(path = %snapshots.display(), %error, "old snapshots not removed");
+            }
+        }
         // P3: approved quantities count the cards already sold.
         for product in crate::engine::Product::ALL {
             let sold = recovered
@@ -248,6 +265,7 @@ impl Server {
                 clock.clone(),
                 Some((materializer.feed(), materializer.marks())),
                 rules.clone(),
+                days.book(),
             ),
             materializer: std::sync::Mutex::new(materializer),
             coordinator,
@@ -262,6 +280,8 @@ impl Server {
             provisioning: tokio::sync::Mutex::new(()),
             operators,
             declines: Arc::new(DeclineCounts::default()),
+            days,
+            data_dir: config.data_dir.clone(),
         });
         let declines = switch.declines.clone();
         // Before anything is served: operations a crash left half done are finished (M1, L6).
@@ -269,6 +289,12 @@ impl Server {
         if unfinished > 0 {
             tracing::info!(unfinished, "operations spanning partitions recovered");
         }
+        // Days whose cutover passed while the switch was stopped close before anything is
+        // served, and housekeeping a crash interrupted is finished (S1, S7).
+        let ticking = switch.clone();
+        tokio::task::spawn_blocking(move || ticking.days.tick(&ticking.partitions))
+            .await
+            .expect("closing days does not panic")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
@@ -323,6 +349,16 @@ fn load_keyring(store: &Store, keys: &Keys) -> Result<Keyring, ServerError> {
 async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
+    // The cutover clock and the control socket stop before the partitions do.
+    let housekeeping_stop = CancellationToken::new();
+    let control = {
+        let data_dir = switch.data_dir.clone();
+        let switch = switch.clone();
+        let handler: crate::control::Handler = Arc::new(move |request| control_request(&switch, request));
+        let stop = housekeeping_stop.clone();
+        tokio::spawn(async move { crate::control::serve(&data_dir, handler, stop).await })
+    };
+    let cutovers = tokio::spawn(run_cutovers(switch.clone(), housekeeping_stop.clone()));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -356,6 +392,9 @@ async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize,
     if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period");
     }
+    housekeeping_stop.cancel();
+    let _ = control.await;
+    let _ = cutovers.await;
     // Every connection has finished (or outlived the grace period), so nothing new reaches
     // the partitions; they finish their queues, commit, and stop.
     let refused = switch.declines.nonzero();
@@ -369,6 +408,45 @@ async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize,
     })
     .await
     .unwrap_or(());
+}
+
+/// Closes the days whose cutover has passed (S1), once a `CUTOVER_TICK_MS`, until `stop`.
+async fn run_cutovers(switch: Arc<Switch>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(CUTOVER_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let ticking = switch.clone();
+        match tokio::task::spawn_blocking(move || ticking.days.tick(&ticking.partitions)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "closing the business day failed"),
+            Err(_) => tracing::error!("closing the business day panicked"),
+        }
+    }
+}
+
+/// Answers a request on the control socket (see `control`). Blocking.
+fn control_request(switch: &Switch, request: crate::control::ControlRequest) -> Result<String, String> {
+    use crate::control::ControlRequest;
+    match request {
+        ControlRequest::Close { scope, through } => {
+            let closed = switch.days.close(&switch.partitions, scope, through).map_err(|e| e.to_string())?;
+            Ok(crate::days::describe(&closed, &switch.days.book(), scope))
+        }
+        ControlRequest::Snapshot { date } => {
+            switch
+                .days
+                .close(&switch.partitions, crate::engine::days::Scope::All, Some(date))
+                .map_err(|e| format!("closing {date}: {e}"))?;
+            let path = crate::control::snapshot_path(&switch.data_dir, date, switch.clock.now_ms());
+            switch.store.checkpoint(&path).map_err(|e| format!("making a snapshot: {e}"))?;
+            tracing::info!(date, path = %path.display(), "snapshot made for the batch");
+            Ok(path.display().to_string())
+        }
+    }
 }
 
 async fn refuse_connection(mut stream: TcpStream) {
@@ -590,8 +668,7 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                     session_store = Some(store_id);
                     // A new sign-on, perhaps at another store: the cashier signs on again.
                     session_operator = 0;
-                    let now_ms = switch.clock.now_ms();
-                    SignOnReply { code: ResponseCode::Approved, business_date: switch.clock.business_date(now_ms) }
+                    SignOnReply { code: ResponseCode::Approved, business_date: switch.days.book().open_date(store_id) }
                 })),
                 Request::OperatorSignOn { operator } => Some(match session_store {
                     None => Response::decline(msg_type, ResponseCode::NotSignedOn),

@@ -15,6 +15,7 @@ use std::path::Path;
 use protocol::types::{format_minor, parse_minor};
 use protocol::{PaymentMethod, PostingKind};
 
+use crate::engine::rules::date_text;
 use crate::engine::{BusinessDate, JournalEntry, JOURNAL_SELF_USE};
 
 /// Exit status when finance's figures differ from the switch's (the report is written).
@@ -86,6 +87,12 @@ pub enum SettleError {
     Finance { path: String, line: usize, problem: String },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    #[error("closing the day: {0}")]
+    Close(#[from] crate::days::StoppedError),
+    #[error("the running switch refused: {0}")]
+    Switch(String),
+    #[error("cannot reach the running switch through {path}: {source}")]
+    Control { path: String, source: std::io::Error },
 }
 
 /// Count and sums of the postings of one kind (and payment method) at one store.
@@ -169,6 +176,8 @@ pub struct Settlement {
     /// S8: when the day ends a month, the month's sales per store: count and net amount
     /// (sales and captures, less refunds, voids and reversals of them).
     pub monthly: Option<BTreeMap<u32, (u64, i64)>>,
+    /// The day's postings made by its day-end housekeeping (S7).
+    pub housekeeping_postings: u64,
 }
 
 /// Settles `date` from every journal entry of the data directory, in the order they were
@@ -262,6 +271,9 @@ pub fn settle_entries(
             continue;
         }
         s.transactions += 1;
+        if e.kind.is_housekeeping() {
+            s.housekeeping_postings += 1;
+        }
         s.stores.entry((e.store_id, e.kind.as_str(), e.method)).or_default().add(&e);
         let movement = l.movements.entry(e.kind.as_str()).or_default();
         movement.0 += e.cash_delta_minor;
@@ -374,10 +386,6 @@ pub fn parse_date(text: &str) -> Option<BusinessDate> {
 
 fn method_name(method: u8) -> &'static str {
     PaymentMethod::from_u8(method).map_or("none", PaymentMethod::as_str)
-}
-
-fn date_text(date: BusinessDate) -> String {
-    format!("{:04}-{:02}-{:02}", date / 10_000, date / 100 % 100, date % 100)
 }
 
 /// Value loaded and spent per store (loads and card sales; sales and captures net of their
@@ -548,7 +556,8 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
     let summary = format!(
         "{{\"date\":\"{}\",\"liability\":{{\"balanced\":{},\"cash_opening_minor\":{},\"cash_closing_minor\":{},\
          \"bonus_opening_minor\":{},\"bonus_closing_minor\":{},\"holds_minor\":{}}},\
-         \"reconciliation\":{{\"in_balance\":{},\"differences\":{}}},\"transactions\":{}}}\n",
+         \"reconciliation\":{{\"in_balance\":{},\"differences\":{}}},\"transactions\":{},\
+         \"housekeeping_postings\":{}}}\n",
         date_text(s.date),
         l.balanced(),
         l.cash_opening_minor,
@@ -558,7 +567,8 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
         l.holds_minor,
         diffs.is_empty(),
         diffs.len(),
-        s.transactions
+        s.transactions,
+        s.housekeeping_postings
     );
     let mut files = vec![
         ("stores.csv", stores),
@@ -594,8 +604,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SettleError> {
     std::fs::rename(&temporary, path).map_err(failed)
 }
 
-/// Settles `date` over the stopped data directory `data` and writes the files to `out`;
-/// returns the exit status (0, or [`EXIT_FINANCE_DIFFERS`], or [`EXIT_LIABILITY_FAILS`]).
+/// Settles `date` over the data directory `data` and writes the files to `out`; returns the
+/// exit status (0, or [`EXIT_FINANCE_DIFFERS`], or [`EXIT_LIABILITY_FAILS`]).
+///
+/// The day is closed at every store first if it is still open (S1), and its day-end
+/// housekeeping run (S7). With a switch running on `data`, it does both and hands over a
+/// consistent snapshot, which is read and removed; its traffic goes on meanwhile, stamped
+/// with the next day. A stopped directory is closed and housekept here. Companies (S6) come
+/// from `catalog`, else from the catalog the switch ran with.
 pub fn run(
     data: &Path,
     date: &str,
@@ -604,7 +620,52 @@ pub fn run(
     out: &Path,
 ) -> Result<u8, SettleError> {
     let day = parse_date(date).ok_or_else(|| SettleError::Date(date.to_string()))?;
+    // Finance's file is checked before anything is closed or written.
+    let finance = finance.map(|path| read_finance(path, day)).transpose()?;
+    let snapshot = crate::control::ControlRequest::Snapshot { date: day };
+    let control_path = || data.join(crate::control::SOCKET_NAME).display().to_string();
+    match crate::control::request(data, snapshot) {
+        Ok(Some(Ok(path))) => {
+            eprintln!("settle: the switch is running; {} closed at every store, reading its snapshot", date_text(day));
+            let path = std::path::PathBuf::from(path);
+            let result = settle_dir(&path, day, finance.as_ref(), catalog, out);
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                eprintln!("settle: the snapshot {} was not removed: {error}", path.display());
+            }
+            result
+        }
+        Ok(Some(Err(message))) => Err(SettleError::Switch(message)),
+        Ok(None) => {
+            let (closed, _) = crate::days::close_stopped(data, crate::engine::days::Scope::All, Some(day))?;
+            if closed.changed {
+                eprintln!("settle: {} closed at every store", date_text(day));
+            }
+            for (housekept, h) in &closed.housekept {
+                eprintln!("settle: housekeeping of {}: {} postings", date_text(*housekept), h.postings());
+            }
+            settle_dir(data, day, finance.as_ref(), catalog, out)
+        }
+        Err(source) => Err(SettleError::Control { path: control_path(), source }),
+    }
+}
+
+/// Settles the closed `day` of the data directory (or snapshot) `data` into `out`.
+fn settle_dir(
+    data: &Path,
+    day: BusinessDate,
+    finance: Option<&BTreeMap<(u32, u8), i64>>,
+    catalog: Option<&crate::engine::catalog::Catalog>,
+    out: &Path,
+) -> Result<u8, SettleError> {
     let store = crate::store::Store::open(data)?;
+    let stored;
+    let catalog = match catalog {
+        Some(catalog) => catalog,
+        None => {
+            stored = crate::days::stored_catalog(&store)?;
+            &stored
+        }
+    };
     let recovered = store.recover(1)?;
     let cards = recovered
         .partitions
@@ -620,14 +681,9 @@ pub fn run(
             eprintln!("settle: {} journal entries read ({:.1} s)", entries.len(), reading.elapsed().as_secs_f64());
         }
     }
-    let company_of = |store: u32| {
-        catalog
-            .and_then(|c| c.companies.iter().find(|co| co.stores.iter().any(|s| s.id == store)))
-            .map_or(0, |co| co.id)
-    };
-    let settlement = settle_entries(entries, day, cards, company_of);
+    let settlement = settle_entries(entries, day, cards, |store| catalog.company_of(store));
     let diffs = match finance {
-        Some(path) => differences(&settlement.collected, &read_finance(path, day)?),
+        Some(finance) => differences(&settlement.collected, finance),
         None => Vec::new(),
     };
     std::fs::create_dir_all(out).map_err(|source| SettleError::Write { path: out.display().to_string(), source })?;

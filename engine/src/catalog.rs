@@ -246,6 +246,9 @@ pub struct Settings {
 pub struct Store {
     pub id: u32,
     pub name: String,
+    /// Local time this store's business day closes, minutes after midnight, when it differs
+    /// from the deployment's (S1: a hotel's night audit among shops that close at midnight).
+    pub day_cutover_minutes: Option<u32>,
 }
 
 /// The head office (总部) or a branch company (分公司), with its stores (S3, S6).
@@ -274,6 +277,9 @@ pub struct Catalog {
     pub points: PointsSettings,
     pub birthday: Option<BirthdayDiscount>,
     pub companies: Vec<Company>,
+    /// The TOML it was read from (None: the core rules), kept with the data so that a batch
+    /// over a stopped switch applies the same rules.
+    pub source_text: Option<String>,
 }
 
 impl Catalog {
@@ -297,6 +303,20 @@ impl Catalog {
     /// This catalog with a product administered at run time (P3): the override replaces the
     /// product's enabled flag, fixed discount and approved quantity, and the catalog takes the
     /// override's version, so journal entries name the rules they were posted under.
+    /// The stores whose business day closes at a time of their own (S1), with that time.
+    pub fn own_cutovers(&self) -> std::collections::BTreeMap<u32, u32> {
+        self.companies
+            .iter()
+            .flat_map(|c| &c.stores)
+            .filter_map(|s| s.day_cutover_minutes.map(|minutes| (s.id, minutes)))
+            .collect()
+    }
+
+    /// The company a store belongs to (S3, S6); 0 for a store no company lists.
+    pub fn company_of(&self, store: u32) -> u32 {
+        self.companies.iter().find(|c| c.stores.iter().any(|s| s.id == store)).map_or(0, |c| c.id)
+    }
+
     pub fn with_override(&self, o: &ProductOverride) -> Result<Catalog, OverrideProblem> {
         let mut catalog = self.clone();
         let settings =
@@ -368,6 +388,7 @@ impl Catalog {
             },
             birthday: None,
             companies: Vec::new(),
+            source_text: None,
         }
     }
 
@@ -378,7 +399,7 @@ impl Catalog {
         let mut check = Check { problems: Vec::new() };
         let catalog = check.catalog(raw);
         if check.problems.is_empty() {
-            Ok(catalog)
+            Ok(Catalog { source_text: Some(text.to_string()), ..catalog })
         } else {
             Err(fail(check.problems))
         }
@@ -541,6 +562,7 @@ mod raw {
     pub struct Store {
         pub id: u32,
         pub name: String,
+        pub day_cutover: Option<String>,
     }
 }
 
@@ -697,7 +719,18 @@ impl Check {
             points,
             birthday,
             companies,
+            source_text: None,
         }
+    }
+
+    /// A cutover time of day (S1), HH:MM, as minutes after midnight.
+    fn cutover(&mut self, field: &str, text: Option<&str>) -> Option<u32> {
+        let text = text?;
+        let minutes = parse_time_minutes(text);
+        if minutes.is_none() {
+            self.problem(field, format!("`{text}` is not a time of day HH:MM (00:00 to 23:59)"));
+        }
+        minutes
     }
 
     fn settings(&mut self, raw: raw::Settings) -> Settings {
@@ -707,13 +740,7 @@ impl Check {
         let dormancy_notice_days = raw.dormancy_notice_days.unwrap_or(DEFAULT_DORMANCY_NOTICE_DAYS);
         let hold_expiry_days =
             self.positive("settings.hold_expiry_days", raw.hold_expiry_days.unwrap_or(DEFAULT_HOLD_EXPIRY_DAYS));
-        let day_cutover_minutes = match raw.day_cutover.as_deref() {
-            None => 0,
-            Some(text) => parse_time_minutes(text).unwrap_or_else(|| {
-                self.problem("settings.day_cutover", format!("`{text}` is not a time of day HH:MM (00:00 to 23:59)"));
-                0
-            }),
-        };
+        let day_cutover_minutes = self.cutover("settings.day_cutover", raw.day_cutover.as_deref()).unwrap_or(0);
         let return_tax_rate = raw
             .return_tax_percent
             .as_deref()
@@ -1041,7 +1068,9 @@ impl Check {
                 if !store_ids.insert(store.id) {
                     self.problem(format!("{key}.stores[{j}].id"), format!("store id {} is used twice", store.id));
                 }
-                stores.push(Store { id: store.id, name: store.name });
+                let day_cutover_minutes =
+                    self.cutover(&format!("{key}.stores[{j}].day_cutover"), store.day_cutover.as_deref());
+                stores.push(Store { id: store.id, name: store.name, day_cutover_minutes });
             }
             companies.push(Company { id: company.id, name: company.name, head_office: company.head_office, stores });
         }

@@ -87,11 +87,19 @@ impl Engine {
         self.due_holds(date).into_iter().filter(|id| self.txns.get(id).is_none()).collect()
     }
 
-    /// Applies the time-driven rules at `ctx.business_date`, making at most `max_postings`
-    /// postings; the second value is true when work is left for another call. Deterministic:
-    /// holds in id order, then cards in number order.
-    pub fn housekeep(&mut self, ctx: Context, max_postings: usize, fx: &mut Effects) -> (Housekeeping, bool) {
-        let date = ctx.business_date;
+    /// Applies the time-driven rules as they stand at the start of `as_of`, stamping the
+    /// postings with `ctx.business_date` (the day-end housekeeping of a day runs as of the
+    /// next one and belongs to the day it ends, S7), making at most `max_postings` postings;
+    /// the second value is true when work is left for another call. Deterministic: holds in
+    /// id order, then cards in number order.
+    pub fn housekeep(
+        &mut self,
+        ctx: Context,
+        as_of: BusinessDate,
+        max_postings: usize,
+        fx: &mut Effects,
+    ) -> (Housekeeping, bool) {
+        let date = as_of;
         let mut done = Housekeeping::default();
         let budget_left = |done: &Housekeeping| (done.postings() as usize) < max_postings;
         // T4: release holds first, so that an expiring card's value is no longer reserved.

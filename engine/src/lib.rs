@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod catalog;
+pub mod days;
 mod housekeeping;
 pub mod member;
 pub mod model;

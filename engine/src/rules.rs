@@ -160,6 +160,11 @@ pub fn is_date(date: BusinessDate) -> bool {
 }
 
 /// `date` plus `days` calendar days.
+/// `date` as YYYY-MM-DD, for people.
+pub fn date_text(date: BusinessDate) -> String {
+    format!("{:04}-{:02}-{:02}", date / 10_000, date / 100 % 100, date % 100)
+}
+
 pub fn add_days(date: BusinessDate, days: i64) -> BusinessDate {
     protocol::types::date_from_days(days_from_date(date) + days)
 }

@@ -116,6 +116,13 @@ const LAST_OPERATION_KEY: &[u8] = b"last_operation";
 /// Present once `card_journal` indexes every journal entry of the log (a data directory
 /// written before the index existed is indexed once, at recovery).
 const CARD_JOURNAL_INDEXED_KEY: &[u8] = b"card_journal_indexed";
+/// The business day of every store (S1), written before any partition uses it.
+const DAY_BOOK_KEY: &[u8] = b"day_book";
+/// The text of the catalog the switch last started with, so that a batch over the stopped
+/// data directory applies the same rules (S7) and knows the same companies (S6).
+const CATALOG_KEY: &[u8] = b"catalog";
+/// Format of the day book record.
+const DAY_BOOK_FORMAT: u8 = 1;
 /// Most journal entries one history read returns.
 pub const MAX_HISTORY_ENTRIES: usize = 100;
 
@@ -133,6 +140,10 @@ pub enum StoreError {
     Operator(String),
     #[error("corrupt record of a member: {0}")]
     Member(String),
+    #[error("corrupt record in column family meta: {0}")]
+    Meta(String),
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error(
         "{0} holds a RocksDB database directly, the layout before the log and the state were \
          split into {LOG_DIR}/ and {STATE_DIR}/; it is not read, so that nothing in it is \
@@ -405,6 +416,73 @@ impl Store {
         }
         out.sort_by_key(|o| o.version);
         Ok(out)
+    }
+
+    /// Records the day book durably (S1): a close is on disk before it takes effect.
+    pub fn put_day_book(&self, book: &crate::engine::days::DayBook) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(13 + 8 * book.stores.len());
+        value.push(DAY_BOOK_FORMAT);
+        value.extend_from_slice(&book.default_open.to_be_bytes());
+        value.extend_from_slice(&book.housekept_through.to_be_bytes());
+        value.extend_from_slice(&(book.stores.len() as u32).to_be_bytes());
+        for (store, open) in &book.stores {
+            value.extend_from_slice(&store.to_be_bytes());
+            value.extend_from_slice(&open.to_be_bytes());
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.handle(cf::META), DAY_BOOK_KEY, value);
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// The day book, if one was ever written.
+    pub fn day_book(&self) -> Result<Option<crate::engine::days::DayBook>, StoreError> {
+        let Some(value) = self.state.get_cf(self.handle(cf::META), DAY_BOOK_KEY)? else { return Ok(None) };
+        let corrupt = |problem: &str| StoreError::Meta(problem.to_string());
+        let u32_at = |at: usize| value.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+        if value.first() != Some(&DAY_BOOK_FORMAT) {
+            return Err(corrupt("day book of an unknown format"));
+        }
+        let (Some(default_open), Some(housekept_through), Some(count)) = (u32_at(1), u32_at(5), u32_at(9)) else {
+            return Err(corrupt("day book cut short"));
+        };
+        if value.len() != 13 + 8 * count as usize {
+            return Err(corrupt("day book of the wrong length"));
+        }
+        let stores = (0..count as usize)
+            .map(|i| (u32_at(13 + 8 * i).expect("length checked"), u32_at(17 + 8 * i).expect("length checked")))
+            .collect();
+        Ok(Some(crate::engine::days::DayBook { default_open, stores, housekept_through }))
+    }
+
+    /// Records the catalog text the switch runs with (None: the core rules).
+    pub fn put_catalog_text(&self, text: Option<&str>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        match text {
+            Some(text) => batch.put_cf(self.handle(cf::META), CATALOG_KEY, text.as_bytes()),
+            None => batch.delete_cf(self.handle(cf::META), CATALOG_KEY),
+        }
+        self.state.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    /// The catalog text the switch last started with; None: the core rules.
+    pub fn catalog_text(&self) -> Result<Option<String>, StoreError> {
+        match self.state.get_cf(self.handle(cf::META), CATALOG_KEY)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| StoreError::Meta("catalog text is not UTF-8".into())),
+        }
+    }
+
+    /// A consistent copy of the data directory at `dir` (hard links where it can), taken
+    /// while the switch runs: the state first, then the log. The log only grows, so the copy
+    /// of it holds every group commit the copy of the state covers, and a recovery of the
+    /// copy replays the rest, like a restart after a crash at that moment.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        rocksdb::checkpoint::Checkpoint::new(&self.state)?.create_checkpoint(dir.join(STATE_DIR))?;
+        rocksdb::checkpoint::Checkpoint::new(&self.log)?.create_checkpoint(dir.join(LOG_DIR))?;
+        Ok(())
     }
 
     /// The last operation id handed out (0 none).

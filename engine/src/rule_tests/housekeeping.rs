@@ -4,26 +4,30 @@
 use super::*;
 
 impl World {
-    /// Runs housekeeping at `date` to the end, in slices of `slice` postings, and returns
-    /// what it did.
+    /// Runs the day-end housekeeping of the day before `date` (as of `date`, stamped with the
+    /// day it ends) to the end, in slices of `slice` postings, and returns what it did; the
+    /// world's date is `date` afterwards.
     fn housekeep_at(&mut self, date: BusinessDate, slice: usize) -> Housekeeping {
-        self.ctx.business_date = date;
+        let day_ended = crate::rules::add_days(date, -1);
+        self.ctx.business_date = day_ended;
         let mut total = Housekeeping::default();
-        loop {
+        let total = loop {
             let mut fx = Effects::default();
-            let (done, more) = self.engine.housekeep(self.ctx, slice, &mut fx);
+            let (done, more) = self.engine.housekeep(self.ctx, date, slice, &mut fx);
             assert!(done.postings() as usize <= slice, "a slice stays within its budget");
             assert_eq!(fx.journal.len() as u64, done.postings(), "every step is one journal entry");
             for e in &fx.journal {
                 assert!(e.kind.is_housekeeping());
-                assert_eq!((e.business_date, e.operator_id, e.terminal_id), (date, 0, 0));
+                assert_eq!((e.business_date, e.operator_id, e.terminal_id), (day_ended, 0, 0));
             }
             self.journal.extend(fx.journal);
             total.add(&done);
             if !more {
-                return total;
+                break total;
             }
-        }
+        };
+        self.ctx.business_date = date;
+        total
     }
 
     fn sum_deltas(&self, card_no: CardNo) -> (i64, i64, i64, i64) {
