@@ -125,27 +125,21 @@ pub struct Liability {
     pub bonus_closing_minor: i64,
     /// Value held by holds still open at the close.
     pub holds_minor: i64,
-    /// Σ of every posting's deltas, all days, against the cards' balances: (journal, cards).
-    pub cash_check: (i64, i64),
-    pub bonus_check: (i64, i64),
-    pub held_check: (i64, i64),
-    /// The day is the newest on record, so the cards' balances are its closing balances.
-    pub closing_is_cards: bool,
+    /// What the cards held at the close (cash, bonus, held): their balances as read, less
+    /// every posting of a later day. Settling while later days are posted, or again long
+    /// after, gives the same figure.
+    pub cards_at_close_minor: (i64, i64, i64),
 }
 
 impl Liability {
-    /// Opening plus movements is closing, the journal explains the cards, and, for the newest
-    /// day, the closing is what the cards hold.
+    /// Opening plus movements is closing, and the closing (and the holds) are what the cards
+    /// held at the close: the journal explains every card balance.
     pub fn balanced(&self) -> bool {
         let moved = |pick: fn(&(i64, i64)) -> i64| self.movements.values().map(pick).sum::<i64>();
         let rolls = self.cash_opening_minor + moved(|m| m.0) == self.cash_closing_minor
             && self.bonus_opening_minor + moved(|m| m.1) == self.bonus_closing_minor;
-        let explained = self.cash_check.0 == self.cash_check.1
-            && self.bonus_check.0 == self.bonus_check.1
-            && self.held_check.0 == self.held_check.1;
-        let closes = !self.closing_is_cards
-            || (self.cash_closing_minor == self.cash_check.1 && self.bonus_closing_minor == self.bonus_check.1);
-        rolls && explained && closes
+        let (cash, bonus, held) = self.cards_at_close_minor;
+        rolls && (self.cash_closing_minor, self.bonus_closing_minor, self.holds_minor) == (cash, bonus, held)
     }
 }
 
@@ -191,9 +185,9 @@ pub fn settle_entries(
 ) -> Settlement {
     let mut s = Settlement { date, ..Settlement::default() };
     let l = &mut s.liability;
-    let (mut cash_all, mut bonus_all, mut held_all) = (0i64, 0i64, 0i64);
+    // Every posting of a later day, taken off the cards' balances as read.
+    let (mut cash_later, mut bonus_later, mut held_later) = (0i64, 0i64, 0i64);
     let mut held_to_date = 0i64;
-    let mut newest = 0;
     // The payment method of every load, so that undoing one is counted against its method.
     let mut load_method: BTreeMap<u64, u8> = BTreeMap::new();
     // S6: every card's value by collecting company, and what a transfer out carried (L6).
@@ -253,10 +247,11 @@ pub fn settle_entries(
             }
             _ => {}
         }
-        cash_all += e.cash_delta_minor;
-        bonus_all += e.bonus_delta_minor;
-        held_all += e.held_delta_minor;
-        newest = newest.max(e.business_date);
+        if e.business_date > date {
+            cash_later += e.cash_delta_minor;
+            bonus_later += e.bonus_delta_minor;
+            held_later += e.held_delta_minor;
+        }
         if matches!(e.kind, PostingKind::Load | PostingKind::SellCard) {
             load_method.insert(e.txn_id, e.method);
         }
@@ -296,10 +291,7 @@ pub fn settle_entries(
     l.cash_closing_minor = l.cash_opening_minor + l.movements.values().map(|m| m.0).sum::<i64>();
     l.bonus_closing_minor = l.bonus_opening_minor + l.movements.values().map(|m| m.1).sum::<i64>();
     l.holds_minor = held_to_date;
-    l.cash_check = (cash_all, cards.0);
-    l.bonus_check = (bonus_all, cards.1);
-    l.held_check = (held_all, cards.2);
-    l.closing_is_cards = date >= newest;
+    l.cards_at_close_minor = (cards.0 - cash_later, cards.1 - bonus_later, cards.2 - held_later);
     s.self_use.sort_by_key(|e| e.txn_id);
     s.monthly = month_ends.then_some(monthly);
     // One payable per pair of companies: what each owes the other, netted.
@@ -431,12 +423,12 @@ fn report_html(s: &Settlement, diffs: &[Difference]) -> String {
     }
     let _ = write!(
         html,
-        "<tr><th>closing</th><td>{}</td><td>{}</td></tr>\n<tr><th>cards</th><td>{}</td><td>{}</td></tr>\n</table>\n\
+        "<tr><th>closing</th><td>{}</td><td>{}</td></tr>\n<tr><th>cards at the close</th><td>{}</td><td>{}</td></tr>\n</table>\n\
          <p>Holds outstanding: {}.</p>\n",
         format_minor(l.cash_closing_minor),
         format_minor(l.bonus_closing_minor),
-        format_minor(l.cash_check.1),
-        format_minor(l.bonus_check.1),
+        format_minor(l.cards_at_close_minor.0),
+        format_minor(l.cards_at_close_minor.1),
         format_minor(l.holds_minor)
     );
     if !diffs.is_empty() {
@@ -520,8 +512,9 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
     }
     let _ =
         writeln!(liability, "closing,{},{}", format_minor(l.cash_closing_minor), format_minor(l.bonus_closing_minor));
-    let _ = writeln!(liability, "journal_all_days,{},{}", format_minor(l.cash_check.0), format_minor(l.bonus_check.0));
-    let _ = writeln!(liability, "cards,{},{}", format_minor(l.cash_check.1), format_minor(l.bonus_check.1));
+    let (cards_cash, cards_bonus, cards_held) = l.cards_at_close_minor;
+    let _ = writeln!(liability, "cards_at_close,{},{}", format_minor(cards_cash), format_minor(cards_bonus));
+    let _ = writeln!(liability, "cards_held_at_close,{},", format_minor(cards_held));
     let _ = writeln!(liability, "holds_outstanding,{},", format_minor(l.holds_minor));
     let _ = writeln!(liability, "balanced,{},", l.balanced());
     let mut differences = String::from("store,method,finance,switch,difference\n");

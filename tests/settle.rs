@@ -30,11 +30,10 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     names.into_iter().map(|p| (p.file_name().unwrap().to_string_lossy().into(), std::fs::read(&p).unwrap())).collect()
 }
 
-#[tokio::test]
-async fn s3_s4_s5_s8_a_day_of_two_stores_settles_in_balance_and_finance_differences_are_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(config(&data)).await.unwrap();
+/// Drives a day at two stores over TCP (10 cards sold, 500.00 each, half in cash and half by
+/// WeChat, and a 123.45 sale on each) and stops the switch; returns the business date.
+async fn two_store_day(data: &Path) -> u32 {
+    let server = Server::start(config(data)).await.unwrap();
     let mut date = 0;
     for (store, terminal) in [(21u32, 11u32), (22, 12)] {
         let mut desk = Desk::open(connect(server.local_addr, terminal, store).await, terminal, store).await;
@@ -46,19 +45,28 @@ async fn s3_s4_s5_s8_a_day_of_two_stores_settles_in_balance_and_finance_differen
             let method = if n % 2 == 0 { PaymentMethod::Cash } else { PaymentMethod::Wechat } as u8;
             let sell = Request::SellCard { card, amount_minor: 50_000, method };
             assert_eq!(desk.card(|_, _, _| sell).await.code, C::Approved);
-            let sale = Request::Sale {
-                card,
-                amount_minor: 12_345,
-                category: Category::Retail as u8,
-                flags: 0,
-                verification: Verification::NONE,
-            };
-            assert_eq!(desk.card(|_, _, _| sale).await.code, C::Approved);
+            assert_eq!(desk.card(|_, _, _| sale(card, 12_345)).await.code, C::Approved);
         }
         date = desk.client.sign_on(9_999, store).await.unwrap().business_date;
     }
     server.shutdown().await;
-    let day = format!("{:04}-{:02}-{:02}", date / 10_000, date / 100 % 100, date % 100);
+    date
+}
+
+fn sale(card: CardNo, amount_minor: i64) -> Request {
+    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
+}
+
+fn date_text(date: u32) -> String {
+    format!("{:04}-{:02}-{:02}", date / 10_000, date / 100 % 100, date % 100)
+}
+
+#[tokio::test]
+async fn s3_s4_s5_s8_a_day_of_two_stores_settles_in_balance_and_finance_differences_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let date = two_store_day(&data).await;
+    let day = date_text(date);
 
     // Finance collected 5 × 500.00 in cash and 5 × 500.00 by WeChat at each store.
     let finance = dir.path().join("finance.csv");
@@ -101,4 +109,146 @@ async fn s3_s4_s5_s8_a_day_of_two_stores_settles_in_balance_and_finance_differen
     let (code, stderr) = settle(&data, "2026-02-30", None, &dir.path().join("none"));
     assert!(code != 0 && stderr.contains("--date 2026-02-30"), "{stderr}");
     let _ = admin();
+}
+
+/// Copies a stopped switch's data directory.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// S1, S7, S8: a settlement killed with SIGKILL at any moment (while it closes the day and
+/// runs its housekeeping in the data directory, while it reads, while it writes) and then
+/// run again gives exactly the files of a run that was never interrupted.
+#[tokio::test]
+async fn s8_a_settlement_killed_at_any_moment_and_run_again_gives_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine");
+    let day = date_text(two_store_day(&pristine).await);
+    let reference_data = dir.path().join("reference");
+    copy_dir(&pristine, &reference_data);
+    let reference_out = dir.path().join("reference-out");
+    let (code, stderr) = settle(&reference_data, &day, None, &reference_out);
+    assert_eq!(code, 0, "{stderr}");
+    let reference = files(&reference_out);
+    let mut killed_running = 0;
+    for (attempt, delay_ms) in [0u64, 3, 6, 10, 15, 20, 30, 45, 60, 90].into_iter().enumerate() {
+        let data = dir.path().join(format!("data-{attempt}"));
+        copy_dir(&pristine, &data);
+        let out = dir.path().join(format!("out-{attempt}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+            .args(["settle", "--data"])
+            .arg(&data)
+            .args(["--date", &day, "--out"])
+            .arg(&out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let (code, stderr) = settle(&data, &day, None, &out);
+        assert_eq!(code, 0, "after a kill at {delay_ms} ms: {stderr}");
+        let mut again = files(&out);
+        // A temporary file of the killed run, if any, is not one of the outputs.
+        again.retain(|(name, _)| !name.ends_with(".partial"));
+        assert_eq!(again, reference, "after a kill at {delay_ms} ms");
+    }
+    assert!(killed_running >= 3, "only {killed_running} kills hit a running settlement");
+}
+
+/// S1, S5, S8: settling while terminals keep selling: the running switch closes the day at
+/// every store, its housekeeping runs, and the batch reads a consistent snapshot while the
+/// sales go on into the next day. Nothing is counted twice or missed: settling the same
+/// day again after the switch stopped gives the same files, and the liability balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_s5_s8_settling_a_running_switch_under_traffic_balances_and_matches_the_stopped_day() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const CASHIERS: u32 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(config(&data)).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let approved = Arc::new(AtomicU64::new(0));
+    let mut date = 0;
+    let mut cashiers = Vec::new();
+    for n in 0..CASHIERS {
+        let (store, terminal) = (21 + n % 2, 40 + n);
+        let mut desk = Desk::open(connect(server.local_addr, terminal, store).await, terminal, store).await;
+        date = desk.client.sign_on(1, store).await.unwrap().business_date;
+        let first = CardNo(FIRST + u64::from(n) * 1_000);
+        let import = Request::ImportRange { first, last: CardNo(first.0 + 49), product: 1, store_id: store };
+        assert_eq!(desk.call(|_, _, _| import).await.code(), C::Approved);
+        let (stop, approved) = (stop.clone(), approved.clone());
+        cashiers.push(tokio::spawn(async move {
+            for k in 0..50u64 {
+                let sell = Request::SellCard { card: CardNo(first.0 + k), amount_minor: 1_000_000, method: 1 };
+                assert_eq!(desk.card(|_, _, _| sell).await.code, C::Approved);
+            }
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let reply = desk.card(|_, _, _| sale(CardNo(first.0 + k % 50), 100 + (k % 7) as i64)).await;
+                assert_eq!(reply.code, C::Approved);
+                approved.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+        }));
+    }
+    // Let the day fill up, then settle it while the sales go on.
+    while approved.load(Ordering::Relaxed) < 2_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let day = date_text(date);
+    let live_out = dir.path().join("live");
+    let (code, stderr) = {
+        let (data, day, out) = (data.clone(), day.clone(), live_out.clone());
+        tokio::task::spawn_blocking(move || settle(&data, &day, None, &out)).await.unwrap()
+    };
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("the switch is running"), "{stderr}");
+    let at_settlement = approved.load(Ordering::Relaxed);
+    // And the sales go on after it, into the next day.
+    while approved.load(Ordering::Relaxed) < at_settlement + 1_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for cashier in cashiers {
+        cashier.await.unwrap();
+    }
+    server.shutdown().await;
+    let summary = std::fs::read_to_string(live_out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"balanced\":true"), "{summary}");
+    let stopped_out = dir.path().join("stopped");
+    let (code, stderr) = settle(&data, &day, None, &stopped_out);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(files(&live_out), files(&stopped_out), "the day read live is the day read stopped");
+    // Every approved sale is in the journal, on the closed day or the next.
+    let store = cardswitch::store::Store::open(&data).unwrap();
+    let (mut on_day, mut after) = (0u64, 0u64);
+    for entry in store.journal() {
+        let entry = entry.unwrap();
+        if entry.kind == cardswitch::engine::TxnKind::Sale {
+            if entry.business_date == date {
+                on_day += 1;
+            } else {
+                assert!(entry.business_date > date);
+                after += 1;
+            }
+        }
+    }
+    assert_eq!(on_day + after, approved.load(Ordering::Relaxed));
+    assert!(after >= 1_000 && on_day >= 2_000, "{on_day} on the day, {after} after it");
+    assert!(summary.contains(&format!("\"transactions\":{}", on_day + 200)), "{summary}");
 }
