@@ -39,8 +39,13 @@ pub const MAX_CONTROL_CONNECTIONS: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlRequest {
     /// Close through a date (None: the day in progress).
-    Close { scope: Scope, through: Option<BusinessDate> },
-    Snapshot { date: BusinessDate },
+    Close {
+        scope: Scope,
+        through: Option<BusinessDate>,
+    },
+    Snapshot {
+        date: BusinessDate,
+    },
 }
 
 impl ControlRequest {
@@ -151,9 +156,7 @@ pub fn request(data_dir: &Path, request: ControlRequest) -> std::io::Result<Opti
     let path = data_dir.join(SOCKET_NAME);
     let mut stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
-        Err(error)
-            if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
-        {
+        Err(error) if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None)
         }
         Err(error) => return Err(error),

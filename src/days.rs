@@ -93,7 +93,12 @@ impl Days {
 
     /// Closes every day through `through` in `scope` (None: the day in progress), then runs
     /// the housekeeping of every day now closed everywhere. Blocking.
-    pub fn close(&self, partitions: &Partitions, scope: Scope, through: Option<BusinessDate>) -> Result<Closed, DaysError> {
+    pub fn close(
+        &self,
+        partitions: &Partitions,
+        scope: Scope,
+        through: Option<BusinessDate>,
+    ) -> Result<Closed, DaysError> {
         let _one_at_a_time = self.closing.lock().unwrap_or_else(|e| e.into_inner());
         let begun = self.begun(scope);
         let mut book = (*self.book()).clone();
@@ -267,7 +272,14 @@ mod tests {
     fn s1_s7_the_night_audit_closes_the_day_and_a_restart_keeps_it_closed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let range = CardRange { first: CardNo(FIRST), last: CardNo(FIRST + 9), product: 1, store_id: 21, terminal_id: 1, stan: 1 };
+        let range = CardRange {
+            first: CardNo(FIRST),
+            last: CardNo(FIRST + 9),
+            product: 1,
+            store_id: 21,
+            terminal_id: 1,
+            stan: 1,
+        };
         store.put_range(&range).unwrap();
         let clock = Arc::new(TestClock(AtomicI64::new(MORNING_MS)));
         let catalog = hotel();

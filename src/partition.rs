@@ -399,7 +399,9 @@ impl Worker {
                     Work::Housekeep { day, done } => match &mut self.housekeeping {
                         Some(run) if run.day == day => run.waiting.push(done),
                         // One day at a time: the switch asks for the next once this one is done.
-                        Some(_) => tracing::error!(partition = self.index, day, "housekeeping asked while another runs"),
+                        Some(_) => {
+                            tracing::error!(partition = self.index, day, "housekeeping asked while another runs")
+                        }
                         None => {
                             let run = HousekeepingRun {
                                 day,
@@ -637,7 +639,14 @@ mod tests {
     #[test]
     fn a_failed_commit_is_never_acknowledged_and_stops_the_partition() {
         let log = Arc::new(FailingLog { ok_commits: 1, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(1), log, Arc::new(FixedClock), None, Rules::core(), Arc::new(DayBook::starting(today())));
+        let partitions = Partitions::start(
+            recovered(1),
+            log,
+            Arc::new(FixedClock),
+            None,
+            Rules::core(),
+            Arc::new(DayBook::starting(today())),
+        );
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
@@ -671,8 +680,14 @@ mod tests {
         store.put_range(&range).unwrap();
         let day = today();
         let book = Arc::new(DayBook::starting(day));
-        let partitions =
-            Partitions::start(store.recover(1).unwrap(), store.clone(), Arc::new(FixedClock), None, Rules::core(), book);
+        let partitions = Partitions::start(
+            store.recover(1).unwrap(),
+            store.clone(),
+            Arc::new(FixedClock),
+            None,
+            Rules::core(),
+            book,
+        );
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
         assert_eq!(call(&partitions, 1, sell).code, ResponseCode::Approved);
@@ -721,7 +736,14 @@ mod tests {
     #[test]
     fn replies_wait_for_the_group_commit() {
         let log = Arc::new(FailingLog { ok_commits: usize::MAX, commits: AtomicUsize::new(0) });
-        let partitions = Partitions::start(recovered(2), log.clone(), Arc::new(FixedClock), None, Rules::core(), Arc::new(DayBook::starting(today())));
+        let partitions = Partitions::start(
+            recovered(2),
+            log.clone(),
+            Arc::new(FixedClock),
+            None,
+            Rules::core(),
+            Arc::new(DayBook::starting(today())),
+        );
         for n in 0..20u32 {
             let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
             assert_eq!(call(&partitions, 10 + n, sell).code, ResponseCode::Approved);

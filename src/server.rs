@@ -692,6 +692,18 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
                         })
                     }
                 }),
+                Request::BatchTotals { business_date, totals } => match session_store {
+                    None => decline(ResponseCode::NotSignedOn),
+                    Some(store_id) => {
+                        // Reads the journal: answered when done, off the connection's task.
+                        let (switch, replies) = (switch.clone(), replies.clone());
+                        tokio::spawn(async move {
+                            let response = switch.batch_totals(header, store_id, business_date, totals).await;
+                            let _ = replies.send(reply_frame(&header, response)).await;
+                        });
+                        None
+                    }
+                },
                 _ => match session_store {
                     Some(store_id) => {
                         if needs_admin(&request) && terminal.role != TerminalRole::Admin {
@@ -1206,6 +1218,46 @@ impl Switch {
                 }
             }
             _ => Response::decline(request.msg_type(), ResponseCode::UnknownMessageType),
+        }
+    }
+
+    /// S2: the terminal's batch on `business_date` (0: its store's open date) as the journal
+    /// has it, compared line by line with the terminal's own figures.
+    async fn batch_totals(
+        self: Arc<Self>,
+        header: Header,
+        store_id: u32,
+        business_date: u32,
+        theirs: protocol::BatchTotals,
+    ) -> Response {
+        let date = if business_date == 0 { self.days.book().open_date(store_id) } else { business_date };
+        let switch = self.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            // Read before the index, so a group commit materialized meanwhile is read from
+            // the log instead of missed.
+            let marks: Vec<u64> = switch.materialized.iter().map(|m| m.load(Ordering::Acquire)).collect();
+            let covered = |batch_id: u64| batch_id <= marks[(batch_id % marks.len() as u64) as usize];
+            switch.store.terminal_batch(header.terminal_id, date, covered)
+        })
+        .await
+        .expect("reading the journal does not panic");
+        match read {
+            Ok(ours) => {
+                let in_balance = ours == theirs;
+                if !in_balance {
+                    tracing::info!(terminal_id = header.terminal_id, business_date = date, "terminal batch out of balance");
+                }
+                Response::BatchTotals(protocol::BatchTotalsReply {
+                    code: ResponseCode::Approved,
+                    in_balance: u8::from(in_balance),
+                    business_date: date,
+                    totals: ours,
+                })
+            }
+            Err(error) => {
+                tracing::error!(%error, terminal_id = header.terminal_id, "reading a terminal's batch failed");
+                Response::decline(MsgType::BatchTotals, ResponseCode::SystemError)
+            }
         }
     }
 

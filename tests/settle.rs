@@ -252,3 +252,77 @@ async fn s1_s5_s8_settling_a_running_switch_under_traffic_balances_and_matches_t
     assert!(after >= 1_000 && on_day >= 2_000, "{on_day} on the day, {after} after it");
     assert!(summary.contains(&format!("\"transactions\":{}", on_day + 200)), "{summary}");
 }
+
+/// S2: a terminal sends its own counts and amounts for its batch; the switch answers in or out
+/// of balance with its figures, read from the journal: a retransmitted sale counted once, a
+/// declined one not at all, the figures the same after a restart and, once the day closed,
+/// under that day's date while the session's current day starts empty.
+#[tokio::test]
+async fn s2_a_terminals_batch_is_in_balance_with_the_journal_or_shows_the_switchs_figures() {
+    use protocol::{BatchTotals, PostingKind};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(config(&data)).await.unwrap();
+    let (store, terminal) = (21u32, 11u32);
+    let mut desk = Desk::open(connect(server.local_addr, terminal, store).await, terminal, store).await;
+    let date = desk.client.sign_on(desk.stan + 1, store).await.unwrap().business_date;
+    desk.stan += 1;
+    let first = CardNo(FIRST);
+    let import = Request::ImportRange { first, last: CardNo(first.0 + 9), product: 1, store_id: store };
+    assert_eq!(desk.call(|_, _, _| import).await.code(), C::Approved);
+    let mut mine = BatchTotals::default();
+    for n in 0..3u64 {
+        let sell = Request::SellCard { card: CardNo(first.0 + n), amount_minor: 10_000, method: 1 };
+        assert_eq!(desk.card(|_, _, _| sell).await.code, C::Approved);
+        mine.add(PostingKind::SellCard, 10_000);
+    }
+    let sold = desk.card(|_, _, _| sale(first, 2_550)).await;
+    mine.add(PostingKind::Sale, sold.amount_minor);
+    // Sent again under the same stan: the remembered reply, one posting.
+    let again = desk.client.call(desk.stan, sale(first, 2_550)).await.unwrap();
+    assert_eq!(again.code(), C::Approved);
+    // Declined (more than the card holds): no posting.
+    assert_eq!(desk.card(|_, _, _| sale(first, 1_000_000)).await.code, C::InsufficientValue);
+    let refund = Request::Refund { card: first, original_txn_id: sold.txn_id, amount_minor: 550 };
+    assert_eq!(desk.card(|_, _, _| refund).await.code, C::Approved);
+    mine.add(PostingKind::Refund, 550);
+    let batch = |business_date, totals| Request::BatchTotals { business_date, totals };
+    let reply = ask(&mut desk, batch(0, mine)).await;
+    assert_eq!((reply.code, reply.in_balance, reply.business_date, reply.totals), (C::Approved, 1, date, mine));
+    // The cashier miscounted the refunds: out of balance, with the switch's figures.
+    let mut miscounted = mine;
+    miscounted.counts[5] = 2;
+    let reply = ask(&mut desk, batch(date, miscounted)).await;
+    assert_eq!((reply.in_balance, reply.totals), (0, mine));
+    // Bad input: a date that is none.
+    let reply = ask(&mut desk, batch(20261131, mine)).await;
+    assert_eq!(reply.code, C::InvalidField);
+    drop(desk);
+    server.shutdown().await;
+
+    // After a restart (everything materialized) and a close of the day.
+    let server = Server::start(config(&data)).await.unwrap();
+    let mut desk = Desk::open(connect(server.local_addr, terminal, store).await, terminal, store).await;
+    desk.stan += 100;
+    let reply = ask(&mut desk, batch(date, mine)).await;
+    assert_eq!(reply.in_balance, 1, "{reply:?}");
+    let (code, stderr) = {
+        let (data, day, out) = (data.clone(), date_text(date), dir.path().join("out"));
+        tokio::task::spawn_blocking(move || settle(&data, &day, None, &out)).await.unwrap()
+    };
+    assert_eq!(code, 0, "{stderr}");
+    let reply = ask(&mut desk, batch(0, BatchTotals::default())).await;
+    assert_eq!((reply.in_balance, reply.business_date > date), (1, true), "the new day starts empty: {reply:?}");
+    let reply = ask(&mut desk, batch(date, mine)).await;
+    assert_eq!(reply.in_balance, 1, "the closed day keeps its figures");
+    drop(desk);
+    server.shutdown().await;
+}
+
+/// Sends `request` (a `batch_totals`) and returns its reply.
+async fn ask(desk: &mut Desk, request: Request) -> protocol::BatchTotalsReply {
+    match desk.call(|_, _, _| request).await {
+        protocol::Response::BatchTotals(reply) => reply,
+        other => panic!("{other:?}"),
+    }
+}

@@ -160,10 +160,7 @@ impl DayBook {
         let mut due = Vec::new();
         let default_begun = begun(default_cutover_minutes);
         let lagging_default = self.default_open < default_begun
-            || self
-                .stores
-                .iter()
-                .any(|(store, open)| !own_cutover.contains_key(store) && *open < default_begun);
+            || self.stores.iter().any(|(store, open)| !own_cutover.contains_key(store) && *open < default_begun);
         if lagging_default {
             due.push((Scope::Default, add_days(default_begun, -1)));
         }

@@ -351,6 +351,13 @@ pub fn request_digest(request: &Request) -> u64 {
         Request::SignOn { store_id } => h.u64(store_id.into()),
         Request::Echo => {}
         Request::OperatorSignOn { operator } => h.operator(&operator),
+        Request::BatchTotals { business_date, totals } => {
+            h.u64(business_date.into());
+            for (count, amount_minor) in totals.counts.iter().zip(&totals.amounts_minor) {
+                h.u64((*count).into());
+                h.u64(*amount_minor as u64);
+            }
+        }
         Request::Balance { card } => h.u64(card.0),
         Request::Sale { card, amount_minor, category, flags, verification } => {
             h.u64(card.0);

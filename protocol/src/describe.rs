@@ -203,6 +203,28 @@ fn member_fields(member: &MemberData) -> Vec<(&'static str, Value, usize)> {
     fields
 }
 
+/// The names of a batch's lines (SPEC §5.27), `count` and `amount_minor` of each kind of
+/// [`crate::message::BATCH_KINDS`] in order.
+const BATCH_FIELD_NAMES: [(&str, &str); crate::message::BATCH_KINDS.len()] = [
+    ("sell_card_count", "sell_card_amount_minor"),
+    ("load_count", "load_amount_minor"),
+    ("sale_count", "sale_amount_minor"),
+    ("hold_count", "hold_amount_minor"),
+    ("capture_count", "capture_amount_minor"),
+    ("refund_count", "refund_amount_minor"),
+    ("void_count", "void_amount_minor"),
+    ("reversal_count", "reversal_amount_minor"),
+];
+
+fn batch_fields(totals: &crate::BatchTotals) -> Vec<(&'static str, Value, usize)> {
+    let mut fields = Vec::new();
+    for (i, (count, amount)) in BATCH_FIELD_NAMES.iter().enumerate() {
+        fields.push((*count, Value::Int(totals.counts[i].into()), 4));
+        fields.push((*amount, Value::Amount(totals.amounts_minor[i]), 8));
+    }
+    fields
+}
+
 /// Names of the ID types of a member registration (SPEC §6.12).
 pub fn id_type_name(id_type: u8) -> Option<&'static str> {
     crate::types::IdType::from_u8(id_type).map(crate::types::IdType::as_str)
@@ -225,6 +247,11 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
                 fields
             }
             Request::OperatorSignOn { operator } => operator_fields(&operator),
+            Request::BatchTotals { business_date, totals } => {
+                let mut fields = vec![("business_date", Date(business_date), 4)];
+                fields.extend(batch_fields(&totals));
+                fields
+            }
             Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
                 let mut fields = operator_fields(&operator);
                 fields.extend([
@@ -348,6 +375,15 @@ fn body_fields(message: &Message) -> Vec<(&'static str, Value, usize)> {
             }
         },
         Message::Response(resp) => match resp {
+            Response::BatchTotals(reply) => {
+                let mut fields = vec![
+                    ("code", code(reply.code), 1),
+                    ("in_balance", Int(reply.in_balance.into()), 1),
+                    ("business_date", Date(reply.business_date), 4),
+                ];
+                fields.extend(batch_fields(&reply.totals));
+                fields
+            }
             Response::Product(reply) => vec![
                 ("code", code(reply.code), 1),
                 ("product", Product(reply.product), 2),

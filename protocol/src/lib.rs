@@ -15,9 +15,9 @@ pub mod client;
 pub use auth::{Credential, Sealed, SecretKind, TerminalKey, MAC_BYTES};
 pub use codec::{decode_frame, encode_frame, encode_signed, FrameCodec, Inbound, InboundCodec, ProtocolError};
 pub use message::{
-    CardReply, Frame, Header, HistoryEntry, HistoryReply, ImportRangeReply, MemberData, MemberReply, Message, MsgType,
-    OperatorAuth, OperatorReply, ProductReply, RegisterMember, Request, Response, SignOnReply, TerminalReply,
-    Verification,
+    BatchTotals, BatchTotalsReply, CardReply, Frame, Header, HistoryEntry, HistoryReply, ImportRangeReply, MemberData,
+    MemberReply, Message, MsgType, OperatorAuth, OperatorReply, ProductReply, RegisterMember, Request, Response,
+    SignOnReply, TerminalReply, Verification,
 };
 pub use types::{
     AdminAction, AdminFlags, CardNo, CardState, Category, IdType, LocalTime, OperatorRole, PaymentMethod, PostingKind,

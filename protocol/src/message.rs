@@ -173,6 +173,48 @@ pub struct HistoryReply {
     pub entries: Vec<HistoryEntry>,
 }
 
+/// The posting kinds a terminal's batch counts (S2): its card requests that post, in the
+/// order of the lines of `batch_totals` and its reply (SPEC §5.27).
+pub const BATCH_KINDS: [crate::PostingKind; 8] = [
+    crate::PostingKind::SellCard,
+    crate::PostingKind::Load,
+    crate::PostingKind::Sale,
+    crate::PostingKind::Hold,
+    crate::PostingKind::Capture,
+    crate::PostingKind::Refund,
+    crate::PostingKind::Void,
+    crate::PostingKind::Reversal,
+];
+
+/// A terminal's batch (S2): per kind of [`BATCH_KINDS`], how many postings and their amounts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchTotals {
+    pub counts: [u32; BATCH_KINDS.len()],
+    pub amounts_minor: [i64; BATCH_KINDS.len()],
+}
+
+impl BatchTotals {
+    /// Counts one posting of `kind` (one not in [`BATCH_KINDS`] is not counted).
+    pub fn add(&mut self, kind: crate::PostingKind, amount_minor: i64) {
+        if let Some(i) = BATCH_KINDS.iter().position(|k| *k == kind) {
+            self.counts[i] += 1;
+            self.amounts_minor[i] += amount_minor;
+        }
+    }
+}
+
+/// Reply to `batch_totals`: whether the terminal's figures are the switch's, and the switch's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchTotalsReply {
+    pub code: ResponseCode,
+    /// 1 when every line of the request equals the switch's; 0 otherwise (and when declined).
+    pub in_balance: u8,
+    /// The business date the figures are of; 0 when declined.
+    pub business_date: u32,
+    /// The switch's figures for the terminal's postings of that date; zero when declined.
+    pub totals: BatchTotals,
+}
+
 /// Requests a terminal sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -187,6 +229,13 @@ pub enum Request {
     /// the session's store.
     OperatorSignOn {
         operator: OperatorAuth,
+    },
+    /// The terminal's own counts and amounts of its postings of a business date (S2; SPEC
+    /// §5.27), which the switch compares with its own. `business_date` 0: the session's
+    /// store's current one.
+    BatchTotals {
+        business_date: u32,
+        totals: BatchTotals,
     },
     Balance {
         card: CardNo,
@@ -354,6 +403,7 @@ impl Request {
             Request::MemberQuery { .. } => MsgType::MemberQuery,
             Request::ReplaceCard { .. } => MsgType::ReplaceCard,
             Request::CardHistory { .. } => MsgType::CardHistory,
+            Request::BatchTotals { .. } => MsgType::BatchTotals,
         }
     }
 
@@ -408,7 +458,8 @@ impl Request {
             | Request::SetProduct { .. }
             | Request::MemberQuery { .. }
             | Request::ReplaceCard { .. }
-            | Request::CardHistory { .. } => None,
+            | Request::CardHistory { .. }
+            | Request::BatchTotals { .. } => None,
         }
     }
 }
@@ -551,6 +602,7 @@ pub enum Response {
     Product(ProductReply),
     /// Reply to `operator_sign_on`.
     OperatorSignOn(OperatorReply),
+    BatchTotals(BatchTotalsReply),
     /// Reply to `register_member` or `member_query` (`request` says which).
     Member {
         request: MsgType,
@@ -575,6 +627,7 @@ impl Response {
             Response::History(_) => MsgType::CardHistoryReply,
             Response::Product(_) => MsgType::SetProductReply,
             Response::OperatorSignOn(_) => MsgType::OperatorSignOnReply,
+            Response::BatchTotals(_) => MsgType::BatchTotalsReply,
             Response::Member { request, .. } => request.reply_type().unwrap_or(MsgType::Error),
             Response::Error { .. } => MsgType::Error,
         }
@@ -592,6 +645,7 @@ impl Response {
             Response::History(reply) => reply.code,
             Response::Product(reply) => reply.code,
             Response::OperatorSignOn(reply) => reply.code,
+            Response::BatchTotals(reply) => reply.code,
         }
     }
 
@@ -609,6 +663,7 @@ impl Response {
             MsgType::OperatorSignOn => {
                 Response::OperatorSignOn(OperatorReply { code, operator_id: 0, role: 0, enabled: 0 })
             }
+            MsgType::BatchTotals => Response::BatchTotals(BatchTotalsReply { code, ..BatchTotalsReply::default() }),
             MsgType::CardHistory => Response::History(Box::new(HistoryReply { code, ..HistoryReply::default() })),
             MsgType::RegisterMember | MsgType::MemberQuery => {
                 Response::Member { request, reply: Box::new(MemberReply { code, ..MemberReply::default() }) }
@@ -717,6 +772,16 @@ impl<'a> Reader<'a> {
     }
     fn operator(&mut self) -> Result<OperatorAuth, BodyError> {
         Ok(OperatorAuth { operator_id: self.u32("operator_id")?, passcode: self.sealed("passcode")? })
+    }
+
+    /// The eight lines of a batch (SPEC §5.27): `count`, `amount_minor` each.
+    fn batch_totals(&mut self) -> Result<BatchTotals, BodyError> {
+        let mut totals = BatchTotals::default();
+        for i in 0..BATCH_KINDS.len() {
+            totals.counts[i] = self.u32("count")?;
+            totals.amounts_minor[i] = self.i64("amount_minor")?;
+        }
+        Ok(totals)
     }
 
     /// Member data: `id_type`, `birth_date`, then the five strings (SPEC §5.21).
@@ -850,6 +915,15 @@ pub(crate) fn decode_body(msg_type: MsgType, r: &mut Reader<'_>) -> Result<Messa
             approved_quantity: r.u32("approved_quantity")?,
         }),
         T::OperatorSignOn => request(Request::OperatorSignOn { operator: r.operator()? }),
+        T::BatchTotals => {
+            let business_date = r.u32("business_date")?;
+            request(Request::BatchTotals { business_date, totals: r.batch_totals()? })
+        }
+        T::BatchTotalsReply => {
+            let (code, in_balance, business_date) = (r.code()?, r.u8("in_balance")?, r.u32("business_date")?);
+            let totals = r.batch_totals()?;
+            Ok(Message::Response(Response::BatchTotals(BatchTotalsReply { code, in_balance, business_date, totals })))
+        }
         T::OperatorSignOnReply => Ok(Message::Response(Response::OperatorSignOn(OperatorReply {
             code: r.code()?,
             operator_id: r.u32("operator_id")?,
@@ -990,6 +1064,13 @@ fn put_operator(out: &mut BytesMut, operator: &OperatorAuth) {
     out.put_slice(&operator.passcode.0);
 }
 
+fn put_batch_totals(out: &mut BytesMut, totals: &BatchTotals) {
+    for (count, amount_minor) in totals.counts.iter().zip(&totals.amounts_minor) {
+        out.put_u32(*count);
+        out.put_i64(*amount_minor);
+    }
+}
+
 /// A string as a `u16` count and its bytes, cut to `max` bytes at a character boundary so the
 /// frame stays decodable.
 fn put_string(out: &mut BytesMut, text: &str, max: usize) {
@@ -1106,6 +1187,10 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u64(card.0);
             }
             Request::OperatorSignOn { operator } => put_operator(out, &operator),
+            Request::BatchTotals { business_date, totals } => {
+                out.put_u32(business_date);
+                put_batch_totals(out, &totals);
+            }
             Request::SetProduct { operator, product, enabled, discount_bp, approved_quantity } => {
                 put_operator(out, &operator);
                 out.put_u16(product);
@@ -1163,6 +1248,12 @@ pub(crate) fn encode_body(message: &Message, out: &mut BytesMut) {
                 out.put_u32(reply.operator_id);
                 out.put_u8(reply.role);
                 out.put_u8(reply.enabled);
+            }
+            Response::BatchTotals(reply) => {
+                out.put_u8(reply.code as u8);
+                out.put_u8(reply.in_balance);
+                out.put_u32(reply.business_date);
+                put_batch_totals(out, &reply.totals);
             }
             Response::Product(reply) => {
                 out.put_u8(reply.code as u8);

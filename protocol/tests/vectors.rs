@@ -16,11 +16,11 @@ use protocol::codec::{encode_signed, InboundCodec};
 use protocol::describe::{annotated_hex, describe_signed};
 use protocol::message::FLAG_RETRANSMIT;
 use protocol::{
-    decode_frame, AdminAction, AdminFlags, CardNo, CardReply, CardState, Category, Frame, FrameCodec, Header,
-    HistoryEntry, HistoryReply, ImportRangeReply, LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth,
-    OperatorReply, OperatorRole, PaymentMethod, PostingKind, ProductReply, RegisterMember, Request, Response,
-    ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey, TerminalReply, TerminalRole, Verification,
-    LENGTH_PREFIX_BYTES,
+    decode_frame, AdminAction, AdminFlags, BatchTotals, BatchTotalsReply, CardNo, CardReply, CardState, Category,
+    Frame, FrameCodec, Header, HistoryEntry, HistoryReply, ImportRangeReply, LocalTime, MemberData, MemberReply,
+    Message, MsgType, OperatorAuth, OperatorReply, OperatorRole, PaymentMethod, PostingKind, ProductReply,
+    RegisterMember, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind, SignOnReply, TerminalKey,
+    TerminalReply, TerminalRole, Verification, LENGTH_PREFIX_BYTES,
 };
 use tokio_util::codec::Decoder;
 
@@ -75,6 +75,20 @@ const SET_PRODUCT_STAN: u32 = 156;
 const SET_STAFF_STAN: u32 = 157;
 const RECORD_INVOICE_STAN: u32 = 158;
 const OPERATOR_SIGN_ON_STAN: u32 = 159;
+const BATCH_TOTALS_STAN: u32 = 160;
+
+/// The batch of the vectors' terminal on 2026-11-22 (S2): one card sold for 500.00, two sales
+/// of 123.45 and 50.00, one refund of 20.00, by the terminal's count; the switch's count has
+/// a second refund of 10.00.
+fn batch(refunds: u32, refunded_minor: i64) -> BatchTotals {
+    let mut totals = BatchTotals::default();
+    totals.add(PostingKind::SellCard, 50_000);
+    totals.add(PostingKind::Sale, 12_345);
+    totals.add(PostingKind::Sale, 5_000);
+    totals.counts[5] = refunds;
+    totals.amounts_minor[5] = refunded_minor;
+    totals
+}
 const SPECIAL_PRODUCT: u16 = 3;
 const SPECIAL_DISCOUNT_BP: u16 = 3_000;
 const SPECIAL_QUANTITY: u32 = 500;
@@ -822,6 +836,25 @@ fn vectors() -> Vec<Vector> {
                 enabled: 1,
             }),
         ),
+        request(
+            "batch_totals",
+            "terminal 1001 sends its batch of 2026-11-22 (S2): sell_card 1 for 500.00, sale 2 for 173.45, \
+             refund 1 for 20.00, every other line 0",
+            header(BATCH_TOTALS_STAN, 20261122235900),
+            Request::BatchTotals { business_date: 20261122, totals: batch(1, 2_000) },
+        ),
+        response(
+            "batch_totals_reply",
+            "out of balance (in_balance 0): the switch's figures for the terminal on 2026-11-22 have refund 2 \
+             for 30.00",
+            header(BATCH_TOTALS_STAN, 20261122235900),
+            Response::BatchTotals(BatchTotalsReply {
+                code: ResponseCode::Approved,
+                in_balance: 0,
+                business_date: 20261122,
+                totals: batch(2, 3_000),
+            }),
+        ),
     ]
 }
 
@@ -1107,6 +1140,22 @@ fn the_product_and_staff_vectors_carry_their_values_where_the_spec_puts_them() {
     assert_eq!(body("set_product_reply"), [0, 0, 3, 1, 0, 0, 0, 2]);
     assert_eq!(body("operator_sign_on").len(), 20);
     assert_eq!(body("operator_sign_on_reply"), [0, 0, 0, 0, 31, 1, 1]);
+    // batch_totals: business_date, then count (u32) and amount_minor (i64) of each of the
+    // eight kinds; the reply puts code and in_balance first.
+    let batch = body("batch_totals");
+    assert_eq!(batch.len(), 4 + 8 * 12);
+    assert_eq!(u32::from_be_bytes(batch[0..4].try_into().unwrap()), 20261122);
+    let line = |bytes: &[u8], i: usize| {
+        let at = 4 + 12 * i;
+        (
+            u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()),
+            i64::from_be_bytes(bytes[at + 4..at + 12].try_into().unwrap()),
+        )
+    };
+    assert_eq!((line(&batch, 0), line(&batch, 2), line(&batch, 5)), ((1, 50_000), (2, 17_345), (1, 2_000)));
+    let reply = body("batch_totals_reply");
+    assert_eq!((reply.len(), reply[0], reply[1]), (2 + 4 + 8 * 12, 0, 0));
+    assert_eq!(line(&reply[2..], 5), (2, 3_000));
     // card_admin: operator 20, card 8, action at 28, flags, value at 30, original at 38.
     let staff = body("card_admin_set_staff");
     assert_eq!((staff[28], i64::from_be_bytes(staff[30..38].try_into().unwrap())), (12, 31));

@@ -68,7 +68,10 @@ pub mod cf {
     pub const PRODUCT_OVERRIDES: &str = "product_overrides";
     /// K5: a card's points by the month earned.
     pub const POINT_LOTS: &str = "point_lots";
-    pub const STATE: [&str; 16] = [
+    /// S2: terminal ‖ business date ‖ txn id → kind ‖ amount of each posting a terminal's
+    /// card request made, so that its batch totals are a range read.
+    pub const TERMINAL_JOURNAL: &str = "terminal_journal";
+    pub const STATE: [&str; 17] = [
         CARDS,
         TXNS,
         TRACES,
@@ -85,6 +88,7 @@ pub mod cf {
         CARD_JOURNAL,
         PRODUCT_OVERRIDES,
         POINT_LOTS,
+        TERMINAL_JOURNAL,
     ];
 }
 
@@ -116,6 +120,8 @@ const LAST_OPERATION_KEY: &[u8] = b"last_operation";
 /// Present once `card_journal` indexes every journal entry of the log (a data directory
 /// written before the index existed is indexed once, at recovery).
 const CARD_JOURNAL_INDEXED_KEY: &[u8] = b"card_journal_indexed";
+/// Present once `terminal_journal` indexes every terminal posting of the log.
+const TERMINAL_JOURNAL_INDEXED_KEY: &[u8] = b"terminal_journal_indexed";
 /// The business day of every store (S1), written before any partition uses it.
 const DAY_BOOK_KEY: &[u8] = b"day_book";
 /// The text of the catalog the switch last started with, so that a batch over the stopped
@@ -219,6 +225,8 @@ pub struct Pending {
     pub terminal_max_stan: FastMap<u32, u32>,
     /// Journal entries to index by card (S9): card, txn id, group commit.
     pub journal: Vec<(CardNo, u64, u64)>,
+    /// Terminal postings to index by terminal and date (S2).
+    pub terminal_journal: Vec<TerminalPosting>,
     pub point_lots: FastMap<CardNo, crate::engine::PointLots>,
     pub records: usize,
 }
@@ -234,6 +242,9 @@ impl Pending {
             LogRecord::Journal(entry) => {
                 marks.max_txn_id = marks.max_txn_id.max(entry.txn_id);
                 self.journal.push((entry.card, entry.txn_id, batch_id));
+                if let Some(posting) = TerminalPosting::of(&entry) {
+                    self.terminal_journal.push(posting);
+                }
             }
             LogRecord::Txn(txn_id, txn) => {
                 self.txns.insert(txn_id, txn);
@@ -283,6 +294,47 @@ pub struct PartitionState {
     pub open_holds: Vec<(u64, CardNo, BusinessDate)>,
     /// Cards' points by the month earned (K5), for `Engine::restore_point_lots`.
     pub point_lots: Vec<(CardNo, crate::engine::PointLots)>,
+}
+
+/// A posting of a terminal's card request, as its batch counts it (S2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TerminalPosting {
+    pub terminal_id: u32,
+    pub business_date: BusinessDate,
+    pub txn_id: u64,
+    pub kind: crate::engine::TxnKind,
+    pub amount_minor: i64,
+}
+
+impl TerminalPosting {
+    /// The entry as its terminal's batch counts it; None for a posting no batch counts (an
+    /// administrative one, the housekeeping's, an operation step's).
+    pub fn of(entry: &JournalEntry) -> Option<TerminalPosting> {
+        let counted = protocol::message::BATCH_KINDS.contains(&entry.kind);
+        let terminal = entry.terminal_id != 0 && entry.terminal_id != u32::MAX;
+        (counted && terminal).then_some(TerminalPosting {
+            terminal_id: entry.terminal_id,
+            business_date: entry.business_date,
+            txn_id: entry.txn_id,
+            kind: entry.kind,
+            amount_minor: entry.amount_minor,
+        })
+    }
+
+    fn key(&self) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key[..4].copy_from_slice(&self.terminal_id.to_be_bytes());
+        key[4..8].copy_from_slice(&self.business_date.to_be_bytes());
+        key[8..].copy_from_slice(&self.txn_id.to_be_bytes());
+        key
+    }
+
+    fn value(&self) -> [u8; 9] {
+        let mut value = [0u8; 9];
+        value[0] = self.kind as u8;
+        value[1..].copy_from_slice(&self.amount_minor.to_be_bytes());
+        value
+    }
 }
 
 /// Key of the card-journal index: card ‖ txn id, so a card's entries are adjacent, in order.
@@ -470,7 +522,9 @@ impl Store {
     pub fn catalog_text(&self) -> Result<Option<String>, StoreError> {
         match self.state.get_cf(self.handle(cf::META), CATALOG_KEY)? {
             None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| StoreError::Meta("catalog text is not UTF-8".into())),
+            Some(bytes) => {
+                String::from_utf8(bytes).map(Some).map_err(|_| StoreError::Meta("catalog text is not UTF-8".into()))
+            }
         }
     }
 
@@ -676,6 +730,13 @@ impl Store {
             batch.put_cf(card_journal, card_journal_key(card, txn_id), batch_id.to_be_bytes());
             flush_if_full(&mut batch)?;
         }
+        let terminal_journal = self.handle(cf::TERMINAL_JOURNAL);
+        let mut postings = pending.terminal_journal.clone();
+        postings.sort_unstable_by_key(TerminalPosting::key);
+        for posting in postings {
+            batch.put_cf(terminal_journal, posting.key(), posting.value());
+            flush_if_full(&mut batch)?;
+        }
         batch.put_cf(self.handle(cf::META), MARKS_KEY, marks.encode());
         let mut terminals = self.terminals.lock().unwrap_or_else(|e| e.into_inner());
         for (terminal, stan) in &pending.terminal_max_stan {
@@ -815,10 +876,13 @@ impl Store {
     /// existed (once: a meta key says it is done).
     fn index_card_journal(&self) -> Result<(), StoreError> {
         let meta = self.handle(cf::META);
-        if self.state.get_cf(meta, CARD_JOURNAL_INDEXED_KEY)?.is_some() {
+        let by_card = self.state.get_cf(meta, CARD_JOURNAL_INDEXED_KEY)?.is_none();
+        let by_terminal = self.state.get_cf(meta, TERMINAL_JOURNAL_INDEXED_KEY)?.is_none();
+        if !by_card && !by_terminal {
             return Ok(());
         }
         let index = self.handle(cf::CARD_JOURNAL);
+        let terminal_index = self.handle(cf::TERMINAL_JOURNAL);
         let mut batch = WriteBatch::default();
         let mut indexed = 0usize;
         for item in self.log.iterator_cf(self.log_handle(), IteratorMode::Start) {
@@ -829,7 +893,12 @@ impl Store {
                 if let LogRecord::Journal(entry) =
                     record.map_err(|problem| StoreError::Corrupt { cf: cf::LOG, problem })?
                 {
-                    batch.put_cf(index, card_journal_key(entry.card, entry.txn_id), batch_id.to_be_bytes());
+                    if by_card {
+                        batch.put_cf(index, card_journal_key(entry.card, entry.txn_id), batch_id.to_be_bytes());
+                    }
+                    if let Some(posting) = TerminalPosting::of(&entry).filter(|_| by_terminal) {
+                        batch.put_cf(terminal_index, posting.key(), posting.value());
+                    }
                     indexed += 1;
                 }
             }
@@ -841,11 +910,64 @@ impl Store {
         self.flush_state()?;
         let mut done = WriteBatch::default();
         done.put_cf(meta, CARD_JOURNAL_INDEXED_KEY, [1u8]);
+        done.put_cf(meta, TERMINAL_JOURNAL_INDEXED_KEY, [1u8]);
         self.state.write_opt(done, &self.sync_write)?;
         if indexed > 0 {
-            tracing::info!(indexed, "journal indexed by card");
+            tracing::info!(indexed, by_card, by_terminal, "journal indexed");
         }
         Ok(())
+    }
+
+    /// S2: the batch of `terminal` on `date`, from the index plus the log records after it
+    /// (see `card_history`): every posting whose reply was sent is counted once.
+    pub fn terminal_batch(
+        &self,
+        terminal_id: u32,
+        date: BusinessDate,
+        materialized: impl Fn(u64) -> bool,
+    ) -> Result<protocol::BatchTotals, StoreError> {
+        let corrupt_log = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
+        let mut postings: std::collections::BTreeMap<u64, (u8, i64)> = Default::default();
+        let mut prefix = [0u8; 8];
+        prefix[..4].copy_from_slice(&terminal_id.to_be_bytes());
+        prefix[4..].copy_from_slice(&date.to_be_bytes());
+        let index = self.handle(cf::TERMINAL_JOURNAL);
+        for item in self.state.iterator_cf(index, IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+            let (key, value) = item?;
+            if key.len() != 16 || key[..8] != prefix {
+                break;
+            }
+            if value.len() != 9 {
+                return Err(StoreError::Meta(format!("terminal journal entry of {} bytes", value.len())));
+            }
+            let txn_id = u64::from_be_bytes(key[8..].try_into().expect("16-byte key"));
+            postings.insert(txn_id, (value[0], i64::from_be_bytes(value[1..].try_into().expect("9 bytes"))));
+        }
+        let oldest_unindexed = self.log_tail_start(&materialized)?;
+        let from = IteratorMode::From(&oldest_unindexed.to_be_bytes(), rocksdb::Direction::Forward);
+        for item in self.log.iterator_cf(self.log_handle(), from) {
+            let (key, value) = item?;
+            let batch_id = records::decode_u64_key(&key).map_err(corrupt_log)?;
+            if materialized(batch_id) {
+                continue;
+            }
+            for record in records::decode_batch(&value) {
+                if let LogRecord::Journal(entry) = record.map_err(corrupt_log)? {
+                    if let Some(p) = TerminalPosting::of(&entry) {
+                        if p.terminal_id == terminal_id && p.business_date == date {
+                            postings.insert(p.txn_id, (p.kind as u8, p.amount_minor));
+                        }
+                    }
+                }
+            }
+        }
+        let mut totals = protocol::BatchTotals::default();
+        for (kind, amount_minor) in postings.into_values() {
+            if let Some(kind) = protocol::PostingKind::from_u8(kind) {
+                totals.add(kind, amount_minor);
+            }
+        }
+        Ok(totals)
     }
 
     /// S9: the journal entries of `card` with txn ids above `after_txn_id`, oldest first, at
