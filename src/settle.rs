@@ -24,8 +24,8 @@ pub const EXIT_FINANCE_DIFFERS: u8 = 3;
 pub const EXIT_LIABILITY_FAILS: u8 = 4;
 /// Most lines a finance file may have.
 pub const MAX_FINANCE_LINES: usize = 1_000_000;
-/// Most lots of value by company one card keeps for netting (S6); beyond it the two oldest
-/// merge into the older one's company.
+/// Most lots of value by company one card keeps for netting (S6); beyond it the oldest is
+/// added to the next one, whose company then owns both.
 pub const MAX_VALUE_LOTS: usize = 32;
 
 /// S6: a card's value by the company that collected the cash for it, oldest first.
