@@ -6,7 +6,8 @@
 //! and balance inquiries, on cards chosen uniformly or by a Zipf law (`--skew`). It measures
 //! throughput and latency (optionally written as `.hgrm` text and an SVG plot) and checks
 //! through the protocol that every card's value and holds moved by exactly the approved
-//! postings.
+//! postings, and optionally (`--batch-totals`) that the switch counts every load terminal's
+//! postings as the terminal does.
 //!
 //! Progress and the readable summary go to stderr; stdout gets one JSON line at the end.
 //! Exit status: 0 all good, 1 errors or a failed verification (or setup), 2 usage or the switch
@@ -28,17 +29,18 @@ use cardswitch_tools::rng::XorShift;
 use cardswitch_tools::schedule::{parse_rate, Schedule};
 use cardswitch_tools::zipf::{parse_skew, Skew, Zipf};
 use cardswitch_tools::{
-    describe_io_error, parse_card, run_terminal_block, sign_on_stan_from_clock, unix_ms_now, until_next_second,
-    RUN_BLOCK_TERMINALS,
+    describe_io_error, format_date, parse_card, run_terminal_block, sign_on_stan_from_clock, unix_ms_now,
+    until_next_second, RUN_BLOCK_TERMINALS,
 };
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use protocol::client::local_time_now;
-use protocol::message::{Frame, Header, Message};
+use protocol::message::{Frame, Header, Message, BATCH_KINDS};
+use protocol::types::format_minor;
 use protocol::{
-    CardNo, Category, Credential, FrameCodec, MsgType, PaymentMethod, Request, Response, ResponseCode, TerminalKey,
-    TerminalRole, Verification, MAX_RANGE_CARDS,
+    BatchTotals, BatchTotalsReply, CardNo, Category, Credential, FrameCodec, MsgType, PaymentMethod, PostingKind,
+    Request, Response, ResponseCode, TerminalKey, TerminalRole, Verification, MAX_RANGE_CARDS,
 };
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -79,6 +81,11 @@ const SETUP_DRAIN: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SIGN_ON_TIMEOUT: Duration = Duration::from_secs(10);
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a terminal waits for the answer to its batch: the switch adds up the terminal's
+/// postings of the day for it, which takes longer than a posting.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most terminals whose batch problems are printed.
+const BATCH_PROBLEMS_SHOWN: usize = 5;
 /// Most cards whose balances the verification reads (spread evenly over the range).
 const VERIFY_SAMPLE: u64 = 100_000;
 /// Latencies a terminal collects before it adds them to the shared histogram.
@@ -120,7 +127,18 @@ const OPEN_HOLDS_PER_TERMINAL: usize = 32;
                   run never ends within the second it started, so the next run gets another \
                   block. Runs started in the same second (in parallel), an exact multiple of \
                   42948 s apart, or after the clock was set back share a block. The ids are \
-                  printed at the start.\n\nExit status: 0 no errors and \
+                  printed at the start.\n\n--batch-totals: at the end, after the balances are \
+                  verified, every load terminal signs on again and sends one batch_totals (S2) \
+                  with its approved postings of the run by kind (counts, and amounts as the \
+                  replies gave them) for the business date its first sign-on gave. The JSON line \
+                  then also has batches_in_balance, batches_out_of_balance, batches_declined, \
+                  batches_skipped (terminals with a request that got no answer, or an answer of \
+                  another type, cannot know their batch and send none) and batches_failed (the \
+                  terminal could not sign on again, or its batch got no answer); the run is not \
+                  verified when a batch is out of balance, declined or failed. The switch counts \
+                  every posting of the terminal on that date, so a run sharing its block of \
+                  terminal ids with an earlier run of the same business date is out of \
+                  balance.\n\nExit status: 0 no errors and \
                   verified, 1 errors, failed verification or failed setup, 2 usage error or \
                   the switch cannot be reached."
 )]
@@ -178,6 +196,10 @@ struct Cli {
     /// derived from the admin key (default: $CARDSWITCH_HOME/admin.key, as the switch uses).
     #[arg(long, value_name = "PATH")]
     admin_key_file: Option<PathBuf>,
+    /// At the end, every load terminal sends its batch (batch_totals: its approved postings by
+    /// kind) and the switch says whether it is in balance.
+    #[arg(long)]
+    batch_totals: bool,
 }
 
 impl Cli {
@@ -456,16 +478,27 @@ struct Summary {
     p99_us: u64,
     p999_us: u64,
     max_us: u64,
+    /// With `--batch-totals`: what became of the load terminals' batches.
+    batches: Option<BatchCounts>,
     verified: bool,
 }
 
 impl Summary {
-    /// One JSON object, no newline.
+    /// One JSON object, no newline. The batch members only with `--batch-totals`, so that the
+    /// line of a run without stays as it was.
     fn json(&self) -> String {
         let tps = if self.tps.is_finite() { self.tps } else { 0.0 };
+        let batches = match self.batches {
+            Some(b) => format!(
+                ",\"batches_in_balance\":{},\"batches_out_of_balance\":{},\"batches_declined\":{},\
+                 \"batches_skipped\":{},\"batches_failed\":{}",
+                b.in_balance, b.out_of_balance, b.declined, b.skipped, b.failed
+            ),
+            None => String::new(),
+        };
         format!(
             "{{\"tps\":{tps:.1},\"approved\":{},\"declined\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\
-             \"p999_us\":{},\"max_us\":{},\"verified\":{}}}",
+             \"p999_us\":{},\"max_us\":{}{batches},\"verified\":{}}}",
             self.approved,
             self.declined,
             self.errors,
@@ -475,6 +508,26 @@ impl Summary {
             self.max_us,
             self.verified
         )
+    }
+}
+
+/// What became of the load terminals' batches (`--batch-totals`), one per terminal that signed
+/// on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct BatchCounts {
+    in_balance: u64,
+    out_of_balance: u64,
+    declined: u64,
+    /// Not sent: the terminal cannot know its batch (see [`TerminalBatch::unknowable`]).
+    skipped: u64,
+    /// Sent (or about to be) and not answered.
+    failed: u64,
+}
+
+impl BatchCounts {
+    /// Every batch sent was answered in balance; a skipped one proves nothing either way.
+    fn verified(&self) -> bool {
+        self.out_of_balance == 0 && self.declined == 0 && self.failed == 0
     }
 }
 
@@ -501,6 +554,8 @@ struct KindStats {
 
 struct Conn {
     terminal_id: u32,
+    /// The business date the sign-on reply gave.
+    business_date: u32,
     reader: FramedRead<OwnedReadHalf, FrameCodec>,
     writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
 }
@@ -552,11 +607,18 @@ async fn open(addr: SocketAddr, terminal_id: u32, store: u32, admin: &Credential
     stream.set_nodelay(true).map_err(|e| OpenError::Connect(describe_io_error(&e)))?;
     let (read, write) = stream.into_split();
     let codec = FrameCodec::with_key(terminal_key(admin, terminal_id));
-    let mut conn =
-        Conn { terminal_id, reader: FramedRead::new(read, codec.clone()), writer: FramedWrite::new(write, codec) };
+    let mut conn = Conn {
+        terminal_id,
+        business_date: 0,
+        reader: FramedRead::new(read, codec.clone()),
+        writer: FramedWrite::new(write, codec),
+    };
     let stan = sign_on_stan_from_clock(unix_ms_now());
     match call(&mut conn, stan, Request::SignOn { store_id: store }, SIGN_ON_TIMEOUT).await {
-        Ok(Response::SignOn(reply)) if reply.code.is_approved() => Ok(conn),
+        Ok(Response::SignOn(reply)) if reply.code.is_approved() => {
+            conn.business_date = reply.business_date;
+            Ok(conn)
+        }
         Ok(Response::SignOn(reply)) => {
             Err(OpenError::SignOn(format!("terminal {terminal_id} at store {store}: declined {}", reply.code)))
         }
@@ -758,7 +820,7 @@ where
     R: Replies<T>,
     T: Copy + Send + 'static,
 {
-    let Conn { terminal_id, mut reader, writer } = conn;
+    let Conn { terminal_id, mut reader, writer, .. } = conn;
     let gate = pacing.open_loop.as_ref().map(|open_loop| Arc::clone(&open_loop.gate));
     let mut inflight = StanMap::default();
     inflight.reserve(pacing.window as usize);
@@ -1462,6 +1524,10 @@ struct LoadReplies {
     captures_as_sales: u64,
     wrong_type: u64,
     wrong_amount: u64,
+    /// The terminal's approved postings by kind, each with the amount its reply gave: what the
+    /// switch should count as its batch (S2). Only matched replies reach here, one per stan, so
+    /// a posting answered twice is counted once.
+    batch: BatchTotals,
 }
 
 impl LoadReplies {
@@ -1512,6 +1578,11 @@ impl Replies<LoadTag> for LoadReplies {
         }
         stats.approved += 1;
         self.live.approved.fetch_add(1, Ordering::Relaxed);
+        if let Some(kind) = posting_kind(tag.kind) {
+            // The reply's amount, not the one asked: the switch journals what it posted (a
+            // sale's net amount under a catalog's discounts).
+            self.batch.add(kind, reply.amount_minor);
+        }
         let card = u64::from(tag.card);
         let amount = i64::from(tag.amount);
         // Every posting reports the amount it moved; a balance inquiry moves nothing.
@@ -1534,6 +1605,53 @@ impl Replies<LoadTag> for LoadReplies {
     }
 }
 
+/// The posting an approved request of `kind` makes, by which the switch counts it in the
+/// terminal's batch (S2); a balance inquiry makes none. A capture sent as a sale is a sale.
+fn posting_kind(kind: Kind) -> Option<PostingKind> {
+    match kind {
+        Kind::Sale => Some(PostingKind::Sale),
+        Kind::Load => Some(PostingKind::Load),
+        Kind::Hold => Some(PostingKind::Hold),
+        Kind::Capture => Some(PostingKind::Capture),
+        Kind::Balance => None,
+    }
+}
+
+/// What one load terminal knows of its batch at the end of the run (S2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TerminalBatch {
+    terminal_id: u32,
+    /// The business date its sign-on reply gave.
+    business_date: u32,
+    /// Its approved postings by kind, with the amounts their replies gave.
+    totals: BatchTotals,
+    /// The stan after the last one it used; `None` when it used them all.
+    next_stan: Option<u32>,
+    /// Whether some of its requests may or may not have posted: sent and never answered,
+    /// answered with a response of another type, or lost with its task. The switch's figures
+    /// would then say nothing about loadgen's.
+    unknowable: bool,
+}
+
+impl TerminalBatch {
+    /// The batch of load terminal `terminal_id`, signed on for `business_date`, from how its
+    /// pipeline ended.
+    fn of(terminal_id: u32, business_date: u32, outcome: &Outcome<LoadReplies, LoadTag>) -> TerminalBatch {
+        TerminalBatch {
+            terminal_id,
+            business_date,
+            totals: outcome.replies.batch,
+            next_stan: u32::try_from(u64::from(FIRST_STAN) + outcome.issued).ok(),
+            unknowable: !outcome.lost.is_empty() || outcome.replies.wrong_type > 0,
+        }
+    }
+
+    /// The batch of a terminal whose task failed: nothing is known of its requests.
+    fn lost(terminal_id: u32, business_date: u32) -> TerminalBatch {
+        TerminalBatch { terminal_id, business_date, totals: BatchTotals::default(), next_stan: None, unknowable: true }
+    }
+}
+
 /// Totals of the load run.
 struct RunResult {
     approved: u64,
@@ -1552,6 +1670,8 @@ struct RunResult {
     histogram: Histogram<u64>,
     /// Open loop: latency from the actual send.
     service_histogram: Option<Histogram<u64>>,
+    /// One per load terminal that signed on.
+    batches: Vec<TerminalBatch>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -1611,11 +1731,13 @@ async fn run_load(
     let run_time = Duration::from_secs(cli.duration_s);
     let deadline = start + run_time;
     let mut lives = Vec::with_capacity(conns.len());
+    let mut sessions = Vec::with_capacity(conns.len());
     let mut tasks = Vec::with_capacity(conns.len());
     let mut paced = Vec::with_capacity(if cli.rate.is_some() { conns.len() } else { 0 });
     for (i, conn) in conns {
         let live = Arc::new(Live::default());
         lives.push(Arc::clone(&live));
+        sessions.push((conn.terminal_id, conn.business_date));
         let mut rng = XorShift::new(cli.seed, i);
         // Each terminal starts at a random point of its first interval, so they interleave.
         let open_loop = cli.rate.map(|rate| OpenLoop {
@@ -1648,6 +1770,7 @@ async fn run_load(
             captures_as_sales: 0,
             wrong_type: 0,
             wrong_amount: 0,
+            batch: BatchTotals::default(),
         };
         let pacing =
             Pacing { window: cli.window, first_stan: FIRST_STAN, deadline: Some(deadline), drain: DRAIN, open_loop };
@@ -1677,20 +1800,23 @@ async fn run_load(
         measured_s: 0.0,
         histogram: new_histogram(),
         service_histogram: None,
+        batches: Vec::with_capacity(tasks.len()),
     };
     let mut last_reply: Option<Instant> = None;
     let mut failures = Vec::new();
     let (mut lost, mut lost_terminals) = (0u64, 0u64);
     let mut out_of_stans = 0u64;
-    for (task, live) in tasks.into_iter().zip(&lives) {
+    for ((task, live), (terminal_id, business_date)) in tasks.into_iter().zip(&lives).zip(sessions) {
         let mut outcome = match task.await {
             Ok(outcome) => outcome,
             Err(e) => {
                 failures.push(format!("terminal task failed: {e}"));
                 result.errors += 1;
+                result.batches.push(TerminalBatch::lost(terminal_id, business_date));
                 continue;
             }
         };
+        result.batches.push(TerminalBatch::of(terminal_id, business_date, &outcome));
         outcome.replies.flush_latencies();
         result.approved += live.approved.load(Ordering::Relaxed);
         result.declined += live.declined.load(Ordering::Relaxed);
@@ -1829,6 +1955,146 @@ fn check_balances(
         }
     }
     mismatches
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch totals (S2): the switch's count of each load terminal's postings against loadgen's.
+
+/// What became of one terminal's batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum BatchOutcome {
+    InBalance,
+    /// The switch's answer: its figures, or its verdict, differ from the terminal's.
+    OutOfBalance(BatchTotalsReply),
+    Declined(ResponseCode),
+    /// Not sent: the terminal cannot know its batch, or has no trace number left for it.
+    Skipped,
+    /// No answer, or not a batch reply.
+    Failed(String),
+}
+
+/// The switch's `response` to the batch `ours` asked for `business_date`, judged: in balance
+/// only when the switch says so for the date asked and its figures are indeed ours.
+fn judge_batch(ours: &BatchTotals, business_date: u32, response: &Response) -> BatchOutcome {
+    match response {
+        Response::BatchTotals(reply) if !reply.code.is_approved() => BatchOutcome::Declined(reply.code),
+        Response::BatchTotals(reply)
+            if reply.in_balance == 1
+                && reply.totals == *ours
+                && (business_date == 0 || reply.business_date == business_date) =>
+        {
+            BatchOutcome::InBalance
+        }
+        Response::BatchTotals(reply) => BatchOutcome::OutOfBalance(*reply),
+        other => BatchOutcome::Failed(format!("answered with {}", other.msg_type())),
+    }
+}
+
+/// The lines on which `ours` and the switch's `theirs` differ, e.g. `sale 12 for 3.45 here, 13
+/// for 3.50 at the switch`, joined by `; `.
+fn batch_differences(ours: &BatchTotals, theirs: &BatchTotals) -> String {
+    let lines: Vec<String> = BATCH_KINDS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (ours.counts[*i], ours.amounts_minor[*i]) != (theirs.counts[*i], theirs.amounts_minor[*i]))
+        .map(|(i, kind)| {
+            format!(
+                "{kind} {} for {} here, {} for {} at the switch",
+                ours.counts[i],
+                format_minor(ours.amounts_minor[i]),
+                theirs.counts[i],
+                format_minor(theirs.amounts_minor[i])
+            )
+        })
+        .collect();
+    lines.join("; ")
+}
+
+/// Signs `batch`'s terminal on again (its session ended with the load) and sends its batch
+/// with the stan after its last, unless it cannot know it.
+async fn send_batch(addr: SocketAddr, store: u32, credential: &Credential, batch: TerminalBatch) -> BatchOutcome {
+    let Some(stan) = batch.next_stan.filter(|_| !batch.unknowable) else { return BatchOutcome::Skipped };
+    let mut conn = match open(addr, batch.terminal_id, store, credential).await {
+        Ok(conn) => conn,
+        Err(e) => return BatchOutcome::Failed(format!("signing on again: {}", e.text())),
+    };
+    let request = Request::BatchTotals { business_date: batch.business_date, totals: batch.totals };
+    match call(&mut conn, stan, request, BATCH_TIMEOUT).await {
+        Ok(response) => judge_batch(&batch.totals, batch.business_date, &response),
+        Err(text) => BatchOutcome::Failed(text),
+    }
+}
+
+/// Sends every load terminal's batch, one request per terminal, all terminals at once as in
+/// the load run; counts the outcomes and prints the problems of the first few.
+async fn send_batches(cli: &Cli, addr: SocketAddr, credential: &Credential, batches: &[TerminalBatch]) -> BatchCounts {
+    let started = Instant::now();
+    let tasks: Vec<_> = batches
+        .iter()
+        .map(|&batch| {
+            let (store, credential) = (cli.store, credential.clone());
+            (batch, tokio::spawn(async move { send_batch(addr, store, &credential, batch).await }))
+        })
+        .collect();
+    let mut counts = BatchCounts::default();
+    let mut problems = Vec::new();
+    for (batch, task) in tasks {
+        let outcome = task.await.unwrap_or_else(|e| BatchOutcome::Failed(format!("task failed: {e}")));
+        let date = batch.business_date;
+        let problem = match outcome {
+            BatchOutcome::InBalance => {
+                counts.in_balance += 1;
+                None
+            }
+            BatchOutcome::OutOfBalance(reply) => {
+                counts.out_of_balance += 1;
+                let differences = batch_differences(&batch.totals, &reply.totals);
+                Some(if date != 0 && reply.business_date != date {
+                    format!("answered for business date {}", format_date(reply.business_date))
+                } else if differences.is_empty() {
+                    "out of balance, says the switch, yet every line is as here".to_string()
+                } else if reply.in_balance == 1 {
+                    format!("in balance, says the switch, yet {differences}")
+                } else {
+                    format!("out of balance: {differences}")
+                })
+            }
+            BatchOutcome::Declined(code) => {
+                counts.declined += 1;
+                Some(format!("declined {code}"))
+            }
+            BatchOutcome::Skipped => {
+                counts.skipped += 1;
+                None
+            }
+            BatchOutcome::Failed(text) => {
+                counts.failed += 1;
+                Some(text)
+            }
+        };
+        if let Some(problem) = problem {
+            problems.push(format!("terminal {}, business date {}: {problem}", batch.terminal_id, format_date(date)));
+        }
+    }
+    for problem in problems.iter().take(BATCH_PROBLEMS_SHOWN) {
+        eprintln!("loadgen: batch: {problem}");
+    }
+    if problems.len() > BATCH_PROBLEMS_SHOWN {
+        eprintln!("loadgen: batch: {} more terminals with problems", problems.len() - BATCH_PROBLEMS_SHOWN);
+    }
+    eprintln!(
+        "loadgen: batch totals of {} terminals: {} in balance, {} out of balance, {} declined, {} skipped (requests \
+         of unknown outcome), {} failed ({:.1} s): {}",
+        batches.len(),
+        counts.in_balance,
+        counts.out_of_balance,
+        counts.declined,
+        counts.skipped,
+        counts.failed,
+        started.elapsed().as_secs_f64(),
+        if counts.verified() { "verified" } else { "NOT verified" }
+    );
+    counts
 }
 
 fn percentile(histogram: &Histogram<u64>, quantile: f64) -> u64 {
@@ -2052,14 +2318,17 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
     if result.wrong_amount > 0 {
         eprintln!("loadgen: verify: {} approved requests reported another amount", result.wrong_amount);
     }
-    let verified = mismatches == 0 && result.unmatched == 0 && result.wrong_amount == 0;
+    let balances_verified = mismatches == 0 && result.unmatched == 0 && result.wrong_amount == 0;
     eprintln!(
         "loadgen: verify: {} cards checked{}, {mismatches} mismatches ({:.1} s): {}",
         sample.size,
         if fresh { " against the balances after the setup" } else { " against the balances before the run" },
         verifying.elapsed().as_secs_f64(),
-        if verified { "verified" } else { "NOT verified" }
+        if balances_verified { "verified" } else { "NOT verified" }
     );
+    let batches =
+        if cli.batch_totals { Some(send_batches(cli, addr, &credential, &result.batches).await) } else { None };
+    let verified = balances_verified && batches.is_none_or(|counts| counts.verified());
 
     Ok(Report {
         summary: Summary {
@@ -2071,6 +2340,7 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
             p99_us: summary_latency.1,
             p999_us: summary_latency.2,
             max_us: summary_latency.3,
+            batches,
             verified,
         },
         kinds: result.kinds,
@@ -2161,6 +2431,7 @@ mod tests {
         assert!(cli.setup);
         assert_eq!((cli.seed, cli.first_card, cli.store), (1, CardNo(6_200_880_000_000_000), 21));
         assert!(cli.check().is_ok());
+        assert!(!cli.batch_totals);
         assert_eq!(cli.card(9_999), CardNo(6_200_880_000_009_999));
         assert_eq!((cli.rate, cli.mix, cli.skew), (None, Mix::default(), Skew::Uniform));
         assert_eq!((cli.hgrm.as_deref(), cli.plot.as_deref()), (None, None));
@@ -2190,8 +2461,10 @@ mod tests {
             "out.svg",
             "--seed",
             "7",
+            "--batch-totals",
         ])
         .unwrap();
+        assert!(cli.batch_totals);
         assert_eq!(cli.rate, Some(100_000.0));
         assert_eq!(cli.pacing(), "open loop at 100,000/s");
         assert_eq!(cli.mix.to_string(), "sale=70,load=10,hold=10,capture=5,balance=5");
@@ -2417,6 +2690,7 @@ mod tests {
             p99_us: 1_903,
             p999_us: 4_511,
             max_us: 12_007,
+            batches: None,
             verified: true,
         };
         assert_eq!(
@@ -2427,6 +2701,17 @@ mod tests {
         let nothing = Summary { tps: f64::NAN, verified: false, ..summary };
         assert!(nothing.json().starts_with("{\"tps\":0.0,"));
         assert!(nothing.json().ends_with(",\"verified\":false}"));
+        // With --batch-totals, the batches before the verdict.
+        let batches = BatchCounts { in_balance: 46, out_of_balance: 1, declined: 0, skipped: 3, failed: 0 };
+        let with_batches = Summary { batches: Some(batches), verified: false, ..summary };
+        assert!(
+            with_batches.json().ends_with(
+                ",\"max_us\":12007,\"batches_in_balance\":46,\"batches_out_of_balance\":1,\"batches_declined\":0,\
+                 \"batches_skipped\":3,\"batches_failed\":0,\"verified\":false}"
+            ),
+            "{}",
+            with_batches.json()
+        );
         assert_eq!(rate(10, 0.0), 0.0);
         assert_eq!(rate(10, 2.0), 5.0);
     }
@@ -2749,6 +3034,330 @@ mod tests {
             Err(Failure::Usage(text)) => assert!(text.starts_with("cannot write"), "{text}"),
             _ => panic!("expected a usage error"),
         }
+    }
+
+    /// The replies of one load terminal, with nothing shared but what they need.
+    fn load_replies() -> LoadReplies {
+        LoadReplies {
+            live: Arc::new(Live::default()),
+            ledger: Arc::new(Ledger::new(Sample::new(10, 10))),
+            holds: None,
+            histogram: Arc::new(Mutex::new(new_histogram())),
+            service_histogram: None,
+            latencies: Vec::new(),
+            services: Vec::new(),
+            declines: Box::new([0; 256]),
+            kinds: [KindStats::default(); 5],
+            captures_as_sales: 0,
+            wrong_type: 0,
+            wrong_amount: 0,
+            batch: BatchTotals::default(),
+        }
+    }
+
+    /// A reply to `kind` with `code`, moving `amount_minor`.
+    fn card_response(kind: Kind, code: ResponseCode, amount_minor: i64) -> Response {
+        Response::Card {
+            request: kind.msg_type(),
+            reply: protocol::CardReply { code, txn_id: 9, amount_minor, ..protocol::CardReply::default() },
+        }
+    }
+
+    /// The index of `kind`'s line in a batch.
+    fn line(kind: PostingKind) -> usize {
+        BATCH_KINDS.iter().position(|k| *k == kind).unwrap()
+    }
+
+    #[test]
+    fn the_batch_counts_approved_postings_at_their_replies_amounts() {
+        let mut replies = load_replies();
+        let tag = |kind, amount| LoadTag { kind, instead_of_capture: false, card: 1, amount, hold_amount: 0 };
+        let ms = Duration::from_millis(1);
+        let mut reply = |tag: LoadTag, response: Response| replies.reply(tag, ms, ms, &response);
+        // Under a catalog's discount a sale posts less than asked: the reply's amount counts.
+        reply(tag(Kind::Sale, 100), card_response(Kind::Sale, ResponseCode::Approved, 85));
+        reply(tag(Kind::Load, 500), card_response(Kind::Load, ResponseCode::Approved, 500));
+        reply(tag(Kind::Load, 700), card_response(Kind::Load, ResponseCode::LoadAboveMaximum, 0));
+        reply(tag(Kind::Hold, 40), card_response(Kind::Hold, ResponseCode::Approved, 40));
+        reply(tag(Kind::Capture, 36), card_response(Kind::Capture, ResponseCode::Approved, 36));
+        reply(tag(Kind::Balance, 0), card_response(Kind::Balance, ResponseCode::Approved, 0));
+        // A capture sent as a sale is a sale.
+        let as_sale = LoadTag { instead_of_capture: true, ..tag(Kind::Sale, 7) };
+        reply(as_sale, card_response(Kind::Sale, ResponseCode::Approved, 7));
+        let mut expected = BatchTotals::default();
+        (expected.counts[line(PostingKind::Sale)], expected.amounts_minor[line(PostingKind::Sale)]) = (2, 92);
+        (expected.counts[line(PostingKind::Load)], expected.amounts_minor[line(PostingKind::Load)]) = (1, 500);
+        (expected.counts[line(PostingKind::Hold)], expected.amounts_minor[line(PostingKind::Hold)]) = (1, 40);
+        (expected.counts[line(PostingKind::Capture)], expected.amounts_minor[line(PostingKind::Capture)]) = (1, 36);
+        assert_eq!(replies.batch, expected);
+        assert_eq!((replies.kinds[Kind::Balance as usize].approved, replies.wrong_amount), (1, 1));
+        for kind in Kind::ALL {
+            assert_eq!(posting_kind(kind).is_none(), kind == Kind::Balance, "{kind:?}");
+        }
+
+        // All answered: the batch is known, and goes with the stan after the last one used.
+        let outcome = |replies, issued, lost: Vec<LoadTag>| Outcome {
+            replies,
+            issued,
+            unsent: 0,
+            out_of_stans: false,
+            unmatched: 0,
+            error_frames: 0,
+            first_error_frame: None,
+            lost,
+            failure: None,
+            last_reply: None,
+        };
+        let known = TerminalBatch::of(100_004, 20_261_122, &outcome(replies, 7, Vec::new()));
+        assert_eq!(
+            known,
+            TerminalBatch {
+                terminal_id: 100_004,
+                business_date: 20_261_122,
+                totals: expected,
+                next_stan: Some(8),
+                unknowable: false
+            }
+        );
+        // A request without an answer, or an answer of another type, may or may not have posted.
+        let lost = TerminalBatch::of(100_004, 20_261_122, &outcome(load_replies(), 7, vec![tag(Kind::Sale, 5)]));
+        assert!(lost.unknowable, "{lost:?}");
+        let mut wrong = load_replies();
+        wrong.reply(tag(Kind::Sale, 5), ms, ms, &card_response(Kind::Load, ResponseCode::Approved, 5));
+        assert_eq!((wrong.wrong_type, wrong.batch), (1, BatchTotals::default()));
+        assert!(TerminalBatch::of(100_004, 20_261_122, &outcome(wrong, 1, Vec::new())).unknowable);
+        // A terminal that used every stan has none left for its batch.
+        let spent = TerminalBatch::of(100_004, 20_261_122, &outcome(load_replies(), u64::from(u32::MAX), Vec::new()));
+        assert_eq!(spent.next_stan, None);
+        assert!(TerminalBatch::lost(100_005, 20_261_122).unknowable);
+    }
+
+    #[test]
+    fn batches_are_judged_by_the_switchs_figures_and_date() {
+        let mut ours = BatchTotals::default();
+        ours.add(PostingKind::Sale, 150);
+        ours.add(PostingKind::Sale, 25);
+        ours.add(PostingKind::Load, 10_000);
+        let answer = |code, in_balance, business_date, totals| {
+            Response::BatchTotals(BatchTotalsReply { code, in_balance, business_date, totals })
+        };
+        let approved =
+            |in_balance, business_date, totals| answer(ResponseCode::Approved, in_balance, business_date, totals);
+        assert_eq!(judge_batch(&ours, 20_261_122, &approved(1, 20_261_122, ours)), BatchOutcome::InBalance);
+        assert_eq!(judge_batch(&ours, 0, &approved(1, 20_261_122, ours)), BatchOutcome::InBalance);
+        let mut theirs = ours;
+        theirs.add(PostingKind::Sale, 5);
+        theirs.add(PostingKind::Hold, 40);
+        let off =
+            BatchTotalsReply { code: ResponseCode::Approved, in_balance: 0, business_date: 20_261_122, totals: theirs };
+        assert_eq!(judge_batch(&ours, 20_261_122, &Response::BatchTotals(off)), BatchOutcome::OutOfBalance(off));
+        assert_eq!(
+            batch_differences(&ours, &theirs),
+            "sale 2 for 1.75 here, 3 for 1.80 at the switch; hold 0 for 0.00 here, 1 for 0.40 at the switch"
+        );
+        assert_eq!(batch_differences(&ours, &ours), "");
+        // The switch contradicting itself, or answering for another date, is not in balance.
+        for contradiction in
+            [approved(1, 20_261_122, theirs), approved(0, 20_261_122, ours), approved(1, 20_261_123, ours)]
+        {
+            assert!(
+                matches!(judge_batch(&ours, 20_261_122, &contradiction), BatchOutcome::OutOfBalance(_)),
+                "{contradiction:?}"
+            );
+        }
+        let declined = answer(ResponseCode::NotSignedOn, 0, 0, BatchTotals::default());
+        assert_eq!(judge_batch(&ours, 20_261_122, &declined), BatchOutcome::Declined(ResponseCode::NotSignedOn));
+        let wrong = card_response(Kind::Balance, ResponseCode::Approved, 0);
+        assert_eq!(judge_batch(&ours, 20_261_122, &wrong), BatchOutcome::Failed("answered with balance_reply".into()));
+        let counts = BatchCounts { in_balance: 3, skipped: 2, ..BatchCounts::default() };
+        assert!(counts.verified());
+        for bad in [
+            BatchCounts { out_of_balance: 1, ..counts },
+            BatchCounts { declined: 1, ..counts },
+            BatchCounts { failed: 1, ..counts },
+        ] {
+            assert!(!bad.verified(), "{bad:?}");
+        }
+    }
+
+    /// The business date the miniature switch gives every sign-on.
+    const MINI_BUSINESS_DATE: u32 = 20_261_122;
+
+    /// Faults of a [`BatchSwitch`], on the postings of the load terminals; all off by default.
+    #[derive(Clone, Copy, Debug, Default)]
+    struct BatchFaults {
+        /// Every n-th posting is carried out but not answered.
+        drop_every: Option<u64>,
+        /// Every n-th posting is answered twice.
+        repeat_every: Option<u64>,
+        /// Every n-th posting is carried out but answered `system_busy`.
+        decline_every: Option<u64>,
+    }
+
+    /// A miniature switch that also keeps every terminal's batch and answers `batch_totals`,
+    /// which the library's [`MiniSwitch`] declines: everything else is its answer.
+    struct BatchSwitch {
+        mini: MiniSwitch,
+        admin: Credential,
+        faults: BatchFaults,
+        postings: AtomicU64,
+        /// Per terminal, its approved postings as the switch journals them.
+        batches: Mutex<HashMap<u32, BatchTotals>>,
+        batch_requests: AtomicU64,
+    }
+
+    impl BatchSwitch {
+        fn new(faults: BatchFaults) -> Arc<BatchSwitch> {
+            Arc::new(BatchSwitch {
+                mini: MiniSwitch::new(test_admin()),
+                admin: test_admin(),
+                faults,
+                postings: AtomicU64::new(0),
+                batches: Mutex::default(),
+                batch_requests: AtomicU64::new(0),
+            })
+        }
+
+        /// The responses to one request: none, one or two.
+        fn answer(&self, header: Header, request: Request) -> Vec<Response> {
+            match request {
+                // Every terminal's key is the one derived from the admin's, as loadgen
+                // provisions them.
+                Request::ProvisionTerminal { terminal_id, .. } => {
+                    let reply = protocol::TerminalReply { code: ResponseCode::Approved, terminal_id, enabled: 1 };
+                    return vec![Response::Terminal { request: MsgType::ProvisionTerminal, reply }];
+                }
+                Request::BatchTotals { business_date, totals } => {
+                    self.batch_requests.fetch_add(1, Ordering::Relaxed);
+                    if business_date != 0 && business_date != MINI_BUSINESS_DATE {
+                        return vec![Response::decline(MsgType::BatchTotals, ResponseCode::InvalidField)];
+                    }
+                    let theirs = self.batches.lock().unwrap().get(&header.terminal_id).copied().unwrap_or_default();
+                    return vec![Response::BatchTotals(BatchTotalsReply {
+                        code: ResponseCode::Approved,
+                        in_balance: u8::from(totals == theirs),
+                        business_date: MINI_BUSINESS_DATE,
+                        totals: theirs,
+                    })];
+                }
+                _ => {}
+            }
+            let response = self.mini.handle(header, request);
+            let Response::Card { request: msg_type, reply } = &response else { return vec![response] };
+            let kind = match msg_type {
+                MsgType::SellCard => PostingKind::SellCard,
+                MsgType::Sale => PostingKind::Sale,
+                MsgType::Load => PostingKind::Load,
+                MsgType::Hold => PostingKind::Hold,
+                MsgType::Capture => PostingKind::Capture,
+                _ => return vec![response],
+            };
+            if !reply.code.is_approved() {
+                return vec![response];
+            }
+            self.batches.lock().unwrap().entry(header.terminal_id).or_default().add(kind, reply.amount_minor);
+            if kind == PostingKind::SellCard {
+                return vec![response];
+            }
+            let n = self.postings.fetch_add(1, Ordering::Relaxed) + 1;
+            let every = |k: Option<u64>| k.is_some_and(|k| n.is_multiple_of(k));
+            if every(self.faults.drop_every) {
+                vec![]
+            } else if every(self.faults.repeat_every) {
+                vec![response.clone(), response]
+            } else if every(self.faults.decline_every) {
+                vec![Response::decline(*msg_type, ResponseCode::SystemBusy)]
+            } else {
+                vec![response]
+            }
+        }
+
+        /// Answers one connection, each reply signed with the key of the terminal it is for.
+        async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream) {
+            let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec::default());
+            while let Some(Ok(frame)) = framed.next().await {
+                let Message::Request(request) = frame.message else { return };
+                framed.codec_mut().set_key(terminal_key(&self.admin, frame.header.terminal_id));
+                let header = Header { flags: 0, ..frame.header };
+                for response in self.answer(frame.header, request) {
+                    if framed.send(Frame { header, message: Message::Response(response) }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+
+        /// Serves on loopback in the background; its address.
+        async fn start(self: &Arc<Self>) -> String {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let switch = Arc::clone(self);
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(Arc::clone(&switch).connection(stream));
+                }
+            });
+            addr
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_terminals_batch_is_in_balance_when_the_switch_counts_what_it_saw() {
+        let switch = BatchSwitch::new(BatchFaults::default());
+        let addr = switch.start().await;
+        let report =
+            run_detailed(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--batch-totals"]), now()).await.ok().unwrap();
+        let summary = &report.summary;
+        assert!(summary.verified && summary.errors == 0, "{report:?}");
+        assert_eq!(summary.batches, Some(BatchCounts { in_balance: 4, ..BatchCounts::default() }), "{report:?}");
+        assert_eq!(switch.batch_requests.load(Ordering::Relaxed), 4);
+        assert!(summary.json().contains(",\"batches_in_balance\":4,\"batches_out_of_balance\":0,"));
+        // Without the option, no batch is sent and the summary line is as it was.
+        let before = switch.batch_requests.load(Ordering::Relaxed);
+        let plain = run_detailed(&cli(&addr, &["--mix", FULL_MIX, "--seed", "2"]), later(unix_ms_now(), 1))
+            .await
+            .ok()
+            .unwrap()
+            .summary;
+        assert!(plain.verified && plain.batches.is_none() && !plain.json().contains("batches"), "{plain:?}");
+        assert_eq!(switch.batch_requests.load(Ordering::Relaxed), before);
+
+        // A posting answered twice is one posting: the batches still balance (the repeated
+        // answers fail the run's verification on their own).
+        let switch = BatchSwitch::new(BatchFaults { repeat_every: Some(97), ..BatchFaults::default() });
+        let addr = switch.start().await;
+        let summary = run(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--batch-totals"])).await.ok().unwrap();
+        assert!(!summary.verified, "{summary:?}");
+        assert_eq!(summary.batches, Some(BatchCounts { in_balance: 4, ..BatchCounts::default() }), "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_the_switch_counts_otherwise_fail_the_run() {
+        // Postings carried out but answered as declined: the switch counts what loadgen did not.
+        let switch = BatchSwitch::new(BatchFaults { decline_every: Some(101), ..BatchFaults::default() });
+        let addr = switch.start().await;
+        let summary = run(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--batch-totals"])).await.ok().unwrap();
+        let batches = summary.batches.unwrap();
+        assert!(!summary.verified && batches.out_of_balance > 0, "{summary:?}");
+        assert_eq!(batches.in_balance + batches.out_of_balance, 4, "{summary:?}");
+        // A switch that declines every batch (the library's miniature one knows none).
+        let addr = mini(Faults::default()).await;
+        let summary = run(&cli(&addr, &["--setup", "--batch-totals"])).await.ok().unwrap();
+        assert!(!summary.verified && summary.errors == 0, "{summary:?}");
+        assert_eq!(summary.batches, Some(BatchCounts { declined: 4, ..BatchCounts::default() }), "{summary:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn terminals_with_unanswered_postings_send_no_batch() {
+        let switch = BatchSwitch::new(BatchFaults { drop_every: Some(211), ..BatchFaults::default() });
+        let addr = switch.start().await;
+        let summary = run(&cli(&addr, &["--setup", "--mix", FULL_MIX, "--batch-totals"])).await.ok().unwrap();
+        let batches = summary.batches.unwrap();
+        assert!(summary.errors > 0 && batches.skipped > 0, "{summary:?}");
+        assert_eq!(batches.in_balance + batches.skipped, 4, "{summary:?}");
+        assert_eq!(switch.batch_requests.load(Ordering::Relaxed), batches.in_balance);
+        // What could not be known is not held against the run: its balances still add up.
+        assert!(summary.verified, "{summary:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `pos`: a terminal simulator for trying the switch by hand. Sends one message (after a
 //! sign-on where one is needed) and prints the response readably or as one JSON object.
 //!
-//! Exit status: 0 approved, 1 declined, 2 usage, connection or protocol error.
+//! Exit status: 0 approved, 1 declined, 2 usage, connection or protocol error, 3 batch totals
+//! out of balance.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -18,20 +19,23 @@ use protocol::auth::MAX_SECRET_BYTES;
 use protocol::client::{Client, ClientError, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_UTC_OFFSET_MINUTES};
 use protocol::describe::id_type_name;
 use protocol::message::{
-    FLAG_RETRANSMIT, MAX_MEMBER_ADDRESS_BYTES, MAX_MEMBER_EMAIL_BYTES, MAX_MEMBER_ID_NUMBER_BYTES,
+    BATCH_KINDS, FLAG_RETRANSMIT, MAX_MEMBER_ADDRESS_BYTES, MAX_MEMBER_EMAIL_BYTES, MAX_MEMBER_ID_NUMBER_BYTES,
     MAX_MEMBER_NAME_BYTES, MAX_MEMBER_PHONE_BYTES,
 };
 use protocol::types::{format_minor, parse_minor};
 use protocol::{
-    AdminAction, AdminFlags, CardNo, CardReply, Category, Credential, HistoryEntry, HistoryReply, ImportRangeReply,
-    LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth, OperatorReply, OperatorRole, PaymentMethod,
-    PostingKind, ProductReply, RegisterMember, Request, Response, ResponseCode, SaleFlags, Sealed, SecretKind,
-    SignOnReply, TerminalKey, TerminalRole, Verification, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
+    AdminAction, AdminFlags, BatchTotals, BatchTotalsReply, CardNo, CardReply, Category, Credential, HistoryEntry,
+    HistoryReply, ImportRangeReply, LocalTime, MemberData, MemberReply, Message, MsgType, OperatorAuth, OperatorReply,
+    OperatorRole, PaymentMethod, PostingKind, ProductReply, RegisterMember, Request, Response, ResponseCode, SaleFlags,
+    Sealed, SecretKind, SignOnReply, TerminalKey, TerminalRole, Verification, MAX_AMOUNT_MINOR, MAX_RANGE_CARDS,
 };
 
 const EXIT_APPROVED: u8 = 0;
 const EXIT_DECLINED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
+/// `batch-totals` approved, but the switch's figures are not the terminal's: apart from a
+/// decline, so that a script tells a batch to look into from one the switch refused.
+const EXIT_OUT_OF_BALANCE: u8 = 3;
 
 /// Sends one message to a cardswitch as a terminal and prints the response.
 #[derive(Debug, Parser)]
@@ -62,9 +66,11 @@ const EXIT_ERROR: u8 = 2;
                   (operator_sign_on) after the sign-on and before the operation, so that the \
                   switch journals the sale with the cashier and flags a purchase on the \
                   cashier's own staff card. The session ends when pos exits: operator-sign-on \
-                  alone only checks that the cashier may sign on.\n\nExit status: 0 \
-                  approved, 1 declined (a wrong PIN or a limit too), 2 usage, connection or protocol \
-                  error."
+                  alone only checks that the cashier may sign on.\n\nbatch-totals sends the terminal's \
+                  own counts and amounts of the day's postings per kind (--sale COUNT:YUAN, ...) \
+                  for the switch to compare with its own: see batch-totals --help.\n\nExit \
+                  status: 0 approved (batch-totals: in balance), 1 declined (a wrong PIN or a limit \
+                  too), 2 usage, connection or protocol error, 3 batch-totals out of balance."
 )]
 struct Cli {
     /// Address of the switch, HOST:PORT.
@@ -295,6 +301,10 @@ enum Op {
     /// List a card's postings, oldest first, with the balances after each (up to 100 at a
     /// time; --all asks until there are no more).
     History(HistoryArgs),
+    /// Compare this terminal's batch of a business date with the switch's: its own counts and
+    /// amounts of postings per kind (--sale COUNT:YUAN, ...); the switch answers in balance or
+    /// out of balance, with its figures (exit status 3 when out of balance).
+    BatchTotals(BatchArgs),
 }
 
 /// `register-member CARD`: the holder's data, checked by the switch as a whole (M2).
@@ -323,7 +333,7 @@ struct RegisterArgs {
     #[arg(long, value_parser = member_text("--email", MAX_MEMBER_EMAIL_BYTES, false))]
     email: Option<String>,
     /// Birth date, YYYY-MM-DD; for an id_card, the one its number encodes.
-    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_birth_date)]
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     birth_date: Option<u32>,
     #[command(flatten)]
     operator: OperatorArgs,
@@ -365,6 +375,104 @@ struct HistoryArgs {
     all: bool,
     #[command(flatten)]
     operator: OperatorArgs,
+}
+
+/// `batch-totals`: the terminal's own figures per kind of posting (S2), in the order of
+/// [`BATCH_KINDS`] (see [`BatchArgs::totals`]), and the business date they are of.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+#[command(after_help = "Each line is COUNT:YUAN: how many postings of that kind this terminal \
+                  made on the business date and the sum of their amounts, as their replies gave \
+                  them (a sale's after its discounts, a card sale's or load's the amount loaded, a \
+                  hold's the amount held, a capture's the final amount); e.g. --sale 2:173.45 \
+                  --refund 1:20.00 --sell-card 1:500.00. Lines not given are 0:0.00. The switch \
+                  compares all eight lines with its own figures for this terminal and that date; \
+                  every line that differs is marked.\n\nExit status: 0 in balance, 1 declined, 2 \
+                  usage, connection or protocol error (a malformed line or date is refused before \
+                  anything is sent), 3 out of balance.")]
+struct BatchArgs {
+    /// Cards sold with their opening loads.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    sell_card: Option<BatchLine>,
+    /// Loads.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    load: Option<BatchLine>,
+    /// Sales, at their amounts after discounts.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    sale: Option<BatchLine>,
+    /// Holds, at the amounts held.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    hold: Option<BatchLine>,
+    /// Captures, at their final amounts.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    capture: Option<BatchLine>,
+    /// Refunds.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    refund: Option<BatchLine>,
+    /// Voids (and releases of holds).
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    void: Option<BatchLine>,
+    /// Reversals.
+    #[arg(long, value_name = "COUNT:YUAN", value_parser = parse_batch_line, allow_hyphen_values = true,
+        help_heading = "Lines")]
+    reversal: Option<BatchLine>,
+    /// The business date the figures are of (default: the current one of --store).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    date: Option<u32>,
+}
+
+/// One line of a batch as the cashier counted it: postings of one kind and their amount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct BatchLine {
+    count: u32,
+    amount_minor: i64,
+}
+
+/// `COUNT:YUAN`: a number of postings and the sum of their amounts in yuan with at most two
+/// decimals, neither negative (the switch declines a negative amount); postings of no count
+/// have no amount.
+fn parse_batch_line(text: &str) -> Result<BatchLine, String> {
+    let expected = "expected COUNT:YUAN, a number of postings and their amount in yuan with at most two decimals, \
+                    e.g. 2:173.45";
+    let Some((count, amount)) = text.trim().split_once(':') else {
+        return Err(format!("invalid batch line '{text}' ({expected})"));
+    };
+    let (count, amount) = (count.trim(), amount.trim());
+    if count.starts_with('-') || amount.starts_with('-') {
+        return Err(format!("invalid batch line '{text}': counts and amounts are never negative"));
+    }
+    let count = match count.parse::<u32>() {
+        Ok(n) if count.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => return Err(format!("invalid count '{count}' in batch line '{text}' (expected 0..={})", u32::MAX)),
+    };
+    let amount_minor = parse_amount(amount).map_err(|problem| format!("batch line '{text}': {problem}"))?;
+    if count == 0 && amount_minor != 0 {
+        return Err(format!(
+            "invalid batch line '{text}': 0 postings cannot amount to {} (COUNT comes first)",
+            format_minor(amount_minor)
+        ));
+    }
+    Ok(BatchLine { count, amount_minor })
+}
+
+impl BatchArgs {
+    /// The lines given, in the order of [`BATCH_KINDS`]; those not given 0.
+    fn totals(&self) -> BatchTotals {
+        let lines =
+            [self.sell_card, self.load, self.sale, self.hold, self.capture, self.refund, self.void, self.reversal];
+        let mut totals = BatchTotals::default();
+        for (i, line) in lines.into_iter().enumerate() {
+            let line = line.unwrap_or_default();
+            (totals.counts[i], totals.amounts_minor[i]) = (line.count, line.amount_minor);
+        }
+        totals
+    }
 }
 
 /// The operator carrying out an administrative request and its passcode, sealed in `run`.
@@ -718,7 +826,7 @@ fn parse_id_type(text: &str) -> Result<u8, String> {
 }
 
 /// A calendar date written `YYYY-MM-DD`, as the number YYYYMMDD.
-fn parse_birth_date(text: &str) -> Result<u32, String> {
+fn parse_date(text: &str) -> Result<u32, String> {
     let invalid = || format!("invalid date '{text}' (expected YYYY-MM-DD, e.g. 1990-03-07)");
     let parts: Vec<&str> = text.trim().split('-').collect();
     let [year, month, day] = parts[..] else { return Err(invalid()) };
@@ -1011,6 +1119,7 @@ impl Op {
             Op::Member { .. } => "member",
             Op::ReplaceCard(_) => "replace-card",
             Op::History(_) => "history",
+            Op::BatchTotals(_) => "batch-totals",
         }
     }
 
@@ -1127,6 +1236,9 @@ impl Op {
                 card: args.card,
                 after_txn_id: args.after,
             },
+            Op::BatchTotals(ref args) => {
+                Request::BatchTotals { business_date: args.date.unwrap_or(0), totals: args.totals() }
+            }
             Op::RegisterMember(_) => return Err("register-member sends a registration, see Op::message".to_string()),
         })
     }
@@ -1730,6 +1842,91 @@ fn history_fields(operator_id: u32, reply: &HistoryReply, stans: &[u32]) -> Vec<
     fields
 }
 
+/// The marker of a batch line whose figures are not the switch's.
+const DIFFERS: &str = "<- differs";
+
+/// The reply to `batch_totals`: the switch's verdict, the business date, and the eight lines
+/// with the terminal's figures next to the switch's, each line that differs marked. A decline
+/// carries no figures of the switch's (all zero): its lines are not compared.
+fn batch_fields(request: &Request, reply: &BatchTotalsReply) -> Vec<Field> {
+    let Request::BatchTotals { business_date: asked, totals: ours } = *request else {
+        return vec![code_field(reply.code)];
+    };
+    let theirs = reply.totals;
+    let approved = reply.code.is_approved();
+    let differs: Vec<bool> = (0..BATCH_KINDS.len())
+        .map(|i| approved && (ours.counts[i], ours.amounts_minor[i]) != (theirs.counts[i], theirs.amounts_minor[i]))
+        .collect();
+    let in_balance = approved && reply.in_balance == 1;
+    let verdict = match differs.iter().filter(|d| **d).count() {
+        _ if in_balance => "in balance".to_string(),
+        0 => "out of balance".to_string(),
+        1 => "out of balance: 1 line differs".to_string(),
+        n => format!("out of balance: {n} lines differ"),
+    };
+    let date = match (approved, asked) {
+        (true, 0) => format!("{}  (the store's current business date)", format_date(reply.business_date)),
+        (true, _) => format_date(reply.business_date),
+        (false, 0) => "the store's current business date".to_string(),
+        (false, _) => format_date(asked),
+    };
+    let mut fields = vec![
+        code_field(reply.code),
+        Field { label: approved.then_some("batch"), text: verdict, json: vec![("in_balance", in_balance.to_string())] },
+        Field {
+            label: Some("date"),
+            text: date,
+            json: vec![
+                ("business_date", reply.business_date.to_string()),
+                ("requested_business_date", asked.to_string()),
+            ],
+        },
+    ];
+    let why = match reply.code {
+        ResponseCode::InvalidField => Some("the date is not a calendar date, or a line is negative"),
+        ResponseCode::NotSignedOn => Some("no session: the sign-on did not hold"),
+        _ => None,
+    };
+    if let Some(why) = why {
+        fields.push(line("refused", why));
+    }
+    if approved {
+        let mut rows = vec![["kind", "terminal count", "terminal amount", "switch count", "switch amount", ""]
+            .map(str::to_string)
+            .to_vec()];
+        rows.extend(BATCH_KINDS.iter().enumerate().map(|(i, kind)| {
+            vec![
+                kind.as_str().to_string(),
+                ours.counts[i].to_string(),
+                format_minor(ours.amounts_minor[i]),
+                theirs.counts[i].to_string(),
+                format_minor(theirs.amounts_minor[i]),
+                if differs[i] { DIFFERS.to_string() } else { String::new() },
+            ]
+        }));
+        let right = [false, true, true, true, true, false];
+        fields.extend(table(&rows, &right).into_iter().map(|text| Field { label: Some(""), text, json: vec![] }));
+    }
+    let lines: Vec<String> = BATCH_KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            format!(
+                "{{\"kind\":{},\"count\":{},\"amount_minor\":{},\"switch_count\":{},\"switch_amount_minor\":{},\
+                 \"differs\":{}}}",
+                json_string(kind.as_str()),
+                ours.counts[i],
+                ours.amounts_minor[i],
+                theirs.counts[i],
+                theirs.amounts_minor[i],
+                differs[i]
+            )
+        })
+        .collect();
+    fields.push(Field { label: None, text: String::new(), json: vec![("lines", format!("[{}]", lines.join(",")))] });
+    fields
+}
+
 fn render_text(sent: &Sent<'_>, fields: &[Field]) -> String {
     let mut out = format!("{}  terminal {}  stan {}", sent.op, sent.terminal, sent.stan);
     if sent.retransmit {
@@ -1792,6 +1989,7 @@ fn response_fields(request: &Request, response: &Response) -> Option<Vec<Field>>
         (Request::CardHistory { operator, .. }, Response::History(reply)) => {
             Some(history_fields(operator.operator_id, reply, &[]))
         }
+        (Request::BatchTotals { .. }, Response::BatchTotals(reply)) => Some(batch_fields(request, reply)),
         (Request::ReplaceCard { new_card, .. }, Response::Card { request: MsgType::ReplaceCard, reply }) => {
             Some(card_fields(request, *new_card, reply))
         }
@@ -1827,7 +2025,8 @@ fn unknown_outcome_hint(request: &Request, stan: u32) -> String {
         | Request::OperatorSignOn { .. }
         | Request::Balance { .. }
         | Request::MemberQuery { .. }
-        | Request::CardHistory { .. } => String::new(),
+        | Request::CardHistory { .. }
+        | Request::BatchTotals { .. } => String::new(),
         // Not remembered (SPEC §5.25): sent again, it is carried out again.
         Request::SetProduct { .. } => {
             "; its outcome is unknown: send it again (it sets the product again, under a new catalog version)"
@@ -2148,7 +2347,17 @@ async fn run(cli: &Cli) -> Result<u8, Failure> {
     }
     let sent = Sent { op: what, terminal, stan, retransmit: cli.retransmit };
     print_report(cli, &sent, &fields);
-    Ok(if response.code().is_approved() { EXIT_APPROVED } else { EXIT_DECLINED })
+    Ok(exit_status(&response))
+}
+
+/// The exit status of an operation answered with `response`: approved or declined, and a batch
+/// out of balance apart from both.
+fn exit_status(response: &Response) -> u8 {
+    match response {
+        _ if !response.code().is_approved() => EXIT_DECLINED,
+        Response::BatchTotals(reply) if reply.in_balance != 1 => EXIT_OUT_OF_BALANCE,
+        _ => EXIT_APPROVED,
+    }
 }
 
 fn main() -> ExitCode {
@@ -3194,10 +3403,10 @@ mod tests {
             assert_eq!(error.exit_code(), 2, "{extra:?}");
             assert!(error.to_string().contains(problem), "{extra:?}: {error}");
         }
-        assert_eq!(parse_birth_date("2000-02-29"), Ok(20000229));
-        assert_eq!(parse_birth_date("1990-03-07"), Ok(19900307));
+        assert_eq!(parse_date("2000-02-29"), Ok(20000229));
+        assert_eq!(parse_date("1990-03-07"), Ok(19900307));
         for bad in ["1900-02-29", "1990-13-01", "1990-04-31", "1990-3-7", "0000-01-01", "1990-03-07-01", ""] {
-            assert!(parse_birth_date(bad).is_err(), "{bad}");
+            assert!(parse_date(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_id_type("passport"), Ok(2));
     }
@@ -3886,5 +4095,207 @@ mod tests {
         );
         assert!(render_json(&sent, &fields)
             .contains("\"code\":\"approved\",\"cashier_id\":31,\"cashier_stan\":2147483656,"));
+    }
+
+    /// `pos --addr x:1 batch-totals EXTRA...`.
+    fn batch_totals(extra: &[&str]) -> Result<Cli, clap::Error> {
+        parse(&[&["--addr", "x:1", "batch-totals"][..], extra].concat())
+    }
+
+    /// The batch of protocol/vectors/batch_totals.txt: a card sold for 500.00, two sales for
+    /// 173.45 and a refund of 20.00.
+    fn vector_batch() -> BatchTotals {
+        BatchTotals { counts: [1, 0, 2, 0, 0, 1, 0, 0], amounts_minor: [50_000, 0, 17_345, 0, 0, 2_000, 0, 0] }
+    }
+
+    #[test]
+    fn batch_totals_builds_its_request_from_the_lines_given() {
+        let cli = batch_totals(&[
+            "--sale",
+            "2:173.45",
+            "--refund",
+            "1:20.00",
+            "--sell-card",
+            "1:500",
+            "--date",
+            "2026-11-22",
+        ])
+        .unwrap();
+        assert_eq!(cli.op.name(), "batch-totals");
+        let request = cli.op.request(cli.store).unwrap();
+        assert_eq!(request, Request::BatchTotals { business_date: 20_261_122, totals: vector_batch() });
+        assert_eq!(request.msg_type(), MsgType::BatchTotals);
+        // Nothing is posted or remembered: there is nothing to retransmit or reverse.
+        assert_eq!(unknown_outcome_hint(&request, 160), "");
+        // Without --date, the store's current business date (0); lines not given are 0.
+        let cli = batch_totals(&["--load", "0:0"]).unwrap();
+        assert_eq!(cli.op.request(1), Ok(Request::BatchTotals { business_date: 0, totals: BatchTotals::default() }));
+        // Each option is the line of its kind, in the order of the wire (BATCH_KINDS).
+        for (i, kind) in BATCH_KINDS.iter().enumerate() {
+            let option = format!("--{}", kind.as_str().replace('_', "-"));
+            let Ok(Request::BatchTotals { totals, .. }) = batch_totals(&[&option, " 3 : 0.07 "]).unwrap().op.request(1)
+            else {
+                panic!("{option}")
+            };
+            let mut expected = BatchTotals::default();
+            (expected.counts[i], expected.amounts_minor[i]) = (3, 7);
+            assert_eq!(totals, expected, "{option}");
+        }
+    }
+
+    #[test]
+    fn batch_totals_refuses_malformed_lines_and_dates_before_sending() {
+        for (extra, problem) in [
+            (&["--sale", "2"][..], "invalid batch line '2' (expected COUNT:YUAN"),
+            (&["--sale", ""], "invalid batch line ''"),
+            (&["--sale", "2:"], "batch line '2:': invalid amount ''"),
+            (&["--sale", "2:1.234"], "batch line '2:1.234': invalid amount '1.234'"),
+            (&["--sale", "2:1,50"], "invalid amount '1,50'"),
+            (&["--sale", "-2:10"], "invalid batch line '-2:10': counts and amounts are never negative"),
+            (&["--refund", "2:-10"], "invalid batch line '2:-10': counts and amounts are never negative"),
+            (&["--sale", "x:10"], "invalid count 'x' in batch line 'x:10'"),
+            (&["--sale", "+2:10"], "invalid count '+2'"),
+            (&["--sale", "4294967296:10"], "invalid count '4294967296'"),
+            (&["--sale", "0:10"], "0 postings cannot amount to 10.00"),
+            (&["--sale", "1:10000000000.01"], "exceeds the largest amount"),
+            (&["--sale", "1:1", "--sale", "2:2"], "cannot be used multiple times"),
+            (&["--date", "20261122"], "invalid date '20261122' (expected YYYY-MM-DD"),
+            (&["--date", "2026-02-29"], "invalid date '2026-02-29'"),
+            (&["--date", "0000-01-01"], "invalid date"),
+            (&["--cash", "1:1"], "unexpected argument '--cash'"),
+        ] {
+            let error = batch_totals(extra).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{extra:?}");
+            assert!(error.to_string().contains(problem), "{extra:?}: {error}");
+        }
+        assert_eq!(parse_batch_line("0:0"), Ok(BatchLine { count: 0, amount_minor: 0 }));
+        // A zero-value card sale is a posting of 0.00.
+        assert_eq!(parse_batch_line("4:0"), Ok(BatchLine { count: 4, amount_minor: 0 }));
+        // The exit status out of balance is in the help, apart from the decline's.
+        let help = Cli::command().find_subcommand_mut("batch-totals").unwrap().render_long_help().to_string();
+        assert!(help.contains("Exit status: 0 in balance, 1 declined, 2"), "{help}");
+        assert!(help.contains("3 out of balance"), "{help}");
+        assert!(help.contains("--sale <COUNT:YUAN>"), "{help}");
+    }
+
+    fn batch_sent() -> Sent<'static> {
+        Sent { op: "batch-totals", terminal: 1001, stan: 160, retransmit: false }
+    }
+
+    #[test]
+    fn batch_totals_replies_mark_the_lines_that_differ() {
+        let request = Request::BatchTotals { business_date: 20_261_122, totals: vector_batch() };
+        // protocol/vectors/batch_totals_reply.txt: the switch has a second refund, of 10.00.
+        let mut theirs = vector_batch();
+        (theirs.counts[5], theirs.amounts_minor[5]) = (2, 3_000);
+        let out = Response::BatchTotals(BatchTotalsReply {
+            code: ResponseCode::Approved,
+            in_balance: 0,
+            business_date: 20_261_122,
+            totals: theirs,
+        });
+        let fields = response_fields(&request, &out).unwrap();
+        assert_eq!(
+            render_text(&batch_sent(), &fields),
+            "batch-totals  terminal 1001  stan 160\n\
+             \x20 code       approved\n\
+             \x20 batch      out of balance: 1 line differs\n\
+             \x20 date       2026-11-22\n\
+             \x20 kind       terminal count  terminal amount  switch count  switch amount\n\
+             \x20 sell_card               1           500.00             1         500.00\n\
+             \x20 load                    0             0.00             0           0.00\n\
+             \x20 sale                    2           173.45             2         173.45\n\
+             \x20 hold                    0             0.00             0           0.00\n\
+             \x20 capture                 0             0.00             0           0.00\n\
+             \x20 refund                  1            20.00             2          30.00  <- differs\n\
+             \x20 void                    0             0.00             0           0.00\n\
+             \x20 reversal                0             0.00             0           0.00\n"
+        );
+        let json = render_json(&batch_sent(), &fields);
+        assert!(
+            json.starts_with(
+                "{\"op\":\"batch-totals\",\"terminal\":1001,\"stan\":160,\"retransmit\":false,\"code\":\"approved\",\
+                 \"in_balance\":false,\"business_date\":20261122,\"requested_business_date\":20261122,\"lines\":[\
+                 {\"kind\":\"sell_card\",\"count\":1,\"amount_minor\":50000,\"switch_count\":1,\
+                 \"switch_amount_minor\":50000,\"differs\":false},"
+            ),
+            "{json}"
+        );
+        assert!(
+            json.contains(
+                "{\"kind\":\"refund\",\"count\":1,\"amount_minor\":2000,\"switch_count\":2,\
+                 \"switch_amount_minor\":3000,\"differs\":true},"
+            ),
+            "{json}"
+        );
+        assert!(json.ends_with("\"switch_amount_minor\":0,\"differs\":false}]}\n"), "{json}");
+        assert_eq!(json.matches("\"kind\":").count(), BATCH_KINDS.len());
+        assert_eq!(exit_status(&out), EXIT_OUT_OF_BALANCE);
+
+        // In balance, for the store's current date (asked as 0): no marks, exit status 0.
+        let today = Request::BatchTotals { business_date: 0, totals: vector_batch() };
+        let balanced = Response::BatchTotals(BatchTotalsReply {
+            code: ResponseCode::Approved,
+            in_balance: 1,
+            business_date: 20_261_122,
+            totals: vector_batch(),
+        });
+        let fields = response_fields(&today, &balanced).unwrap();
+        let text = render_text(&batch_sent(), &fields);
+        assert!(
+            text.contains(
+                "  batch      in balance\n  date       2026-11-22  (the store's current business date)\n  kind  "
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(DIFFERS), "{text}");
+        let json = render_json(&batch_sent(), &fields);
+        assert!(json.contains("\"in_balance\":true,\"business_date\":20261122,\"requested_business_date\":0,"));
+        assert!(!json.contains("\"differs\":true"), "{json}");
+        assert_eq!(exit_status(&balanced), EXIT_APPROVED);
+
+        // Several lines off, among them one the terminal has none of.
+        let mut theirs = vector_batch();
+        (theirs.counts[1], theirs.amounts_minor[1], theirs.amounts_minor[2]) = (1, 10_000, 17_300);
+        let off = Response::BatchTotals(BatchTotalsReply {
+            code: ResponseCode::Approved,
+            in_balance: 0,
+            business_date: 20_261_122,
+            totals: theirs,
+        });
+        let text = render_text(&batch_sent(), &response_fields(&request, &off).unwrap());
+        assert!(text.contains("  batch      out of balance: 2 lines differ\n"), "{text}");
+        assert!(
+            text.contains("  load                    0             0.00             1         100.00  <- differs\n")
+        );
+        assert!(
+            text.contains("  sale                    2           173.45             2         173.00  <- differs\n")
+        );
+
+        // A decline compares nothing: no verdict, no table, the date asked; exit status 1.
+        let declined = Response::decline(MsgType::BatchTotals, ResponseCode::InvalidField);
+        let fields = response_fields(&request, &declined).unwrap();
+        assert_eq!(
+            render_text(&batch_sent(), &fields),
+            "batch-totals  terminal 1001  stan 160\n\
+             \x20 code       invalid_field\n\
+             \x20 date       2026-11-22\n\
+             \x20 refused    the date is not a calendar date, or a line is negative\n"
+        );
+        let json = render_json(&batch_sent(), &fields);
+        assert!(
+            json.contains(
+                "\"code\":\"invalid_field\",\"in_balance\":false,\"business_date\":0,\"requested_business_date\":20261122,"
+            ),
+            "{json}"
+        );
+        assert!(!json.contains("\"differs\":true"), "{json}");
+        assert_eq!(exit_status(&declined), EXIT_DECLINED);
+        let text = render_text(&batch_sent(), &response_fields(&today, &declined).unwrap());
+        assert!(text.contains("  date       the store's current business date\n"), "{text}");
+        // Only a batch reply answers a batch.
+        let wrong = Response::Card { request: MsgType::Balance, reply: CardReply::default() };
+        assert!(response_fields(&request, &wrong).is_none());
+        assert_eq!(exit_status(&wrong), EXIT_APPROVED);
     }
 }
