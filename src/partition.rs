@@ -3,7 +3,7 @@
 //! then sends the replies. The hot path takes no lock: a card's requests meet only its own
 //! partition's thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -142,6 +142,9 @@ pub struct Partitions {
     senders: Vec<Sender<Work>>,
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     failed: Vec<Arc<AtomicBool>>,
+    /// Per partition, its last group commit made durable (0: none yet), set before the
+    /// commit's replies are sent.
+    committed: Vec<Arc<AtomicU64>>,
 }
 
 impl Partitions {
@@ -157,7 +160,8 @@ impl Partitions {
     ) -> Partitions {
         let catalog_version = rules.catalog.version;
         let count = recovered.partitions.len();
-        let mut partitions = Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new() };
+        let mut partitions =
+            Partitions { senders: Vec::new(), threads: Default::default(), failed: Vec::new(), committed: Vec::new() };
         for (index, state) in recovered.partitions.into_iter().enumerate() {
             let ids = IdSource::new(index, count, recovered.max_txn_id);
             let mut engine = Engine::restore(
@@ -178,7 +182,9 @@ impl Partitions {
             }
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
             let failed = Arc::new(AtomicBool::new(false));
+            let committed = Arc::new(AtomicU64::new(0));
             let worker = Worker {
+                committed: committed.clone(),
                 index,
                 engine,
                 batch_ids: IdSource::new(index, count, recovered.max_batch_id),
@@ -197,8 +203,15 @@ impl Partitions {
             partitions.senders.push(tx);
             partitions.threads.get_mut().expect("not shared yet").push(thread);
             partitions.failed.push(failed);
+            partitions.committed.push(committed);
         }
         partitions
+    }
+
+    /// Per partition, the last group commit made durable: with the materializer's marks
+    /// (read first), which group commits a reader must take from the log (`store::LogTail`).
+    pub fn committed(&self) -> Vec<u64> {
+        self.committed.iter().map(|c| c.load(Ordering::Acquire)).collect()
     }
 
     pub fn count(&self) -> usize {
@@ -308,6 +321,8 @@ struct Worker {
     clock: Arc<dyn Clock>,
     materializer: Option<(Feed, MaterializedMarks)>,
     failed: Arc<AtomicBool>,
+    /// This partition's entry of `Partitions::committed`.
+    committed: Arc<AtomicU64>,
     /// Stamped on every journal entry (see `Context::catalog_version`).
     catalog_version: u32,
     /// The business date of every store (S1).
@@ -451,10 +466,13 @@ impl Worker {
                     // the missing answer.
                     days_acks.clear();
                     self.housekeeping = None;
-                } else if let Some((materializer, _)) = &self.materializer {
-                    let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
-                    // Blocks only when the materializer is far behind: backpressure, not loss.
-                    materializer.send(logged);
+                } else {
+                    self.committed.store(batch_id, Ordering::Release);
+                    if let Some((materializer, _)) = &self.materializer {
+                        let logged = Logged { partition: self.index, batch_id, bytes: encoded.into() };
+                        // Blocks only when the materializer is far behind: backpressure, not loss.
+                        materializer.send(logged);
+                    }
                 }
                 effects.clear();
             }

@@ -1221,6 +1221,14 @@ impl Switch {
         }
     }
 
+    /// The group commits not yet materialized, for a reader of the indexes. Taken before the
+    /// indexes are read, marks first: a group commit materialized meanwhile is then in both,
+    /// and the readers merge by txn id.
+    fn log_tail(&self) -> crate::store::LogTail {
+        let materialized = self.materialized.iter().map(|m| m.load(Ordering::Acquire)).collect();
+        crate::store::LogTail { materialized, committed: self.partitions.committed() }
+    }
+
     /// S2: the terminal's batch on `business_date` (0: its store's open date) as the journal
     /// has it, compared line by line with the terminal's own figures.
     async fn batch_totals(
@@ -1233,11 +1241,8 @@ impl Switch {
         let date = if business_date == 0 { self.days.book().open_date(store_id) } else { business_date };
         let switch = self.clone();
         let read = tokio::task::spawn_blocking(move || {
-            // Read before the index, so a group commit materialized meanwhile is read from
-            // the log instead of missed.
-            let marks: Vec<u64> = switch.materialized.iter().map(|m| m.load(Ordering::Acquire)).collect();
-            let covered = |batch_id: u64| batch_id <= marks[(batch_id % marks.len() as u64) as usize];
-            switch.store.terminal_batch(header.terminal_id, date, covered)
+            let tail = switch.log_tail();
+            switch.store.terminal_batch(header.terminal_id, date, &tail)
         })
         .await
         .expect("reading the journal does not panic");
@@ -1264,15 +1269,12 @@ impl Switch {
     /// S9: the postings of `card` after `after_txn_id` with the buckets after each, which
     /// are summed from the card's first posting. Blocking.
     fn history(&self, card: protocol::CardNo, after_txn_id: u64) -> Result<protocol::HistoryReply, StoreError> {
-        // Read before the index, so a group commit materialized meanwhile is read from the
-        // log instead of missed.
-        let marks: Vec<u64> = self.materialized.iter().map(|m| m.load(Ordering::Acquire)).collect();
-        let covered = |batch_id: u64| batch_id <= marks[(batch_id % marks.len() as u64) as usize];
+        let tail = self.log_tail();
         let mut reply = protocol::HistoryReply { code: ResponseCode::Approved, card, ..Default::default() };
         let (mut cash, mut bonus, mut held) = (0i64, 0i64, 0i64);
         let mut cursor = 0;
         loop {
-            let (page, more) = self.store.card_history(card, cursor, covered)?;
+            let (page, more) = self.store.card_history(card, cursor, &tail)?;
             for e in &page {
                 (cash, bonus, held) =
                     (cash + e.cash_delta_minor, bonus + e.bonus_delta_minor, held + e.held_delta_minor);

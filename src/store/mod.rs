@@ -296,6 +296,33 @@ pub struct PartitionState {
     pub point_lots: Vec<(CardNo, crate::engine::PointLots)>,
 }
 
+/// The group commits a reader must take from the log because the state may not hold them
+/// yet: per partition, those after the last one materialized up to the last one committed.
+/// Taken marks first, then last commits, so that every commit acknowledged before it was
+/// taken is either materialized (in the indexes) or named here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// Per partition, the last group commit materialized.
+    pub materialized: Vec<u64>,
+    /// Per partition, the last group commit made durable.
+    pub committed: Vec<u64>,
+}
+
+impl LogTail {
+    /// The ids of the group commits after each partition's materialized one, up to its last
+    /// committed one: partition `p` of `N` hands out ids `≡ p (mod N)`, rising by `N` (a batch
+    /// that wrote nothing leaves its id unused, which a read simply misses).
+    pub fn batch_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        let n = self.materialized.len() as u64;
+        self.materialized.iter().zip(&self.committed).enumerate().flat_map(move |(p, (&done, &last))| {
+            let p = p as u64;
+            // The first id of partition p above `done`.
+            let first = done + 1 + (p + n - (done + 1) % n) % n;
+            (first..=last).step_by(n.max(1) as usize)
+        })
+    }
+}
+
 /// A posting of a terminal's card request, as its batch counts it (S2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TerminalPosting {
@@ -918,15 +945,14 @@ impl Store {
         Ok(())
     }
 
-    /// S2: the batch of `terminal` on `date`, from the index plus the log records after it
-    /// (see `card_history`): every posting whose reply was sent is counted once.
+    /// S2: the batch of `terminal` on `date`, from the index plus the group commits `tail`
+    /// names (see `card_history`): every posting whose reply was sent is counted once.
     pub fn terminal_batch(
         &self,
         terminal_id: u32,
         date: BusinessDate,
-        materialized: impl Fn(u64) -> bool,
+        tail: &LogTail,
     ) -> Result<protocol::BatchTotals, StoreError> {
-        let corrupt_log = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
         let mut postings: std::collections::BTreeMap<u64, (u8, i64)> = Default::default();
         let mut prefix = [0u8; 8];
         prefix[..4].copy_from_slice(&terminal_id.to_be_bytes());
@@ -943,21 +969,10 @@ impl Store {
             let txn_id = u64::from_be_bytes(key[8..].try_into().expect("16-byte key"));
             postings.insert(txn_id, (value[0], i64::from_be_bytes(value[1..].try_into().expect("9 bytes"))));
         }
-        let oldest_unindexed = self.log_tail_start(&materialized)?;
-        let from = IteratorMode::From(&oldest_unindexed.to_be_bytes(), rocksdb::Direction::Forward);
-        for item in self.log.iterator_cf(self.log_handle(), from) {
-            let (key, value) = item?;
-            let batch_id = records::decode_u64_key(&key).map_err(corrupt_log)?;
-            if materialized(batch_id) {
-                continue;
-            }
-            for record in records::decode_batch(&value) {
-                if let LogRecord::Journal(entry) = record.map_err(corrupt_log)? {
-                    if let Some(p) = TerminalPosting::of(&entry) {
-                        if p.terminal_id == terminal_id && p.business_date == date {
-                            postings.insert(p.txn_id, (p.kind as u8, p.amount_minor));
-                        }
-                    }
+        for entry in self.tail_entries(tail)? {
+            if let Some(p) = TerminalPosting::of(&entry) {
+                if p.terminal_id == terminal_id && p.business_date == date {
+                    postings.insert(p.txn_id, (p.kind as u8, p.amount_minor));
                 }
             }
         }
@@ -971,14 +986,14 @@ impl Store {
     }
 
     /// S9: the journal entries of `card` with txn ids above `after_txn_id`, oldest first, at
-    /// most [`MAX_HISTORY_ENTRIES`], and whether more follow. `materialized(batch_id)` says
-    /// whether a group commit is in the state (and so in the index); the log records after
-    /// those are read too, so that the history ends with the last acknowledged posting.
+    /// most [`MAX_HISTORY_ENTRIES`], and whether more follow. The index holds what was
+    /// materialized; the group commits `tail` names are read too, so that the history ends
+    /// with the last acknowledged posting.
     pub fn card_history(
         &self,
         card: CardNo,
         after_txn_id: u64,
-        materialized: impl Fn(u64) -> bool,
+        tail: &LogTail,
     ) -> Result<(Vec<JournalEntry>, bool), StoreError> {
         let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
         let index = self.handle(cf::CARD_JOURNAL);
@@ -1013,21 +1028,10 @@ impl Store {
             }
         }
         if !more {
-            // The log tail not yet in the index: at most a second's worth of group commits.
-            let oldest_unindexed = self.log_tail_start(&materialized)?;
-            let from = IteratorMode::From(&oldest_unindexed.to_be_bytes(), rocksdb::Direction::Forward);
-            for item in self.log.iterator_cf(self.log_handle(), from) {
-                let (key, value) = item?;
-                let batch_id = records::decode_u64_key(&key).map_err(corrupt)?;
-                if materialized(batch_id) {
-                    continue;
-                }
-                for record in records::decode_batch(&value) {
-                    if let LogRecord::Journal(entry) = record.map_err(corrupt)? {
-                        if entry.card == card && entry.txn_id > after_txn_id {
-                            found.insert(entry.txn_id, entry);
-                        }
-                    }
+            // The group commits not yet in the index: at most a second's worth.
+            for entry in self.tail_entries(tail)? {
+                if entry.card == card && entry.txn_id > after_txn_id {
+                    found.insert(entry.txn_id, entry);
                 }
             }
             if found.len() > MAX_HISTORY_ENTRIES {
@@ -1037,20 +1041,20 @@ impl Store {
         Ok((found.into_values().take(MAX_HISTORY_ENTRIES).collect(), more))
     }
 
-    /// The first group commit id from which the log may hold records not yet materialized:
-    /// the newest log key's, walked back while uncovered (the uncovered records are the tail).
-    fn log_tail_start(&self, materialized: &impl Fn(u64) -> bool) -> Result<u64, StoreError> {
-        let mut start = u64::MAX;
-        for item in self.log.iterator_cf(self.log_handle(), IteratorMode::End) {
-            let (key, _) = item?;
-            let batch_id =
-                records::decode_u64_key(&key).map_err(|problem| StoreError::Corrupt { cf: cf::LOG, problem })?;
-            if materialized(batch_id) {
-                break;
+    /// Every journal entry of the group commits `tail` names (those not materialized when it
+    /// was taken), read by key.
+    pub fn tail_entries(&self, tail: &LogTail) -> Result<Vec<JournalEntry>, StoreError> {
+        let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
+        let mut entries = Vec::new();
+        for batch_id in tail.batch_ids() {
+            let Some(bytes) = self.log.get_pinned_cf(self.log_handle(), batch_id.to_be_bytes())? else { continue };
+            for record in records::decode_batch(&bytes) {
+                if let LogRecord::Journal(entry) = record.map_err(corrupt)? {
+                    entries.push(entry);
+                }
             }
-            start = batch_id;
         }
-        Ok(start)
+        Ok(entries)
     }
 
     /// Builds the open-holds index from `txns` in a data directory written before it existed
@@ -1329,6 +1333,19 @@ mod tests {
 
     use super::records::{decode_batch, encode_batch};
     use super::*;
+
+    /// The group commits a reader takes from the log: per partition, its own ids (≡ p mod N,
+    /// rising by N) after the last one materialized, up to the last one committed. A busy
+    /// partition's ids run far ahead of an idle one's; neither hides the other's.
+    #[test]
+    fn a_log_tail_names_each_partitions_unmaterialized_commits() {
+        let tail = LogTail { materialized: vec![40, 9, 1_002], committed: vec![46, 9, 1_011] };
+        let ids: Vec<u64> = tail.batch_ids().collect();
+        assert_eq!(ids, vec![42, 45, 1_004, 1_007, 1_010]);
+        assert!(ids.iter().all(|id| ids.iter().filter(|i| *i == id).count() == 1));
+        let nothing = LogTail { materialized: vec![7, 8], committed: vec![0, 8] };
+        assert_eq!(nothing.batch_ids().count(), 0);
+    }
     use crate::engine::{Command, Context, Effects, Engine, IdSource};
     use protocol::Verification;
 
