@@ -7,17 +7,19 @@
 //! throughput and latency (optionally written as `.hgrm` text and an SVG plot) and checks
 //! through the protocol that every card's value and holds moved by exactly the approved
 //! postings, and optionally (`--batch-totals`) that the switch counts every load terminal's
-//! postings as the terminal does.
+//! postings as the terminal does. With `--finance-out` it adds the money its approved loads and
+//! card sales collected, per payment method (`--methods`), to a finance file that `cardswitch
+//! settle --finance` reconciles against the switch's own figures (S4).
 //!
 //! Progress and the readable summary go to stderr; stdout gets one JSON line at the end.
-//! Exit status: 0 all good, 1 errors or a failed verification (or setup), 2 usage or the switch
-//! cannot be reached.
+//! Exit status: 0 all good, 1 errors or a failed verification (or setup), or a finance file
+//! not written, 2 usage or the switch cannot be reached.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,7 +113,8 @@ const OPEN_HOLDS_PER_TERMINAL: usize = 32;
 #[command(
     name = "loadgen",
     version,
-    after_help = "Request types of --mix: sale (1-100 fen, retail), load (1-100 yuan, cash), hold \
+    after_help = "Request types of --mix: sale (1-100 fen, retail), load (1-100 yuan, paid by one of \
+                  --methods), hold \
                   (1-500 fen, room), capture (of one of the terminal's own open holds, for its \
                   amount or up to a tenth less; a sale when it has none) and balance.\n\n\
                   Terminal ids and trace numbers: the switch remembers every request by \
@@ -138,8 +141,22 @@ const OPEN_HOLDS_PER_TERMINAL: usize = 32;
                   verified when a batch is out of balance, declined or failed. The switch counts \
                   every posting of the terminal on that date, so a run sharing its block of \
                   terminal ids with an earlier run of the same business date is out of \
-                  balance.\n\nExit status: 0 no errors and \
-                  verified, 1 errors, failed verification or failed setup, 2 usage error or \
+                  balance.\n\n--finance-out FILE: at the end, after the verification (and the \
+                  batches), the money the run collected (S4: the amounts of its approved loads and, \
+                  with --setup, card sales, by payment method; a load's bonus is not money \
+                  collected) is added to FILE for --store and the business date the sign-ons gave: \
+                  to the line of the same date, store and method, or on a new line. A missing (or \
+                  empty) FILE is created with the header date,store,method,amount; FILE is replaced \
+                  atomically. Runs at several stores one after the other build one file for the \
+                  day, which `cardswitch settle --date D --finance FILE` reconciles; the switch \
+                  counts every posting of the store and day, so every run there that day should add \
+                  to the file, and runs must not add to the same file at the same time. FILE is not \
+                  written, and the exit status is 1, when the money is unknown: a load or card sale \
+                  got no answer (or one of another type), or the business date changed during the \
+                  run. The JSON line then also has collected_minor: the fen added, or null when \
+                  nothing was.\n\nExit status: 0 no errors and \
+                  verified, 1 errors, failed verification, failed setup or finance file not \
+                  written, 2 usage error or \
                   the switch cannot be reached."
 )]
 struct Cli {
@@ -158,7 +175,8 @@ struct Cli {
     /// Cards used: first-card .. first-card + C - 1.
     #[arg(long, value_name = "C", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     cards: u64,
-    /// First import the range and sell every card with 10,000.00 (cash) through the protocol.
+    /// First import the range and sell every card with 10,000.00 through the protocol, paid
+    /// by one of --methods.
     #[arg(long)]
     setup: bool,
     /// Open loop: R requests per second in total, spread evenly over the terminals, latency
@@ -200,6 +218,15 @@ struct Cli {
     /// kind) and the switch says whether it is in balance.
     #[arg(long)]
     batch_totals: bool,
+    /// Payment methods of the loads and card sales, each request's drawn from the list by the
+    /// seeded generator: cash, bank_card, wechat, alipay, cheque, transfer. (A card sold by
+    /// cheque or transfer stays inactive until finance confirms the funds, L2.)
+    #[arg(long, value_name = "METHOD,...", default_value = "cash", value_parser = parse_methods)]
+    methods: Methods,
+    /// At the end, add the money the run collected, per payment method, to this finance file
+    /// (S4), for `cardswitch settle --finance`.
+    #[arg(long, value_name = "FILE")]
+    finance_out: Option<PathBuf>,
 }
 
 impl Cli {
@@ -308,6 +335,8 @@ struct LoadTag {
     card: u32,
     amount: u32,
     hold_amount: u32,
+    /// How a load is paid; `None` for the other requests.
+    method: Option<PaymentMethod>,
 }
 
 /// One of a terminal's approved holds not yet captured.
@@ -328,6 +357,70 @@ fn remember_hold(holds: &mut VecDeque<OpenHold>, hold: OpenHold) {
         holds.pop_front();
     }
     holds.push_back(hold);
+}
+
+/// The generator streams of the setup's card sales: card index `i` is sold with the method
+/// drawn from stream `CARD_SALE_STREAMS + i`, far above the load terminals' streams `0..N`, so
+/// that a card's method depends on the seed and the card only, not on which connection or pass
+/// sells it.
+const CARD_SALE_STREAMS: u64 = 1 << 40;
+
+/// The payment methods loads and card sales are paid with (`--methods`), in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Methods(Vec<PaymentMethod>);
+
+impl Default for Methods {
+    /// Cash only, as before the option existed.
+    fn default() -> Methods {
+        Methods(vec![PaymentMethod::Cash])
+    }
+}
+
+impl Methods {
+    /// One of the methods, drawn from `rng`. A single method takes no draw, so that a run with
+    /// one method sends for a seed the very requests it sent before `--methods` existed.
+    #[inline]
+    fn pick(&self, rng: &mut XorShift) -> PaymentMethod {
+        match self.0[..] {
+            [only] => only,
+            _ => self.0[rng.below(self.0.len() as u64) as usize],
+        }
+    }
+
+    /// The method the setup sells card index `index` with, for `seed`.
+    fn for_card_sale(&self, seed: u64, index: u64) -> PaymentMethod {
+        self.pick(&mut XorShift::new(seed, CARD_SALE_STREAMS + index))
+    }
+
+    /// Whether a card sold with some of the methods waits for finance to confirm its funds.
+    fn some_need_confirmation(&self) -> bool {
+        self.0.iter().any(|method| method.needs_confirmation())
+    }
+}
+
+/// `cash,wechat`: as `--methods` takes them.
+impl std::fmt::Display for Methods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|method| method.as_str()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// Parses `METHOD[,METHOD...]` with payment method names (`cash`, `bank_card`, `wechat`,
+/// `alipay`, `cheque`, `transfer`); refuses unknown, empty and repeated ones.
+fn parse_methods(text: &str) -> Result<Methods, String> {
+    let mut methods = Vec::new();
+    for entry in text.split(',') {
+        if entry.trim().is_empty() {
+            return Err(format!("empty entry in '{text}' (expected METHOD,..., e.g. cash,wechat)"));
+        }
+        let method = cardswitch_tools::parse_method(entry)?;
+        if methods.contains(&method) {
+            return Err(format!("payment method '{method}' appears twice in '{text}'"));
+        }
+        methods.push(method);
+    }
+    Ok(Methods(methods))
 }
 
 /// How a terminal picks cards.
@@ -363,6 +456,7 @@ struct LoadGenerator {
     first_card: u64,
     /// The terminal's open holds, when the mix has captures.
     holds: Option<OpenHolds>,
+    methods: Methods,
 }
 
 impl LoadGenerator {
@@ -377,14 +471,15 @@ impl LoadGenerator {
             card: card as u32,
             amount: amount as u32,
             hold_amount: 0,
+            method: None,
         };
         match kind {
             Kind::Sale => self.sale(card, false),
             Kind::Load => {
                 let amount = self.rng.in_range(LOAD_MIN_YUAN, LOAD_MAX_YUAN) * 100;
-                let request =
-                    Request::Load { card: card_no, amount_minor: amount as i64, method: PaymentMethod::Cash as u8 };
-                (request, tag(Kind::Load, amount))
+                let method = self.methods.pick(&mut self.rng);
+                let request = Request::Load { card: card_no, amount_minor: amount as i64, method: method as u8 };
+                (request, LoadTag { method: Some(method), ..tag(Kind::Load, amount) })
             }
             Kind::Hold => {
                 let amount = self.rng.in_range(HOLD_MIN_MINOR, HOLD_MAX_MINOR);
@@ -412,6 +507,7 @@ impl LoadGenerator {
                     card: hold.card,
                     amount: amount as u32,
                     hold_amount: hold.amount,
+                    method: None,
                 };
                 (request, tag)
             }
@@ -430,7 +526,14 @@ impl LoadGenerator {
         };
         (
             request,
-            LoadTag { kind: Kind::Sale, instead_of_capture, card: card as u32, amount: amount as u32, hold_amount: 0 },
+            LoadTag {
+                kind: Kind::Sale,
+                instead_of_capture,
+                card: card as u32,
+                amount: amount as u32,
+                hold_amount: 0,
+                method: None,
+            },
         )
     }
 }
@@ -480,12 +583,15 @@ struct Summary {
     max_us: u64,
     /// With `--batch-totals`: what became of the load terminals' batches.
     batches: Option<BatchCounts>,
+    /// With `--finance-out`: what became of the finance file.
+    finance: Option<FinanceOutcome>,
     verified: bool,
 }
 
 impl Summary {
-    /// One JSON object, no newline. The batch members only with `--batch-totals`, so that the
-    /// line of a run without stays as it was.
+    /// One JSON object, no newline. The batch members only with `--batch-totals` and
+    /// `collected_minor` only with `--finance-out` (null when the file was not written), so
+    /// that the line of a run without them stays as it was.
     fn json(&self) -> String {
         let tps = if self.tps.is_finite() { self.tps } else { 0.0 };
         let batches = match self.batches {
@@ -496,9 +602,14 @@ impl Summary {
             ),
             None => String::new(),
         };
+        let collected = match &self.finance {
+            Some(FinanceOutcome::Added(minor)) => format!(",\"collected_minor\":{minor}"),
+            Some(FinanceOutcome::NotWritten(_)) => ",\"collected_minor\":null".to_string(),
+            None => String::new(),
+        };
         format!(
             "{{\"tps\":{tps:.1},\"approved\":{},\"declined\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\
-             \"p999_us\":{},\"max_us\":{}{batches},\"verified\":{}}}",
+             \"p999_us\":{},\"max_us\":{}{batches}{collected},\"verified\":{}}}",
             self.approved,
             self.declined,
             self.errors,
@@ -1082,11 +1193,16 @@ struct Balance {
     held_minor: i64,
 }
 
-/// The answer to one card request: its code and the card's balances after it.
+/// The answer to one card request: its code, the amount it moved and the card's balances
+/// after it.
 #[derive(Clone, Copy, Debug)]
 struct CardAnswer {
     code: ResponseCode,
+    amount_minor: i64,
     balance: Balance,
+    /// An earlier attempt at the request was sent and got no answer (it may have been carried
+    /// out).
+    unanswered_before: bool,
 }
 
 struct CardReplies {
@@ -1102,10 +1218,12 @@ impl Replies<u64> for CardReplies {
                 tag,
                 CardAnswer {
                     code: reply.code,
+                    amount_minor: reply.amount_minor,
                     balance: Balance {
                         value_minor: reply.cash_minor + reply.bonus_minor,
                         held_minor: reply.held_minor,
                     },
+                    unanswered_before: false,
                 },
             )),
             _ => self.wrong_type += 1,
@@ -1127,6 +1245,8 @@ struct Admin {
     terminals: Terminals,
     next_stans: Vec<u64>,
     credential: Credential,
+    /// The business dates the connections' sign-ons gave.
+    business_dates: BTreeSet<u32>,
 }
 
 impl Admin {
@@ -1138,6 +1258,7 @@ impl Admin {
             terminals,
             next_stans: vec![u64::from(FIRST_STAN); SETUP_CONNECTIONS],
             credential,
+            business_dates: BTreeSet::new(),
         }
     }
 
@@ -1163,14 +1284,15 @@ impl Admin {
     /// Sends `make(card)` for every card in `cards` over up to [`SETUP_CONNECTIONS`] pipelined
     /// connections; requests answered `system_busy`, or not at all, are sent again (new stan)
     /// in later passes. Returns the answers in the order of `cards`.
-    async fn card_requests(
-        &mut self,
-        what: &str,
-        cards: &[CardNo],
-        make: fn(CardNo) -> Request,
-    ) -> Result<Vec<CardAnswer>, Failure> {
-        let request_type = make(CardNo(0)).msg_type();
+    async fn card_requests<M>(&mut self, what: &str, cards: &[CardNo], make: M) -> Result<Vec<CardAnswer>, Failure>
+    where
+        M: Fn(CardNo) -> Request + Clone + Send + 'static,
+    {
+        let Some(&first_card) = cards.first() else { return Ok(Vec::new()) };
+        let request_type = make(first_card).msg_type();
         let mut answers: Vec<Option<CardAnswer>> = vec![None; cards.len()];
+        // Requests sent in some pass without an answer: they may have been carried out.
+        let mut unanswered: HashSet<u64> = HashSet::new();
         let mut todo: Vec<u64> = (0..cards.len() as u64).collect();
         for pass in 0..SETUP_PASSES {
             if todo.is_empty() {
@@ -1193,8 +1315,10 @@ impl Admin {
                 let (todo_shared, cards_shared) = (Arc::clone(&todo_shared), Arc::clone(&cards_shared));
                 let terminal_id = self.terminals.setup(j);
                 let credential = self.credential.clone();
+                let make = make.clone();
                 tasks.push(tokio::spawn(async move {
                     let conn = open(addr, terminal_id, store, &credential).await?;
+                    let business_date = conn.business_date;
                     let mut position = j;
                     let generate = move || {
                         let at = position;
@@ -1202,7 +1326,8 @@ impl Admin {
                         (at < todo_shared.len()).then(|| (make(cards_shared[at]), todo_shared[at]))
                     };
                     let replies = CardReplies { request: request_type, answers: Vec::new(), wrong_type: 0 };
-                    Ok::<_, OpenError>(
+                    Ok::<_, OpenError>((
+                        business_date,
                         pipeline(
                             conn,
                             Pacing {
@@ -1216,7 +1341,7 @@ impl Admin {
                             replies,
                         )
                         .await,
-                    )
+                    ))
                 }));
             }
             let mut progress = 0usize;
@@ -1225,7 +1350,10 @@ impl Admin {
             for (j, task) in tasks.into_iter().enumerate() {
                 let terminal_id = self.terminals.setup(j);
                 let outcome = match task.await {
-                    Ok(Ok(outcome)) => outcome,
+                    Ok(Ok((business_date, outcome))) => {
+                        self.business_dates.insert(business_date);
+                        outcome
+                    }
                     Ok(Err(e)) => {
                         if let OpenError::Connect(text) = &e {
                             unreachable = Some(text.clone());
@@ -1234,13 +1362,16 @@ impl Admin {
                         continue;
                     }
                     Err(e) => {
-                        // It may have used any of its stans: none of them is used again.
+                        // It may have used any of its stans: none of them is used again; and
+                        // sent any of its requests.
                         self.next_stans[j] += counts[j];
+                        unanswered.extend(todo_shared.iter().skip(j).step_by(connections));
                         problems.push(format!("terminal {terminal_id}: task failed: {e}"));
                         continue;
                     }
                 };
                 self.next_stans[j] += outcome.issued;
+                unanswered.extend(outcome.lost.iter().copied());
                 if let Some(failure) = &outcome.failure {
                     problems.push(format!("terminal {terminal_id}: {failure}"));
                 }
@@ -1281,12 +1412,25 @@ impl Admin {
                 cards.len()
             )));
         }
-        Ok(answers.into_iter().map(|a| a.expect("every request was answered")).collect())
+        let answers = answers.into_iter().enumerate().map(|(index, answer)| CardAnswer {
+            unanswered_before: unanswered.contains(&(index as u64)),
+            ..answer.expect("every request was answered")
+        });
+        Ok(answers.collect())
     }
 }
 
-fn sell_request(card: CardNo) -> Request {
-    Request::SellCard { card, amount_minor: OPENING_MINOR, method: PaymentMethod::Cash as u8 }
+/// The setup's sale of a card of the range from `first_card`: the opening value, paid by the
+/// method [`Methods::for_card_sale`] gives the card for `seed`.
+fn sell_request(
+    methods: Methods,
+    seed: u64,
+    first_card: CardNo,
+) -> impl Fn(CardNo) -> Request + Clone + Send + 'static {
+    move |card| {
+        let method = methods.for_card_sale(seed, card.0 - first_card.0);
+        Request::SellCard { card, amount_minor: OPENING_MINOR, method: method as u8 }
+    }
 }
 
 /// Requests in flight while provisioning.
@@ -1357,13 +1501,14 @@ fn balance_request(card: CardNo) -> Request {
     Request::Balance { card }
 }
 
-/// Imports the range and sells every card. Returns true when every card was sold fresh (so
-/// its balance is exactly the opening value).
-async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
+/// Imports the range and sells every card. Returns whether every card was sold fresh (so its
+/// balance is exactly the opening value), and the money the sales collected.
+async fn setup(cli: &Cli, admin: &mut Admin) -> Result<(bool, Collected), Failure> {
     let started = Instant::now();
     let mut conn = open(admin.addr, admin.terminals.setup(0), admin.store, &admin.credential)
         .await
         .map_err(|e| e.into_failure(&cli.addr))?;
+    admin.business_dates.insert(conn.business_date);
     let mut imported = 0u64;
     let mut already = 0u64;
     let mut first = 0u64;
@@ -1398,7 +1543,8 @@ async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
 
     let selling = Instant::now();
     let cards: Vec<CardNo> = (0..cli.cards).map(|i| cli.card(i)).collect();
-    let answers = admin.card_requests("sell-card", &cards, sell_request).await?;
+    let sell = sell_request(cli.methods.clone(), cli.seed, cli.first_card);
+    let answers = admin.card_requests("sell-card", &cards, sell).await?;
     let mut sold = 0u64;
     let mut already_sold = 0u64;
     let mut other: HashMap<ResponseCode, u64> = HashMap::new();
@@ -1419,7 +1565,8 @@ async fn setup(cli: &Cli, admin: &mut Admin) -> Result<bool, Failure> {
         list.sort();
         return Err(Failure::Failed(format!("setup: sell-card declined: {}", list.join(", "))));
     }
-    Ok(already_sold == 0)
+    let collected = account_card_sales(&answers, |index| cli.methods.for_card_sale(cli.seed, index));
+    Ok((already_sold == 0, collected))
 }
 
 /// Reads the balances of the sampled cards; the response code where a balance was declined.
@@ -1528,6 +1675,8 @@ struct LoadReplies {
     /// switch should count as its batch (S2). Only matched replies reach here, one per stan, so
     /// a posting answered twice is counted once.
     batch: BatchTotals,
+    /// The money the terminal's approved loads collected, at their replies' amounts.
+    collected: Collected,
 }
 
 impl LoadReplies {
@@ -1556,6 +1705,9 @@ impl Replies<LoadTag> for LoadReplies {
             _ => {
                 self.wrong_type += 1;
                 self.live.errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(kind) = posting_kind(tag.kind) {
+                    self.collected.unknown_outcome(kind);
+                }
                 return;
             }
         };
@@ -1582,6 +1734,7 @@ impl Replies<LoadTag> for LoadReplies {
             // The reply's amount, not the one asked: the switch journals what it posted (a
             // sale's net amount under a catalog's discounts).
             self.batch.add(kind, reply.amount_minor);
+            self.collected.post(kind, tag.method, reply.amount_minor);
         }
         let card = u64::from(tag.card);
         let amount = i64::from(tag.amount);
@@ -1672,6 +1825,8 @@ struct RunResult {
     service_histogram: Option<Histogram<u64>>,
     /// One per load terminal that signed on.
     batches: Vec<TerminalBatch>,
+    /// The money the approved loads collected.
+    collected: Collected,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -1755,6 +1910,7 @@ async fn run_load(
             cards: cards.clone(),
             first_card: cli.first_card.0,
             holds: holds.clone(),
+            methods: cli.methods.clone(),
         };
         let generate = move || Some(generator.next_request());
         let replies = LoadReplies {
@@ -1771,6 +1927,7 @@ async fn run_load(
             wrong_type: 0,
             wrong_amount: 0,
             batch: BatchTotals::default(),
+            collected: Collected::default(),
         };
         let pacing =
             Pacing { window: cli.window, first_stan: FIRST_STAN, deadline: Some(deadline), drain: DRAIN, open_loop };
@@ -1801,6 +1958,7 @@ async fn run_load(
         histogram: new_histogram(),
         service_histogram: None,
         batches: Vec::with_capacity(tasks.len()),
+        collected: Collected::default(),
     };
     let mut last_reply: Option<Instant> = None;
     let mut failures = Vec::new();
@@ -1813,6 +1971,10 @@ async fn run_load(
                 failures.push(format!("terminal task failed: {e}"));
                 result.errors += 1;
                 result.batches.push(TerminalBatch::lost(terminal_id, business_date));
+                // Whatever it sent, and the replies it had, are lost with it.
+                if cli.mix.weight(Kind::Load) > 0 {
+                    result.collected.unknown_outcome(PostingKind::Load);
+                }
                 continue;
             }
         };
@@ -1836,8 +1998,12 @@ async fn run_load(
         result.wrong_amount += outcome.replies.wrong_amount;
         result.unsent += outcome.unsent;
         out_of_stans += u64::from(outcome.out_of_stans);
+        result.collected.add(&outcome.replies.collected);
         for tag in &outcome.lost {
             result.kinds[tag.kind as usize].lost += 1;
+            if let Some(kind) = posting_kind(tag.kind) {
+                result.collected.unknown_outcome(kind);
+            }
             if let Some(slot) = ledger.sample.slot_of(u64::from(tag.card)) {
                 result.unknown[slot as usize].add(tag);
             }
@@ -1955,6 +2121,339 @@ fn check_balances(
         }
     }
     mismatches
+}
+
+// ---------------------------------------------------------------------------------------------
+// The money collected (S4): loadgen's own account of it, and the finance file it goes into.
+
+/// Whether an approved posting of `kind` is money collected as `cardswitch settle` counts it
+/// (src/settle.rs, `collected`; S4, V6): the cash value of loads and card sales (a load's bonus
+/// is value given, not money taken), less the voids and reversals of those, plus fees. loadgen
+/// sends no voids, reversals or requests that charge a fee, so of its postings only loads and
+/// card sales count, each for the amount its reply reports: what the switch journals as the
+/// posting's cash value.
+fn collects_money(kind: PostingKind) -> bool {
+    match kind {
+        PostingKind::Load | PostingKind::SellCard => true,
+        // Value spent or reserved on a card: no money changes hands at the desk.
+        PostingKind::Sale | PostingKind::Hold | PostingKind::Capture => false,
+        other => unreachable!("loadgen makes no {other:?} postings: count them as settle does first"),
+    }
+}
+
+/// The money a run collected per payment method, fen, by its approved postings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Collected {
+    by_method: BTreeMap<PaymentMethod, i64>,
+    /// Loads and card sales whose outcome loadgen does not know (sent and not answered, or
+    /// answered with a reply of another type): each may have collected money or not.
+    unknown: u64,
+}
+
+impl Collected {
+    /// Books the approved posting `kind`, paid by `method`, whose reply reported `amount_minor`.
+    fn post(&mut self, kind: PostingKind, method: Option<PaymentMethod>, amount_minor: i64) {
+        if collects_money(kind) {
+            let method = method.expect("loads and card sales name their payment method");
+            *self.by_method.entry(method).or_default() += amount_minor;
+        }
+    }
+
+    /// Books a request making a posting of `kind` whose outcome is unknown.
+    fn unknown_outcome(&mut self, kind: PostingKind) {
+        if collects_money(kind) {
+            self.unknown += 1;
+        }
+    }
+
+    fn add(&mut self, other: &Collected) {
+        for (&method, &minor) in &other.by_method {
+            *self.by_method.entry(method).or_default() += minor;
+        }
+        self.unknown += other.unknown;
+    }
+
+    fn total_minor(&self) -> i64 {
+        self.by_method.values().sum()
+    }
+
+    /// `cash 2500.00, wechat 120.00`.
+    fn describe(&self) -> String {
+        let parts: Vec<String> =
+            self.by_method.iter().map(|(method, minor)| format!("{method} {}", format_minor(*minor))).collect();
+        if parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// The money the setup's card sales collected, `method_of(i)` being the method card index `i`
+/// was sold with: every approved sale's amount. A card answered `card_already_sold` after an
+/// earlier attempt to sell it got no answer may have been sold by that attempt, in this run,
+/// so its money is unknown; otherwise an earlier run sold it.
+fn account_card_sales(answers: &[CardAnswer], method_of: impl Fn(u64) -> PaymentMethod) -> Collected {
+    let mut collected = Collected::default();
+    for (index, answer) in answers.iter().enumerate() {
+        match answer.code {
+            ResponseCode::Approved => {
+                collected.post(PostingKind::SellCard, Some(method_of(index as u64)), answer.amount_minor)
+            }
+            ResponseCode::CardAlreadySold if answer.unanswered_before => {
+                collected.unknown_outcome(PostingKind::SellCard)
+            }
+            _ => {}
+        }
+    }
+    collected
+}
+
+/// The first line of a finance file.
+const FINANCE_HEADER: &str = "date,store,method,amount";
+/// Most lines, the header included, `cardswitch settle` reads in a finance file (its
+/// `MAX_FINANCE_LINES`).
+const MAX_FINANCE_LINES: usize = 1_000_000;
+
+/// One line of a finance file: the money collected at a store on a business date by one
+/// payment method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FinanceLine {
+    /// YYYYMMDD.
+    date: u32,
+    store: u32,
+    method: PaymentMethod,
+    amount_minor: i64,
+}
+
+impl FinanceLine {
+    /// `2026-12-01,21,cash,2500.00`.
+    fn text(&self) -> String {
+        format!("{},{},{},{}", format_date(self.date), self.store, self.method, format_minor(self.amount_minor))
+    }
+}
+
+/// A date `YYYY-MM-DD` of the years 1900 to 2999, as YYYYMMDD: the dates settle takes
+/// (src/settle.rs `parse_date`).
+fn parse_finance_date(text: &str) -> Option<u32> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let date: u32 = digits.parse().ok().filter(|_| digits.len() == 8)?;
+    let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    ((1900..=2999).contains(&year) && (1..=days_in_month).contains(&day)).then_some(date)
+}
+
+/// The lines of a finance file's text, refusing whatever `cardswitch settle --finance` refuses
+/// (src/settle.rs `read_finance`): the header `date,store,method,amount`, then lines of four
+/// fields (blank lines skipped), amounts in yuan with at most two decimals, perhaps negative.
+/// Lines of every date are kept, and a store and method listed twice stay two lines (settle
+/// adds them up).
+fn parse_finance(text: &str) -> Result<Vec<FinanceLine>, String> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == FINANCE_HEADER => {}
+        _ => return Err(format!("line 1: the first line must be `{FINANCE_HEADER}`")),
+    }
+    let mut parsed = Vec::new();
+    for (index, line) in lines {
+        let number = index + 1;
+        let bad = |problem: String| format!("line {number}: {problem}");
+        if number > MAX_FINANCE_LINES {
+            return Err(bad(format!("more than {MAX_FINANCE_LINES} lines")));
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [date, store, method, amount] = fields[..] else {
+            return Err(bad(format!("{} fields, expected 4: {FINANCE_HEADER}", fields.len())));
+        };
+        let date = parse_finance_date(date).ok_or_else(|| bad(format!("`{date}` is not a date YYYY-MM-DD")))?;
+        let store: u32 = store.parse().map_err(|_| bad(format!("`{store}` is not a store id")))?;
+        let method = PaymentMethod::from_name(method)
+            .ok_or_else(|| bad(format!("`{method}` is not a payment method (cash, bank_card, wechat, …)")))?;
+        let (negative, digits) = match amount.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, amount),
+        };
+        let minor = protocol::types::parse_minor(digits)
+            .ok_or_else(|| bad(format!("`{amount}` is not an amount in yuan with at most two decimals")))?;
+        parsed.push(FinanceLine { date, store, method, amount_minor: if negative { -minor } else { minor } });
+    }
+    Ok(parsed)
+}
+
+/// The text of a finance file of `lines`, in their order.
+fn render_finance(lines: &[FinanceLine]) -> String {
+    let mut text = format!("{FINANCE_HEADER}\n");
+    for line in lines {
+        text.push_str(&line.text());
+        text.push('\n');
+    }
+    text
+}
+
+/// Adds `collected` at `store` on `date` to `lines`: each method's amount to the first line of
+/// that date, store and method, else on a new line at the end (methods in protocol order).
+/// Methods that collected nothing add no line.
+fn merge_finance(lines: &mut Vec<FinanceLine>, date: u32, store: u32, collected: &Collected) -> Result<(), String> {
+    for (&method, &minor) in collected.by_method.iter().filter(|(_, minor)| **minor != 0) {
+        match lines.iter_mut().find(|line| (line.date, line.store, line.method) == (date, store, method)) {
+            Some(line) => {
+                line.amount_minor = line
+                    .amount_minor
+                    .checked_add(minor)
+                    .ok_or_else(|| format!("{} plus {} does not fit in an amount", line.text(), format_minor(minor)))?;
+            }
+            None => lines.push(FinanceLine { date, store, method, amount_minor: minor }),
+        }
+    }
+    if lines.len() + 1 > MAX_FINANCE_LINES {
+        return Err(format!("it would have more than the {MAX_FINANCE_LINES} lines settle reads"));
+    }
+    Ok(())
+}
+
+/// The lines of the finance file at `path`: none when there is no such file, or it is empty
+/// (as `mktemp` leaves it).
+fn read_finance_file(path: &Path) -> Result<Vec<FinanceLine>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {}", path.display(), describe_io_error(&e))),
+    };
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let not_finance =
+        |problem: String| format!("{} is not a finance file ({FINANCE_HEADER}): {problem}", path.display());
+    let text = String::from_utf8(bytes).map_err(|_| not_finance("it is not UTF-8 text".to_string()))?;
+    parse_finance(&text).map_err(not_finance)
+}
+
+/// The directory `path` is in.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Checks before the run that `--finance-out` can take the run's money: an existing file is a
+/// finance file, a new one has a directory to go in.
+fn check_finance_out(path: &Path) -> Result<(), String> {
+    read_finance_file(path)?;
+    let directory = directory_of(path);
+    if !path.exists() && !directory.is_dir() {
+        return Err(format!("cannot write {}: there is no directory {}", path.display(), directory.display()));
+    }
+    Ok(())
+}
+
+/// Replaces the file at `path` with `bytes` through a temporary file in the same directory,
+/// synced, then renamed over it: a reader, or a crash at any moment, sees the old file or the
+/// new one, never a part. The file keeps its permissions.
+fn replace_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let directory = directory_of(path);
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let temporary =
+        directory.join(format!(".{}.{}-{}.partial", name.to_string_lossy(), std::process::id(), unix_ms_now()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
+        if let Ok(existing) = std::fs::metadata(path) {
+            file.set_permissions(existing.permissions())?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+        return written;
+    }
+    // The rename is made durable too; a file system that cannot sync a directory has still
+    // replaced the file, so that is no failure to report.
+    if let Ok(directory) = std::fs::File::open(directory) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}
+
+/// Adds `collected` at `store` on `date` to the finance file at `path` (created when missing),
+/// leaving the file untouched when it is not a finance file or the new one cannot be written.
+fn add_to_finance_file(path: &Path, date: u32, store: u32, collected: &Collected) -> Result<(), String> {
+    let mut lines = read_finance_file(path)?;
+    merge_finance(&mut lines, date, store, collected).map_err(|problem| format!("{}: {problem}", path.display()))?;
+    replace_atomically(path, render_finance(&lines).as_bytes())
+        .map_err(|e| format!("cannot write {}: {}", path.display(), describe_io_error(&e)))
+}
+
+/// What became of `--finance-out`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FinanceOutcome {
+    /// The run's money, this many fen in all, was added to the file.
+    Added(i64),
+    /// The file was not written, for this reason.
+    NotWritten(String),
+}
+
+/// Adds the run's money, `collected` at `store` on the business date of every sign-on in
+/// `dates`, to the finance file at `path`, unless that money or its day cannot be known; says
+/// on stderr what it did.
+fn write_finance(path: &Path, store: u32, dates: &BTreeSet<u32>, collected: &Collected) -> FinanceOutcome {
+    let not_written = |why: String| {
+        eprintln!("loadgen: finance: {why}: {} not written", path.display());
+        FinanceOutcome::NotWritten(why)
+    };
+    if collected.unknown > 0 {
+        return not_written(format!(
+            "the outcome of {} loads or card sales is unknown (no answer, an answer of another type, or a \
+             terminal that failed), so is the money collected",
+            collected.unknown
+        ));
+    }
+    // A posting belongs to the day open when it is accepted (S1): the days of the first and
+    // the last sign-on (the verification's, after the load) bound every posting's day.
+    let date = match (dates.first(), dates.last()) {
+        (Some(&first), Some(&last)) if first == last => first,
+        (Some(&first), Some(&last)) => {
+            return not_written(format!(
+                "the business date at store {store} changed during the run ({} to {}), so the day of each \
+                 posting is unknown",
+                format_date(first),
+                format_date(last)
+            ))
+        }
+        _ => return not_written("no sign-on gave a business date".to_string()),
+    };
+    if parse_finance_date(&format_date(date)).is_none() {
+        return not_written(format!("the switch gave the business date {date}, which is not a calendar date"));
+    }
+    match add_to_finance_file(path, date, store, collected) {
+        Ok(()) => {
+            eprintln!(
+                "loadgen: finance: {} collected at store {store} on {} ({}) added to {}",
+                format_minor(collected.total_minor()),
+                format_date(date),
+                collected.describe(),
+                path.display()
+            );
+            FinanceOutcome::Added(collected.total_minor())
+        }
+        Err(why) => not_written(why),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2201,6 +2700,8 @@ struct Report {
     unsent: u64,
     /// A report file could not be written.
     output_failed: bool,
+    /// The money the run collected: the setup's card sales and the approved loads.
+    collected: Collected,
 }
 
 /// Runs with the terminal ids `terminals`: setup (if asked), balances before, load, balances
@@ -2208,6 +2709,9 @@ struct Report {
 async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure> {
     let cards = CardChoice::new(cli.cards, cli.skew).map_err(Failure::Usage)?;
     let outputs = Outputs::create(cli)?;
+    if let Some(path) = &cli.finance_out {
+        check_finance_out(path).map_err(Failure::Usage)?;
+    }
     let addr = match tokio::net::lookup_host(cli.addr.as_str()).await {
         Ok(mut addrs) => addrs
             .next()
@@ -2217,7 +2721,7 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
         }
     };
     eprintln!(
-        "loadgen: {} terminals, window {}, {}, {} s, {} cards from {} at store {} ({}), mix {}, seed {}",
+        "loadgen: {} terminals, window {}, {}, {} s, {} cards from {} at store {} ({}), mix {}, methods {}, seed {}",
         cli.terminals,
         cli.window,
         cli.pacing(),
@@ -2227,18 +2731,25 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
         cli.store,
         cli.skew,
         cli.mix,
+        cli.methods,
         cli.seed
     );
     eprintln!("loadgen: {}", terminals.describe(cli.terminals));
     if cli.mix.weight(Kind::Capture) > 0 && cli.mix.weight(Kind::Hold) == 0 {
         eprintln!("loadgen: the mix has captures but no holds: every capture is sent as a sale");
     }
+    if cli.setup && cli.methods.some_need_confirmation() {
+        eprintln!(
+            "loadgen: cards sold by cheque or transfer stay inactive until finance confirms the funds (L2): \
+             the switch declines their loads, sales and holds"
+        );
+    }
 
     let credential = Credential::load_admin(cli.admin_key_file.as_deref())
         .map_err(|e| Failure::Usage(format!("the admin credential: {e}")))?;
     provision(cli, addr, &credential, terminals).await?;
     let mut admin = Admin::new(addr, &cli.addr, cli.store, terminals, credential.clone());
-    let fresh = if cli.setup { setup(cli, &mut admin).await? } else { false };
+    let (fresh, mut collected) = if cli.setup { setup(cli, &mut admin).await? } else { (false, Collected::default()) };
     let sample = Sample::new(cli.cards, VERIFY_SAMPLE);
     // Read even after a fresh setup: under a catalog the opening load may have earned a bonus
     // (V3), so the opening value is what the switch says, not the amount loaded.
@@ -2329,6 +2840,12 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
     let batches =
         if cli.batch_totals { Some(send_batches(cli, addr, &credential, &result.batches).await) } else { None };
     let verified = balances_verified && batches.is_none_or(|counts| counts.verified());
+    collected.add(&result.collected);
+    let finance = cli.finance_out.as_deref().map(|path| {
+        let mut dates = admin.business_dates.clone();
+        dates.extend(result.batches.iter().map(|batch| batch.business_date));
+        write_finance(path, cli.store, &dates, &collected)
+    });
 
     Ok(Report {
         summary: Summary {
@@ -2341,6 +2858,7 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
             p999_us: summary_latency.2,
             max_us: summary_latency.3,
             batches,
+            finance,
             verified,
         },
         kinds: result.kinds,
@@ -2348,6 +2866,7 @@ async fn run_detailed(cli: &Cli, terminals: Terminals) -> Result<Report, Failure
         service,
         unsent: result.unsent,
         output_failed,
+        collected,
     })
 }
 
@@ -2378,7 +2897,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(report) => {
             println!("{}", report.summary.json());
-            if report.summary.errors > 0 || !report.summary.verified || report.output_failed {
+            let finance_failed = matches!(report.summary.finance, Some(FinanceOutcome::NotWritten(_)));
+            if report.summary.errors > 0 || !report.summary.verified || report.output_failed || finance_failed {
                 ExitCode::from(EXIT_FAILED)
             } else {
                 ExitCode::SUCCESS
@@ -2386,6 +2906,9 @@ fn main() -> ExitCode {
         }
         Err(Failure::Unreachable(text)) => {
             eprintln!("loadgen: {text}");
+            if let Some(path) = &cli.finance_out {
+                eprintln!("loadgen: finance: {} not written", path.display());
+            }
             ExitCode::from(EXIT_UNREACHABLE)
         }
         Err(Failure::Usage(text)) => {
@@ -2394,6 +2917,9 @@ fn main() -> ExitCode {
         }
         Err(Failure::Failed(text)) => {
             eprintln!("loadgen: {text}");
+            if let Some(path) = &cli.finance_out {
+                eprintln!("loadgen: finance: {} not written", path.display());
+            }
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -2432,6 +2958,7 @@ mod tests {
         assert_eq!((cli.seed, cli.first_card, cli.store), (1, CardNo(6_200_880_000_000_000), 21));
         assert!(cli.check().is_ok());
         assert!(!cli.batch_totals);
+        assert_eq!((cli.methods.clone(), cli.finance_out.as_deref()), (Methods::default(), None));
         assert_eq!(cli.card(9_999), CardNo(6_200_880_000_009_999));
         assert_eq!((cli.rate, cli.mix, cli.skew), (None, Mix::default(), Skew::Uniform));
         assert_eq!((cli.hgrm.as_deref(), cli.plot.as_deref()), (None, None));
@@ -2462,9 +2989,15 @@ mod tests {
             "--seed",
             "7",
             "--batch-totals",
+            "--methods",
+            "cash,WeChat,bank-card,alipay",
+            "--finance-out",
+            "day.csv",
         ])
         .unwrap();
         assert!(cli.batch_totals);
+        assert_eq!(cli.methods.to_string(), "cash,wechat,bank_card,alipay");
+        assert_eq!(cli.finance_out, Some(PathBuf::from("day.csv")));
         assert_eq!(cli.rate, Some(100_000.0));
         assert_eq!(cli.pacing(), "open loop at 100,000/s");
         assert_eq!(cli.mix.to_string(), "sale=70,load=10,hold=10,capture=5,balance=5");
@@ -2482,6 +3015,9 @@ mod tests {
             (&["--skew", "pareto:1"], "unknown skew"),
             (&["--rate", "0"], "invalid rate"),
             (&["--rate", "fast"], "invalid rate"),
+            (&["--methods", "cash,bitcoin"], "unknown payment method 'bitcoin'"),
+            (&["--methods", "cash,,wechat"], "empty entry"),
+            (&["--methods", "wechat,cash,wechat"], "'wechat' appears twice"),
         ] {
             let mut args = vec!["loadgen", "--addr", "x:1", "--terminals", "1", "--window", "1"];
             args.extend(["--duration-s", "1", "--cards", "1"]);
@@ -2565,6 +3101,7 @@ mod tests {
             cards: CardChoice::new(1_000, Skew::Uniform).unwrap(),
             first_card: 62_008_800,
             holds,
+            methods: Methods::default(),
         }
     }
 
@@ -2623,6 +3160,7 @@ mod tests {
             card: 7,
             amount: amount_minor as u32,
             hold_amount: 500,
+            method: None,
         };
         assert_eq!(tag, expected);
         let (request, tag) = captures.next_request();
@@ -2641,7 +3179,14 @@ mod tests {
     #[test]
     fn unanswered_requests_widen_the_expected_balances() {
         let mut unknown = Unknown::default();
-        let tag = |kind, amount, hold_amount| LoadTag { kind, instead_of_capture: false, card: 0, amount, hold_amount };
+        let tag = |kind, amount, hold_amount| LoadTag {
+            kind,
+            instead_of_capture: false,
+            card: 0,
+            amount,
+            hold_amount,
+            method: (kind == Kind::Load).then_some(PaymentMethod::Cash),
+        };
         unknown.add(&tag(Kind::Sale, 30, 0));
         unknown.add(&tag(Kind::Load, 500, 0));
         unknown.add(&tag(Kind::Hold, 40, 0));
@@ -2691,6 +3236,7 @@ mod tests {
             p999_us: 4_511,
             max_us: 12_007,
             batches: None,
+            finance: None,
             verified: true,
         };
         assert_eq!(
@@ -2698,12 +3244,12 @@ mod tests {
             "{\"tps\":51234.6,\"approved\":256000,\"declined\":173,\"errors\":0,\"p50_us\":412,\
              \"p99_us\":1903,\"p999_us\":4511,\"max_us\":12007,\"verified\":true}"
         );
-        let nothing = Summary { tps: f64::NAN, verified: false, ..summary };
+        let nothing = Summary { tps: f64::NAN, verified: false, ..summary.clone() };
         assert!(nothing.json().starts_with("{\"tps\":0.0,"));
         assert!(nothing.json().ends_with(",\"verified\":false}"));
         // With --batch-totals, the batches before the verdict.
         let batches = BatchCounts { in_balance: 46, out_of_balance: 1, declined: 0, skipped: 3, failed: 0 };
-        let with_batches = Summary { batches: Some(batches), verified: false, ..summary };
+        let with_batches = Summary { batches: Some(batches), verified: false, ..summary.clone() };
         assert!(
             with_batches.json().ends_with(
                 ",\"max_us\":12007,\"batches_in_balance\":46,\"batches_out_of_balance\":1,\"batches_declined\":0,\
@@ -2712,6 +3258,13 @@ mod tests {
             "{}",
             with_batches.json()
         );
+        // With --finance-out, the money added, or null when the file was not written.
+        let added = Summary { finance: Some(FinanceOutcome::Added(301_234)), ..summary.clone() };
+        assert!(added.json().ends_with(",\"max_us\":12007,\"collected_minor\":301234,\"verified\":true}"));
+        let both = Summary { finance: Some(FinanceOutcome::Added(0)), ..with_batches.clone() };
+        assert!(both.json().ends_with(",\"batches_failed\":0,\"collected_minor\":0,\"verified\":false}"));
+        let not_written = Summary { finance: Some(FinanceOutcome::NotWritten("lost".into())), ..summary.clone() };
+        assert!(not_written.json().ends_with(",\"collected_minor\":null,\"verified\":true}"));
         assert_eq!(rate(10, 0.0), 0.0);
         assert_eq!(rate(10, 2.0), 5.0);
     }
@@ -3052,6 +3605,7 @@ mod tests {
             wrong_type: 0,
             wrong_amount: 0,
             batch: BatchTotals::default(),
+            collected: Collected::default(),
         }
     }
 
@@ -3071,7 +3625,14 @@ mod tests {
     #[test]
     fn the_batch_counts_approved_postings_at_their_replies_amounts() {
         let mut replies = load_replies();
-        let tag = |kind, amount| LoadTag { kind, instead_of_capture: false, card: 1, amount, hold_amount: 0 };
+        let tag = |kind, amount| LoadTag {
+            kind,
+            instead_of_capture: false,
+            card: 1,
+            amount,
+            hold_amount: 0,
+            method: (kind == Kind::Load).then_some(PaymentMethod::Cash),
+        };
         let ms = Duration::from_millis(1);
         let mut reply = |tag: LoadTag, response: Response| replies.reply(tag, ms, ms, &response);
         // Under a catalog's discount a sale posts less than asked: the reply's amount counts.
@@ -3204,6 +3765,11 @@ mod tests {
         /// Per terminal, its approved postings as the switch journals them.
         batches: Mutex<HashMap<u32, BatchTotals>>,
         batch_requests: AtomicU64,
+        /// The store each terminal signed on at.
+        stores: Mutex<HashMap<u32, u32>>,
+        /// The money its loads and card sales collected, by (store, payment method): what
+        /// settle counts as collected.
+        collected: Mutex<BTreeMap<(u32, PaymentMethod), i64>>,
     }
 
     impl BatchSwitch {
@@ -3215,6 +3781,8 @@ mod tests {
                 postings: AtomicU64::new(0),
                 batches: Mutex::default(),
                 batch_requests: AtomicU64::new(0),
+                stores: Mutex::default(),
+                collected: Mutex::default(),
             })
         }
 
@@ -3240,8 +3808,15 @@ mod tests {
                         totals: theirs,
                     })];
                 }
+                Request::SignOn { store_id } => {
+                    self.stores.lock().unwrap().insert(header.terminal_id, store_id);
+                }
                 _ => {}
             }
+            let paid_by = match request {
+                Request::Load { method, .. } | Request::SellCard { method, .. } => PaymentMethod::from_u8(method),
+                _ => None,
+            };
             let response = self.mini.handle(header, request);
             let Response::Card { request: msg_type, reply } = &response else { return vec![response] };
             let kind = match msg_type {
@@ -3256,6 +3831,10 @@ mod tests {
                 return vec![response];
             }
             self.batches.lock().unwrap().entry(header.terminal_id).or_default().add(kind, reply.amount_minor);
+            if let Some(method) = paid_by {
+                let store = self.stores.lock().unwrap()[&header.terminal_id];
+                *self.collected.lock().unwrap().entry((store, method)).or_default() += reply.amount_minor;
+            }
             if kind == PostingKind::SellCard {
                 return vec![response];
             }
@@ -3358,6 +3937,356 @@ mod tests {
         assert_eq!(switch.batch_requests.load(Ordering::Relaxed), batches.in_balance);
         // What could not be known is not held against the run: its balances still add up.
         assert!(summary.verified, "{summary:?}");
+    }
+
+    #[test]
+    fn methods_are_drawn_per_request_by_the_seed_and_spread_over_the_list() {
+        let four = parse_methods("cash,wechat,bank_card,alipay").unwrap();
+        assert_eq!(four.to_string(), "cash,wechat,bank_card,alipay");
+        assert_eq!(parse_methods(" Cash ").unwrap(), Methods::default());
+        for (bad, says) in [
+            ("", "empty entry"),
+            ("cash,", "empty entry"),
+            ("barter", "unknown payment method 'barter' (expected one of cash, bank_card"),
+            ("cash,cash", "'cash' appears twice"),
+        ] {
+            let error = parse_methods(bad).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+        // Loads: each method a quarter of the time, the same ones again for the same seed.
+        let loads = |methods: &Methods, seed| {
+            let mut generator =
+                LoadGenerator { rng: XorShift::new(seed, 0), methods: methods.clone(), ..generator("load=1", None) };
+            (0..10_000)
+                .map(|_| {
+                    let (request, tag) = generator.next_request();
+                    let Request::Load { method, amount_minor, .. } = request else { panic!("{request:?}") };
+                    assert_eq!(Some(method), tag.method.map(|m| m as u8));
+                    (PaymentMethod::from_u8(method).unwrap(), amount_minor)
+                })
+                .collect::<Vec<_>>()
+        };
+        let drawn = loads(&four, 1);
+        assert_eq!(drawn, loads(&four, 1));
+        assert_ne!(drawn, loads(&four, 2));
+        for method in &four.0 {
+            let n = drawn.iter().filter(|(m, _)| m == method).count();
+            assert!((2_300..=2_700).contains(&n), "{method}: {n}");
+        }
+        // One method takes no draw: the requests are those loadgen sent before --methods, by
+        // the same steps of the generator.
+        let mut generator = generator("sale=1,load=1", None);
+        let mut rng = XorShift::new(1, 0);
+        for _ in 0..1_000 {
+            let kind = generator.mix.pick(rng.below(2));
+            let card = CardNo(62_008_800 + rng.below(1_000));
+            let expected = match kind {
+                Kind::Load => Request::Load {
+                    card,
+                    amount_minor: rng.in_range(LOAD_MIN_YUAN, LOAD_MAX_YUAN) as i64 * 100,
+                    method: PaymentMethod::Cash as u8,
+                },
+                _ => Request::Sale {
+                    card,
+                    amount_minor: rng.in_range(SALE_MIN_MINOR, SALE_MAX_MINOR) as i64,
+                    category: Category::Retail as u8,
+                    flags: 0,
+                    verification: Verification::NONE,
+                },
+            };
+            assert_eq!(generator.next_request().0, expected);
+        }
+        // Card sales: a method per card, from the seed and the card alone.
+        let sell = sell_request(four.clone(), 7, CardNo(62_008_800));
+        let mut per_method = BTreeMap::new();
+        for index in 0..10_000 {
+            let Request::SellCard { method, amount_minor, .. } = sell(CardNo(62_008_800 + index)) else { panic!() };
+            assert_eq!(amount_minor, OPENING_MINOR);
+            assert_eq!(method, four.for_card_sale(7, index) as u8);
+            *per_method.entry(method).or_insert(0) += 1;
+        }
+        assert_eq!(per_method.len(), 4);
+        assert!(per_method.values().all(|n| (2_300..=2_700).contains(n)), "{per_method:?}");
+        assert!((0..100).any(|index| four.for_card_sale(7, index) != four.for_card_sale(8, index)));
+        assert!((0..100).all(|index| Methods::default().for_card_sale(7, index) == PaymentMethod::Cash));
+        assert!(!four.some_need_confirmation());
+        assert!(parse_methods("cash,cheque").unwrap().some_need_confirmation());
+    }
+
+    #[test]
+    fn the_account_counts_what_settle_counts_as_money_collected() {
+        let mut replies = load_replies();
+        let ms = Duration::from_millis(1);
+        let tag =
+            |kind, amount, method| LoadTag { kind, instead_of_capture: false, card: 1, amount, hold_amount: 0, method };
+        let (cash, wechat) = (Some(PaymentMethod::Cash), Some(PaymentMethod::Wechat));
+        // A load's reply reports the cash paid; the bonus it earned (in the balances) was given,
+        // not collected.
+        let mut with_bonus = card_response(Kind::Load, ResponseCode::Approved, 50_000);
+        if let Response::Card { reply, .. } = &mut with_bonus {
+            (reply.cash_minor, reply.bonus_minor) = (50_000, 2_500);
+        }
+        replies.reply(tag(Kind::Load, 50_000, cash), ms, ms, &with_bonus);
+        replies.reply(tag(Kind::Load, 700, wechat), ms, ms, &card_response(Kind::Load, ResponseCode::Approved, 700));
+        replies.reply(tag(Kind::Load, 900, wechat), ms, ms, &card_response(Kind::Load, ResponseCode::CardLost, 0));
+        // Spending and holds collect nothing.
+        replies.reply(tag(Kind::Sale, 85, None), ms, ms, &card_response(Kind::Sale, ResponseCode::Approved, 85));
+        replies.reply(tag(Kind::Hold, 40, None), ms, ms, &card_response(Kind::Hold, ResponseCode::Approved, 40));
+        replies.reply(tag(Kind::Capture, 36, None), ms, ms, &card_response(Kind::Capture, ResponseCode::Approved, 36));
+        replies.reply(tag(Kind::Balance, 0, None), ms, ms, &card_response(Kind::Balance, ResponseCode::Approved, 0));
+        let by_method = BTreeMap::from([(PaymentMethod::Cash, 50_000), (PaymentMethod::Wechat, 700)]);
+        assert_eq!(replies.collected, Collected { by_method: by_method.clone(), unknown: 0 });
+        // A load answered with another type may or may not have posted; a sale so answered
+        // collected nothing either way.
+        replies.reply(tag(Kind::Sale, 5, None), ms, ms, &card_response(Kind::Load, ResponseCode::Approved, 5));
+        assert_eq!(replies.collected.unknown, 0);
+        replies.reply(tag(Kind::Load, 100, cash), ms, ms, &card_response(Kind::Sale, ResponseCode::Approved, 100));
+        assert_eq!(replies.collected, Collected { by_method, unknown: 1 });
+        assert_eq!(replies.collected.total_minor(), 50_700);
+        assert_eq!(replies.collected.describe(), "cash 500.00, wechat 7.00");
+        // Of the postings loadgen makes, loads and card sales only.
+        let made: Vec<PostingKind> = Kind::ALL.into_iter().filter_map(posting_kind).collect();
+        for kind in made.into_iter().chain([PostingKind::SellCard]) {
+            assert_eq!(collects_money(kind), matches!(kind, PostingKind::Load | PostingKind::SellCard), "{kind}");
+        }
+
+        // The setup's card sales: approved ones by their card's method; a card already sold
+        // after an unanswered attempt may be this run's sale.
+        let answer = |code, amount_minor, unanswered_before| CardAnswer {
+            code,
+            amount_minor,
+            balance: Balance { value_minor: amount_minor, held_minor: 0 },
+            unanswered_before,
+        };
+        let answers = [
+            answer(ResponseCode::Approved, OPENING_MINOR, false),
+            answer(ResponseCode::Approved, OPENING_MINOR, true),
+            answer(ResponseCode::CardAlreadySold, 0, false),
+            answer(ResponseCode::Approved, 0, false),
+        ];
+        let method_of = |index| if index == 1 { PaymentMethod::Alipay } else { PaymentMethod::Cash };
+        let sales = account_card_sales(&answers, method_of);
+        let expected = BTreeMap::from([(PaymentMethod::Cash, OPENING_MINOR), (PaymentMethod::Alipay, OPENING_MINOR)]);
+        assert_eq!(sales, Collected { by_method: expected, unknown: 0 });
+        let lost = [answer(ResponseCode::CardAlreadySold, 0, true)];
+        assert_eq!(account_card_sales(&lost, method_of).unknown, 1);
+        let mut all = sales.clone();
+        all.add(&replies.collected);
+        assert_eq!((all.total_minor(), all.unknown), (2 * OPENING_MINOR + 50_700, 1));
+    }
+
+    /// A fresh directory for one test's files.
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("loadgen-{name}-{}-{}", std::process::id(), unix_ms_now()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// What settle reads from a finance file for `date`: the amounts by (store, method), every
+    /// line of the same store and method added up.
+    fn settle_reads(path: &Path, date: u32) -> BTreeMap<(u32, PaymentMethod), i64> {
+        let mut totals = BTreeMap::new();
+        for line in parse_finance(&std::fs::read_to_string(path).unwrap()).unwrap() {
+            if line.date == date {
+                *totals.entry((line.store, line.method)).or_insert(0) += line.amount_minor;
+            }
+        }
+        totals
+    }
+
+    #[test]
+    fn finance_files_are_created_or_added_to_by_date_store_and_method() {
+        let dir = test_dir("finance");
+        let collected = Collected {
+            by_method: BTreeMap::from([
+                (PaymentMethod::Cash, 100_000),
+                (PaymentMethod::BankCard, 0),
+                (PaymentMethod::Wechat, 1_000),
+                (PaymentMethod::Alipay, 350),
+            ]),
+            unknown: 0,
+        };
+        // A new file, and an empty one (as mktemp leaves it): the header, then a line per
+        // method that collected something.
+        let new = dir.join("new.csv");
+        let empty = dir.join("empty.csv");
+        std::fs::write(&empty, "").unwrap();
+        for path in [&new, &empty] {
+            check_finance_out(path).unwrap();
+            add_to_finance_file(path, 20_261_122, 21, &collected).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(path).unwrap(),
+                "date,store,method,amount\n2026-11-22,21,cash,1000.00\n2026-11-22,21,wechat,10.00\n\
+                 2026-11-22,21,alipay,3.50\n"
+            );
+        }
+        // An existing file: other dates and stores stay, the first line of the same date,
+        // store and method takes the amount, the others are appended.
+        let day = dir.join("day.csv");
+        std::fs::write(
+            &day,
+            "date,store,method,amount\r\n2026-11-21,21,cash,100.00\r\n2026-11-22,22,cash,5\r\n\
+             \x20 2026-11-22 , 21 , wechat , 18 \r\n\r\n2026-11-22,21,wechat,2.00\r\n2026-11-22,21,alipay,-3.50\r\n",
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&day, std::fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        check_finance_out(&day).unwrap();
+        add_to_finance_file(&day, 20_261_122, 21, &collected).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&day).unwrap(),
+            "date,store,method,amount\n2026-11-21,21,cash,100.00\n2026-11-22,22,cash,5.00\n\
+             2026-11-22,21,wechat,28.00\n2026-11-22,21,wechat,2.00\n2026-11-22,21,alipay,0.00\n\
+             2026-11-22,21,cash,1000.00\n"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&day).unwrap().permissions().mode() & 0o777, 0o640);
+        }
+        let read = settle_reads(&day, 20_261_122);
+        assert_eq!(read[&(21, PaymentMethod::Wechat)], 3_000);
+        assert_eq!(read[&(21, PaymentMethod::Cash)], 100_000);
+        assert_eq!(read[&(22, PaymentMethod::Cash)], 500);
+        assert_eq!(settle_reads(&day, 20_261_121), BTreeMap::from([((21, PaymentMethod::Cash), 10_000)]));
+        // A second store's run adds its own lines.
+        let store_22 = Collected { by_method: BTreeMap::from([(PaymentMethod::Cash, 250)]), unknown: 0 };
+        add_to_finance_file(&day, 20_261_122, 22, &store_22).unwrap();
+        assert_eq!(settle_reads(&day, 20_261_122)[&(22, PaymentMethod::Cash)], 750);
+        // Nothing collected: the file is as it was (a new one gets the header).
+        let before = std::fs::read(&day).unwrap();
+        add_to_finance_file(&day, 20_261_122, 23, &Collected::default()).unwrap();
+        assert_eq!(std::fs::read(&day).unwrap(), before);
+        // No temporary file is left behind.
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["day.csv", "empty.csv", "new.csv"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_finance_file_is_refused_and_left_as_it_was() {
+        let dir = test_dir("not-finance");
+        let file = dir.join("finance.csv");
+        let collected = Collected { by_method: BTreeMap::from([(PaymentMethod::Cash, 100)]), unknown: 0 };
+        let header = "date,store,method,amount\n";
+        for (text, says) in [
+            ("store,date\n2026-11-22,21\n".to_string(), "line 1: the first line must be `date,store,method,amount`"),
+            ("\n".to_string(), "line 1: the first line"),
+            (format!("{header}2026-11-22,21,wechat\n"), "line 2: 3 fields, expected 4"),
+            (format!("{header}2026-11-22,21,cash,1,x\n"), "line 2: 5 fields"),
+            (format!("{header}2026-11-22,21,cash,1\n2026-13-01,21,cash,1\n"), "line 3: `2026-13-01` is not a date"),
+            (format!("{header}1899-12-31,21,cash,1\n"), "is not a date"),
+            (format!("{header}2026-02-29,21,cash,1\n"), "is not a date"),
+            (format!("{header}2026-11-22,x,cash,1\n"), "`x` is not a store id"),
+            (format!("{header}2026-11-22,21,barter,1\n"), "`barter` is not a payment method"),
+            // settle reads method names as written, in lower case.
+            (format!("{header}2026-11-22,21,Cash,1\n"), "`Cash` is not a payment method"),
+            (format!("{header}2026-11-22,21,cash,1.234\n"), "`1.234` is not an amount"),
+            (format!("{header}2026-11-22,21,cash,+1\n"), "`+1` is not an amount"),
+        ] {
+            std::fs::write(&file, &text).unwrap();
+            for error in [
+                check_finance_out(&file).unwrap_err(),
+                add_to_finance_file(&file, 20_261_122, 21, &collected).unwrap_err(),
+            ] {
+                assert!(
+                    error.contains("finance.csv is not a finance file") && error.contains(says),
+                    "{text:?}: {error}"
+                );
+            }
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "left as it was");
+        }
+        std::fs::write(&file, b"date,store,method,amount\n\xff\xfe\n").unwrap();
+        assert!(check_finance_out(&file).unwrap_err().contains("not UTF-8"));
+        // Not a file at all, or nowhere to put one.
+        assert!(check_finance_out(&dir).unwrap_err().starts_with("cannot read"));
+        let nowhere = dir.join("missing").join("finance.csv");
+        assert!(check_finance_out(&nowhere).unwrap_err().contains("there is no directory"));
+        assert!(add_to_finance_file(&nowhere, 20_261_122, 21, &collected).unwrap_err().starts_with("cannot write"));
+        // An amount that would not fit is refused, the file unchanged.
+        let full = format!("{header}2026-11-22,21,cash,{}\n", format_minor(i64::MAX - 50));
+        std::fs::write(&file, &full).unwrap();
+        assert!(add_to_finance_file(&file, 20_261_122, 21, &collected).unwrap_err().contains("does not fit"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), full);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_not_written_when_the_money_or_its_day_is_unknown() {
+        let dir = test_dir("unknowable");
+        let file = dir.join("finance.csv");
+        let known = Collected { by_method: BTreeMap::from([(PaymentMethod::Cash, 100)]), unknown: 0 };
+        let day = BTreeSet::from([MINI_BUSINESS_DATE]);
+        let lost = Collected { unknown: 2, ..known.clone() };
+        let FinanceOutcome::NotWritten(why) = write_finance(&file, 21, &day, &lost) else { panic!() };
+        assert!(why.starts_with("the outcome of 2 loads or card sales is unknown"), "{why}");
+        let two_days = BTreeSet::from([MINI_BUSINESS_DATE, MINI_BUSINESS_DATE + 1]);
+        let FinanceOutcome::NotWritten(why) = write_finance(&file, 21, &two_days, &known) else { panic!() };
+        assert!(why.contains("changed during the run (2026-11-22 to 2026-11-23)"), "{why}");
+        let FinanceOutcome::NotWritten(why) = write_finance(&file, 21, &BTreeSet::from([0]), &known) else { panic!() };
+        assert!(why.contains("not a calendar date"), "{why}");
+        assert!(!file.exists());
+        assert_eq!(write_finance(&file, 21, &day, &known), FinanceOutcome::Added(100));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "date,store,method,amount\n2026-11-22,21,cash,1.00\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_at_two_stores_build_the_finance_file_the_switch_agrees_with() {
+        let switch = BatchSwitch::new(BatchFaults::default());
+        let addr = switch.start().await;
+        let dir = test_dir("finance-runs");
+        let file = dir.join("finance.csv");
+        let path = file.to_str().unwrap();
+        let t0 = unix_ms_now();
+        let methods = ["--methods", "cash,wechat,bank_card,alipay", "--finance-out", path];
+        let first = run_detailed(&cli(&addr, &[&["--setup", "--mix", FULL_MIX][..], &methods].concat()), later(t0, 0))
+            .await
+            .ok()
+            .unwrap();
+        assert!(first.summary.verified && first.summary.errors == 0, "{first:?}");
+        let Some(FinanceOutcome::Added(minor)) = first.summary.finance else { panic!("{first:?}") };
+        assert_eq!(minor, first.collected.total_minor());
+        assert!(minor > 300 * OPENING_MINOR, "the setup's sales and the loads: {first:?}");
+        assert!(first.summary.json().contains(&format!(",\"collected_minor\":{minor},\"verified\":true}}")));
+        let collected = switch.collected.lock().unwrap().clone();
+        assert_eq!(settle_reads(&file, MINI_BUSINESS_DATE), collected);
+        assert_eq!(collected.len(), 4, "every method at store 21: {collected:?}");
+        // Another store's run, loads only, by Alipay: its line joins the file.
+        let extra = ["--store", "22", "--mix", "load=1", "--methods", "alipay", "--seed", "2", "--finance-out", path];
+        let second = run_detailed(&cli(&addr, &extra), later(t0, 1)).await.ok().unwrap();
+        assert!(second.summary.verified && second.summary.errors == 0, "{second:?}");
+        let collected = switch.collected.lock().unwrap().clone();
+        assert_eq!(settle_reads(&file, MINI_BUSINESS_DATE), collected);
+        assert!(collected[&(22, PaymentMethod::Alipay)] > 0 && collected.len() == 5, "{collected:?}");
+        let lines = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(lines.lines().count(), 6, "{lines}");
+
+        // A file that is not a finance file stops the run before anything is sent.
+        let notes = dir.join("notes.txt");
+        std::fs::write(&notes, "shopping list\n").unwrap();
+        let extra = ["--finance-out", notes.to_str().unwrap()];
+        match run_detailed(&cli(&addr, &extra), later(t0, 2)).await {
+            Err(Failure::Usage(text)) => assert!(text.contains("notes.txt is not a finance file"), "{text}"),
+            _ => panic!("expected a usage error"),
+        }
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "shopping list\n");
+
+        // Loads without an answer: the money is unknown, and the file stays as it was.
+        let switch = BatchSwitch::new(BatchFaults { drop_every: Some(97), ..BatchFaults::default() });
+        let addr = switch.start().await;
+        let extra = ["--setup", "--mix", "sale=1,load=1", "--finance-out", path];
+        let lost = run_detailed(&cli(&addr, &extra), later(t0, 3)).await.ok().unwrap();
+        assert!(lost.collected.unknown > 0, "{lost:?}");
+        assert!(matches!(lost.summary.finance, Some(FinanceOutcome::NotWritten(_))), "{lost:?}");
+        assert!(lost.summary.json().contains(",\"collected_minor\":null,"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), lines);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
