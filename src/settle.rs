@@ -397,7 +397,47 @@ fn loaded_and_spent(s: &Settlement) -> BTreeMap<u32, (i64, i64)> {
 
 /// A page a finance clerk reads: the proof, the differences, and per store the value loaded
 /// against the value spent, with a bar chart of the two.
-fn report_html(s: &Settlement, diffs: &[Difference]) -> String {
+/// Names of stores and companies for the report (from the catalog; a number where none is).
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    stores: BTreeMap<u32, String>,
+    companies: BTreeMap<u32, String>,
+}
+
+impl Names {
+    pub fn of(catalog: &crate::engine::catalog::Catalog) -> Names {
+        let mut names = Names::default();
+        for company in &catalog.companies {
+            names.companies.insert(company.id, company.name.clone());
+            for store in &company.stores {
+                names.stores.insert(store.id, store.name.clone());
+            }
+        }
+        names
+    }
+
+    fn store(&self, id: u32) -> String {
+        match self.stores.get(&id) {
+            Some(name) => format!("{id} {}", escape(name)),
+            None => id.to_string(),
+        }
+    }
+
+    fn company(&self, id: u32) -> String {
+        match self.companies.get(&id) {
+            Some(name) => format!("{id} {}", escape(name)),
+            None if id == 0 => "0 (no company)".to_string(),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// Text made safe inside HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn report_html(s: &Settlement, diffs: &[Difference], names: &Names) -> String {
     let l = &s.liability;
     let per_store = loaded_and_spent(s);
     let mut html = format!(
@@ -408,7 +448,11 @@ fn report_html(s: &Settlement, diffs: &[Difference]) -> String {
         date = date_text(s.date),
         n = s.transactions,
         proof = if l.balanced() { "balanced" } else { "NOT BALANCED" },
-        fin = if diffs.is_empty() { "in balance".to_string() } else { format!("{} differences", diffs.len()) },
+        fin = match diffs.len() {
+            0 => "in balance".to_string(),
+            1 => "1 difference".to_string(),
+            n => format!("{n} differences"),
+        },
     );
     let _ = write!(
         html,
@@ -432,15 +476,36 @@ fn report_html(s: &Settlement, diffs: &[Difference]) -> String {
         format_minor(l.holds_minor)
     );
     if !diffs.is_empty() {
-        html.push_str("<h2>Differences with finance</h2>\n<table><tr><th>store</th><th>method</th><th>finance</th><th>switch</th></tr>\n");
+        html.push_str(
+            "<h2>Differences with finance</h2>\n<p>Money collected per store and payment method, as finance \
+             counted it and as the switch posted it; nothing has been adjusted.</p>\n<table><tr><th>store</th>\
+             <th>method</th><th>finance</th><th>switch</th><th>difference</th></tr>\n",
+        );
         for d in diffs {
             let _ = writeln!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                d.store_id,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                names.store(d.store_id),
                 method_name(d.method),
                 format_minor(d.finance_minor),
-                format_minor(d.switch_minor)
+                format_minor(d.switch_minor),
+                format_minor(d.finance_minor - d.switch_minor)
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("<h2>Between companies</h2>\n");
+    if s.netting.is_empty() {
+        html.push_str("<p>No value was spent at a store of another company than the one that collected it.</p>\n");
+    } else {
+        html.push_str("<table><tr><th>owes</th><th>to</th><th>amount</th></tr>\n");
+        for ((payer, payee), minor) in &s.netting {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                names.company(*payer),
+                names.company(*payee),
+                format_minor(*minor)
             );
         }
         html.push_str("</table>\n");
@@ -480,17 +545,48 @@ fn report_html(s: &Settlement, diffs: &[Difference]) -> String {
     for (store, (loaded, spent)) in &per_store {
         let _ = writeln!(
             html,
-            "<tr><td>{store}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            names.store(*store),
             format_minor(*loaded),
             format_minor(*spent)
         );
     }
-    html.push_str("</table>\n</body></html>\n");
+    html.push_str("</table>\n<h2>Per store</h2>\n<table><tr><th>store</th><th>posting</th><th>method</th>\
+                   <th>count</th><th>amount</th><th>cash</th><th>bonus</th></tr>\n");
+    for ((store, kind, method), t) in &s.stores {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            names.store(*store),
+            method_name(*method),
+            t.count,
+            format_minor(t.amount_minor),
+            format_minor(t.cash_delta_minor),
+            format_minor(t.bonus_delta_minor)
+        );
+    }
+    html.push_str("</table>\n");
+    let _ = writeln!(
+        html,
+        "<p>Staff purchases on their own cards, rung up by themselves (T9): {} (listed in self_use.csv). \
+         Day-end housekeeping postings: {}.</p>",
+        s.self_use.len(),
+        s.housekeeping_postings
+    );
+    if let Some(monthly) = &s.monthly {
+        html.push_str("<h2>The month's sales</h2>\n<table><tr><th>store</th><th>sales</th><th>amount</th></tr>\n");
+        for (store, (count, minor)) in monthly {
+            let _ =
+                writeln!(html, "<tr><td>{}</td><td>{count}</td><td>{}</td></tr>", names.store(*store), format_minor(*minor));
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("</body></html>\n");
     html
 }
 
 /// The files of the day, by name, in the order they are written.
-pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String)> {
+pub fn render(s: &Settlement, diffs: &[Difference], names: &Names) -> Vec<(&'static str, String)> {
     let mut stores = String::from("store,kind,method,count,amount,cash_delta,bonus_delta\n");
     for ((store, kind, method), t) in &s.stores {
         let _ = writeln!(
@@ -569,7 +665,7 @@ pub fn render(s: &Settlement, diffs: &[Difference]) -> Vec<(&'static str, String
         ("differences.csv", differences),
         ("self_use.csv", self_use),
         ("netting.csv", netting),
-        ("report.html", report_html(s, diffs)),
+        ("report.html", report_html(s, diffs, names)),
         ("summary.json", summary),
     ];
     if let Some(monthly) = &s.monthly {
@@ -680,7 +776,7 @@ fn settle_dir(
         None => Vec::new(),
     };
     std::fs::create_dir_all(out).map_err(|source| SettleError::Write { path: out.display().to_string(), source })?;
-    for (name, text) in render(&settlement, &diffs) {
+    for (name, text) in render(&settlement, &diffs, &Names::of(catalog)) {
         write_atomically(&out.join(name), text.as_bytes())?;
     }
     eprintln!(
@@ -838,9 +934,36 @@ mod tests {
         let s = settle_entries(entries, day, (40_000, 0, 0), company_of);
         // Company 2 owes 3 1,000.00; 3 owes 2 200.00 (b's value of company 3 spent at 2).
         assert_eq!(s.netting, BTreeMap::from([((2, 3), 80_000)]));
-        let rendered = render(&s, &[]);
+        let rendered = render(&s, &[], &Names::default());
         let netting = &rendered.iter().find(|(name, _)| *name == "netting.csv").unwrap().1;
         assert_eq!(netting, "payer_company,payee_company,amount\n2,3,800.00\n");
+    }
+
+    /// The report a finance clerk reads names the stores and companies of the catalog
+    /// (escaped), lists what one company owes another, and the differences with finance.
+    #[test]
+    fn s6_s4_the_report_names_stores_and_companies_and_shows_the_payable() {
+        let mut catalog = crate::engine::catalog::Catalog::core();
+        catalog.companies = vec![
+            crate::engine::catalog::Company {
+                id: 2,
+                name: "东区分公司".into(),
+                head_office: false,
+                stores: vec![crate::engine::catalog::Store { id: 21, name: "东区<一>店".into(), day_cutover_minutes: None }],
+            },
+            crate::engine::catalog::Company { id: 3, name: "西区分公司".into(), head_office: false, stores: vec![] },
+        ];
+        let cash = PaymentMethod::Cash as u8;
+        let s = settle_entries(vec![entry(1, PostingKind::Load, 20261201, 21, 10_000, 0, cash)], 20261201, (10_000, 0, 0), |_| 2);
+        let mut s = s;
+        s.netting.insert((2, 3), 80_000);
+        let diff = Difference { store_id: 21, method: cash, finance_minor: 9_950, switch_minor: 10_000 };
+        let files = render(&s, &[diff], &Names::of(&catalog));
+        let report = &files.iter().find(|(name, _)| *name == "report.html").unwrap().1;
+        assert!(report.contains("<td>2 东区分公司</td><td>3 西区分公司</td><td>800.00</td>"), "{report}");
+        assert!(report.contains("21 东区&lt;一&gt;店"), "escaped store name: {report}");
+        assert!(report.contains("<td>99.50</td><td>100.00</td><td>-0.50</td>"), "{report}");
+        assert!(report.contains("Finance: <b>1 difference</b>"), "{report}");
     }
 
     /// S8: the day that ends a month also gives the month's sales per store, net of their
@@ -859,12 +982,12 @@ mod tests {
         };
         let month_end = settle_entries(entries(), 20261130, (0, 0, 0), |_| 1);
         assert_eq!(month_end.monthly, Some(BTreeMap::from([(21, (1, 1_500)), (22, (1, 3_000))])));
-        let files = render(&month_end, &[]);
+        let files = render(&month_end, &[], &Names::default());
         let monthly = &files.iter().find(|(name, _)| *name == "monthly.csv").unwrap().1;
         assert_eq!(monthly, "month,store,sales,amount\n2026-11,21,1,15.00\n2026-11,22,1,30.00\n");
         let mid_month = settle_entries(entries(), 20261129, (0, 0, 0), |_| 1);
         assert!(mid_month.monthly.is_none());
-        assert!(!render(&mid_month, &[]).iter().any(|(name, _)| *name == "monthly.csv"));
+        assert!(!render(&mid_month, &[], &Names::default()).iter().any(|(name, _)| *name == "monthly.csv"));
     }
 
     #[test]
@@ -874,10 +997,10 @@ mod tests {
                 .map(|n| entry(n, PostingKind::Load, 20261201, 21 + (n % 3) as u32, 10_000, 0, (n % 4 + 1) as u8))
                 .collect::<Vec<_>>()
         };
-        let a = render(&settle_entries(entries(), 20261201, (390_000, 0, 0), |_| 1), &[]);
+        let a = render(&settle_entries(entries(), 20261201, (390_000, 0, 0), |_| 1), &[], &Names::default());
         let mut shuffled = entries();
         shuffled.reverse();
-        let b = render(&settle_entries(shuffled, 20261201, (390_000, 0, 0), |_| 1), &[]);
+        let b = render(&settle_entries(shuffled, 20261201, (390_000, 0, 0), |_| 1), &[], &Names::default());
         assert_eq!(a, b, "the order postings are read in does not matter");
         assert!(a.iter().any(|(name, text)| *name == "summary.json" && text.contains("\"balanced\":true")));
     }
