@@ -26,7 +26,10 @@ pub enum DaysError {
     Close(#[from] CloseProblem),
     #[error("recording the day book: {0}")]
     Store(#[from] StoreError),
-    #[error("a partition stopped after a storage failure; the close is recorded and completes at the next start")]
+    #[error(
+        "a partition stopped (a storage failure, or the switch is shutting down) before the close was complete; \
+         the close is recorded and completes at the next start"
+    )]
     PartitionFailed,
 }
 

@@ -1250,7 +1250,11 @@ impl Switch {
             Ok(ours) => {
                 let in_balance = ours == theirs;
                 if !in_balance {
-                    tracing::info!(terminal_id = header.terminal_id, business_date = date, "terminal batch out of balance");
+                    tracing::info!(
+                        terminal_id = header.terminal_id,
+                        business_date = date,
+                        "terminal batch out of balance"
+                    );
                 }
                 Response::BatchTotals(protocol::BatchTotalsReply {
                     code: ResponseCode::Approved,

@@ -551,8 +551,10 @@ fn report_html(s: &Settlement, diffs: &[Difference], names: &Names) -> String {
             format_minor(*spent)
         );
     }
-    html.push_str("</table>\n<h2>Per store</h2>\n<table><tr><th>store</th><th>posting</th><th>method</th>\
-                   <th>count</th><th>amount</th><th>cash</th><th>bonus</th></tr>\n");
+    html.push_str(
+        "</table>\n<h2>Per store</h2>\n<table><tr><th>store</th><th>posting</th><th>method</th>\
+                   <th>count</th><th>amount</th><th>cash</th><th>bonus</th></tr>\n",
+    );
     for ((store, kind, method), t) in &s.stores {
         let _ = writeln!(
             html,
@@ -576,8 +578,12 @@ fn report_html(s: &Settlement, diffs: &[Difference], names: &Names) -> String {
     if let Some(monthly) = &s.monthly {
         html.push_str("<h2>The month's sales</h2>\n<table><tr><th>store</th><th>sales</th><th>amount</th></tr>\n");
         for (store, (count, minor)) in monthly {
-            let _ =
-                writeln!(html, "<tr><td>{}</td><td>{count}</td><td>{}</td></tr>", names.store(*store), format_minor(*minor));
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{count}</td><td>{}</td></tr>",
+                names.store(*store),
+                format_minor(*minor)
+            );
         }
         html.push_str("</table>\n");
     }
@@ -949,12 +955,23 @@ mod tests {
                 id: 2,
                 name: "东区分公司".into(),
                 head_office: false,
-                stores: vec![crate::engine::catalog::Store { id: 21, name: "东区<一>店".into(), day_cutover_minutes: None }],
+                stores: vec![crate::engine::catalog::Store {
+                    id: 21,
+                    name: "东区<一>店".into(),
+                    day_cutover_minutes: None,
+                }],
             },
-            crate::engine::catalog::Company { id: 3, name: "西区分公司".into(), head_office: false, stores: vec![] },
+            crate::engine::catalog::Company {
+                id: 3, name: "西区分公司".into(), head_office: false, stores: vec![]
+            },
         ];
         let cash = PaymentMethod::Cash as u8;
-        let s = settle_entries(vec![entry(1, PostingKind::Load, 20261201, 21, 10_000, 0, cash)], 20261201, (10_000, 0, 0), |_| 2);
+        let s = settle_entries(
+            vec![entry(1, PostingKind::Load, 20261201, 21, 10_000, 0, cash)],
+            20261201,
+            (10_000, 0, 0),
+            |_| 2,
+        );
         let mut s = s;
         s.netting.insert((2, 3), 80_000);
         let diff = Difference { store_id: 21, method: cash, finance_minor: 9_950, switch_minor: 10_000 };

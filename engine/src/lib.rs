@@ -188,8 +188,7 @@ pub fn validate(request: &Request) -> Result<(), ResponseCode> {
         Request::OperatorSignOn { operator } => operator.operator_id != 0,
         // S2: today (0) or a calendar date; amounts are sums of amounts, never negative.
         Request::BatchTotals { business_date, totals } => {
-            (business_date == 0 || rules::is_date(business_date))
-                && totals.amounts_minor.iter().all(|a| *a >= 0)
+            (business_date == 0 || rules::is_date(business_date)) && totals.amounts_minor.iter().all(|a| *a >= 0)
         }
         Request::Echo => true,
         // The largest id is the coordinator's own (its steps' trace records are kept under it).

@@ -472,3 +472,18 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(error.source_name, "bad.toml");
     assert!(error.to_string().lines().all(|line| line.starts_with("bad.toml: products.gift.")));
 }
+
+/// S1: a store may close its day at a time of its own (a hotel's night audit among shops);
+/// the deployment's cutover applies to the others; a time that is none is named.
+#[test]
+fn s1_a_store_may_have_a_cutover_of_its_own() {
+    let chain = format!(
+        "{}\n[[companies]]\nid = 1\nname = \"集团\"\nhead_office = true\nstores = [{{ id = 10, name = \"酒店\", day_cutover = \"04:00\" }}, {{ id = 11, name = \"商店\" }}]\n",
+        BASE.replace("[settings]", "[settings]\nday_cutover = \"00:30\"")
+    );
+    let catalog = parse(&chain).unwrap();
+    assert_eq!(catalog.settings.day_cutover_minutes, 30);
+    assert_eq!(catalog.own_cutovers(), std::collections::BTreeMap::from([(10, 240)]));
+    assert_eq!(catalog.company_of(11), 1);
+    assert_rejected(&chain.replace("04:00", "24:10"), "companies[0].stores[0].day_cutover", "not a time of day");
+}
