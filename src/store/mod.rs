@@ -1042,18 +1042,33 @@ impl Store {
     }
 
     /// Every journal entry of the group commits `tail` names (those not materialized when it
-    /// was taken), read by key.
+    /// was taken). One iterator, sought to each id in ascending order: the log's memtable is
+    /// a vector (appends are its hot path), which sorts itself for each read, so a point
+    /// lookup per id would sort it once per id.
     pub fn tail_entries(&self, tail: &LogTail) -> Result<Vec<JournalEntry>, StoreError> {
         let corrupt = |problem| StoreError::Corrupt { cf: cf::LOG, problem };
+        let mut ids: Vec<u64> = tail.batch_ids().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ids.sort_unstable();
         let mut entries = Vec::new();
-        for batch_id in tail.batch_ids() {
-            let Some(bytes) = self.log.get_pinned_cf(self.log_handle(), batch_id.to_be_bytes())? else { continue };
-            for record in records::decode_batch(&bytes) {
+        let mut log = self.log.raw_iterator_cf(self.log_handle());
+        for batch_id in ids {
+            let key = batch_id.to_be_bytes();
+            log.seek(key);
+            if !log.valid() || log.key() != Some(&key[..]) {
+                log.status()?;
+                // No commit under this id (its batch wrote nothing).
+                continue;
+            }
+            for record in records::decode_batch(log.value().expect("valid")) {
                 if let LogRecord::Journal(entry) = record.map_err(corrupt)? {
                     entries.push(entry);
                 }
             }
         }
+        log.status()?;
         Ok(entries)
     }
 
