@@ -326,3 +326,65 @@ async fn ask(desk: &mut Desk, request: Request) -> protocol::BatchTotalsReply {
         other => panic!("{other:?}"),
     }
 }
+
+/// S7, S5: the batch runs the day-end housekeeping as journaled postings of the day it closes:
+/// a deposit hold older than the catalog's expiry (here one day) is released by the close,
+/// shows in the day's settlement, and leaves no hold outstanding; the liability balances.
+#[tokio::test]
+async fn s7_the_batch_releases_an_expired_hold_as_a_posting_of_the_day() {
+    let catalog = r#"
+version = 1
+categories = ["room", "retail"]
+
+[settings]
+hold_expiry_days = 1
+
+[products.cash]
+real_name = false
+pin_required = false
+points = false
+member_discount = false
+load_min = "1.00"
+load_max = "50000.00"
+balance_max = "100000.00"
+reloadable = true
+refundable = false
+transferable = true
+holds = true
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = config(&data);
+    config.catalog =
+        Some(std::sync::Arc::new(cardswitch::engine::catalog::Catalog::from_toml_str("test", catalog).unwrap()));
+    let server = Server::start(config).await.unwrap();
+    let (store, terminal) = (21u32, 11u32);
+    let mut desk = Desk::open(connect(server.local_addr, terminal, store).await, terminal, store).await;
+    let stan = desk.next();
+    let date = desk.client.sign_on(stan, store).await.unwrap().business_date;
+    let card = CardNo(FIRST);
+    let import = Request::ImportRange { first: card, last: CardNo(FIRST + 9), product: 4, store_id: store };
+    assert_eq!(desk.call(|_, _, _| import).await.code(), C::Approved);
+    let sell = Request::SellCard { card, amount_minor: 100_000, method: PaymentMethod::Cash as u8 };
+    assert_eq!(desk.card(|_, _, _| sell).await.code, C::Approved);
+    let hold =
+        Request::Hold { card, amount_minor: 40_000, category: Category::Room as u8, verification: Verification::NONE };
+    assert_eq!(desk.card(|_, _, _| hold).await.held_minor, 40_000);
+    drop(desk);
+    server.shutdown().await;
+
+    let out = dir.path().join("out");
+    let (code, stderr) = settle(&data, &date_text(date), None, &out);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("housekeeping of") && stderr.contains("1 postings"), "{stderr}");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"balanced\":true") && summary.contains("\"holds_minor\":0"), "{summary}");
+    assert!(summary.contains("\"housekeeping_postings\":1") && summary.contains("\"transactions\":3"), "{summary}");
+    let stores = std::fs::read_to_string(out.join("stores.csv")).unwrap();
+    assert!(stores.contains("21,hold_expired,none,1,400.00,0.00,0.00"), "{stores}");
+    // Settled again: the housekeeping is not repeated, the files are the same.
+    let first = files(&out);
+    let (code, stderr) = settle(&data, &date_text(date), None, &out);
+    assert_eq!((code, files(&out)), (0, first), "{stderr}");
+    assert!(!stderr.contains("housekeeping of"), "{stderr}");
+}
