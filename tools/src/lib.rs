@@ -163,6 +163,27 @@ pub fn until_next_second(started_ms: i64, now_ms: i64) -> Duration {
     Duration::from_millis(next_ms.saturating_sub(now_ms).max(0) as u64)
 }
 
+/// A calendar date written `YYYY-MM-DD` (years 1900 to 2999, as the switch takes them) as
+/// `YYYYMMDD`; None for anything else.
+pub fn parse_date(text: &str) -> Option<u32> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let date: u32 = digits.parse().ok().filter(|_| digits.len() == 8)?;
+    let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    ((1900..=2999).contains(&year) && (1..=days_in_month).contains(&day)).then_some(date)
+}
+
 /// `YYYYMMDD` as `YYYY-MM-DD`.
 pub fn format_date(yyyymmdd: u32) -> String {
     format!("{:04}-{:02}-{:02}", yyyymmdd / 10_000, yyyymmdd / 100 % 100, yyyymmdd % 100)

@@ -2233,27 +2233,6 @@ impl FinanceLine {
     }
 }
 
-/// A date `YYYY-MM-DD` of the years 1900 to 2999, as YYYYMMDD: the dates settle takes
-/// (src/settle.rs `parse_date`).
-fn parse_finance_date(text: &str) -> Option<u32> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return None;
-    }
-    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-    let date: u32 = digits.parse().ok().filter(|_| digits.len() == 8)?;
-    let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    ((1900..=2999).contains(&year) && (1..=days_in_month).contains(&day)).then_some(date)
-}
-
 /// The lines of a finance file's text, refusing whatever `cardswitch settle --finance` refuses
 /// (src/settle.rs `read_finance`): the header `date,store,method,amount`, then lines of four
 /// fields (blank lines skipped), amounts in yuan with at most two decimals, perhaps negative.
@@ -2279,7 +2258,8 @@ fn parse_finance(text: &str) -> Result<Vec<FinanceLine>, String> {
         let [date, store, method, amount] = fields[..] else {
             return Err(bad(format!("{} fields, expected 4: {FINANCE_HEADER}", fields.len())));
         };
-        let date = parse_finance_date(date).ok_or_else(|| bad(format!("`{date}` is not a date YYYY-MM-DD")))?;
+        let date =
+            cardswitch_tools::parse_date(date).ok_or_else(|| bad(format!("`{date}` is not a date YYYY-MM-DD")))?;
         let store: u32 = store.parse().map_err(|_| bad(format!("`{store}` is not a store id")))?;
         let method = PaymentMethod::from_name(method)
             .ok_or_else(|| bad(format!("`{method}` is not a payment method (cash, bank_card, wechat, …)")))?;
@@ -2438,7 +2418,7 @@ fn write_finance(path: &Path, store: u32, dates: &BTreeSet<u32>, collected: &Col
         }
         _ => return not_written("no sign-on gave a business date".to_string()),
     };
-    if parse_finance_date(&format_date(date)).is_none() {
+    if cardswitch_tools::parse_date(&format_date(date)).is_none() {
         return not_written(format!("the switch gave the business date {date}, which is not a calendar date"));
     }
     match add_to_finance_file(path, date, store, collected) {

@@ -827,29 +827,8 @@ fn parse_id_type(text: &str) -> Result<u8, String> {
 
 /// A calendar date written `YYYY-MM-DD`, as the number YYYYMMDD.
 fn parse_date(text: &str) -> Result<u32, String> {
-    let invalid = || format!("invalid date '{text}' (expected YYYY-MM-DD, e.g. 1990-03-07)");
-    let parts: Vec<&str> = text.trim().split('-').collect();
-    let [year, month, day] = parts[..] else { return Err(invalid()) };
-    let number = |digits: &str, len: usize| {
-        (digits.len() == len && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| digits.parse::<u32>().ok())
-            .flatten()
-    };
-    let (Some(year), Some(month), Some(day)) = (number(year, 4), number(month, 2), number(day, 2)) else {
-        return Err(invalid());
-    };
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(invalid()),
-    };
-    if year == 0 || !(1..=days_in_month).contains(&day) {
-        return Err(invalid());
-    }
-    Ok(year * 10_000 + month * 100 + day)
+    cardswitch_tools::parse_date(text.trim())
+        .ok_or_else(|| format!("invalid date '{text}' (expected YYYY-MM-DD, e.g. 1990-03-07)"))
 }
 
 impl OperatorArgs {
