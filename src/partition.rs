@@ -252,53 +252,44 @@ impl Partitions {
         answer.await.ok()
     }
 
-    /// Gives every partition new rules and waits until all use them. Blocking.
-    pub fn set_rules_blocking(&self, rules: Rules) {
-        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
+    /// Sends every partition the work `make` builds around an answer channel, and collects
+    /// the answers. Blocking, and so are the sends: this work is rare and must not be refused
+    /// for a full queue. Fewer answers than partitions: one is gone, or stopped after a
+    /// storage failure.
+    fn broadcast<T>(&self, make: impl Fn(std::sync::mpsc::SyncSender<T>) -> Work) -> Vec<T> {
+        let (done, answers) = std::sync::mpsc::sync_channel(self.senders.len());
         for sender in &self.senders {
-            let _ = sender.send(Work::SetRules { rules: rules.clone(), done: done.clone() });
+            let _ = sender.send(make(done.clone()));
         }
         drop(done);
-        while acks.recv().is_ok() {}
+        answers.iter().collect()
+    }
+
+    /// Gives every partition new rules and waits until all use them. Blocking.
+    pub fn set_rules_blocking(&self, rules: Rules) {
+        self.broadcast(|done| Work::SetRules { rules: rules.clone(), done });
     }
 
     /// Gives every partition a new day book (S1) and waits until each has made durable what
     /// it accepted under the old one. False when a partition is gone or failed. Blocking.
     pub fn set_days_blocking(&self, book: Arc<DayBook>) -> bool {
-        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
-        for sender in &self.senders {
-            let _ = sender.send(Work::SetDays { book: book.clone(), done: done.clone() });
-        }
-        drop(done);
-        acks.iter().count() == self.senders.len()
+        self.broadcast(|done| Work::SetDays { book: book.clone(), done }).len() == self.senders.len()
     }
 
     /// Runs the day-end housekeeping of `day` (S7) in every partition and waits until all of
     /// it is durable; None when a partition is gone or failed. Blocking.
     pub fn housekeep_blocking(&self, day: BusinessDate) -> Option<Housekeeping> {
-        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
-        for sender in &self.senders {
-            let _ = sender.send(Work::Housekeep { day, done: done.clone() });
-        }
-        drop(done);
-        let mut total = Housekeeping::default();
-        let mut answered = 0;
-        for h in acks.iter() {
-            total.add(&h);
-            answered += 1;
-        }
-        (answered == self.senders.len()).then_some(total)
+        let answers = self.broadcast(|done| Work::Housekeep { day, done });
+        (answers.len() == self.senders.len()).then(|| {
+            let mut total = Housekeeping::default();
+            answers.iter().for_each(|h| total.add(h));
+            total
+        })
     }
 
     /// Tells every partition about a new range and waits until all know it. Blocking.
     pub fn add_range_blocking(&self, range: CardRange) {
-        let (done, acks) = std::sync::mpsc::sync_channel(self.senders.len());
-        for sender in &self.senders {
-            // A blocking send: range imports are rare and must not be refused.
-            let _ = sender.send(Work::AddRange { range, done: done.clone() });
-        }
-        drop(done);
-        while acks.recv().is_ok() {}
+        self.broadcast(|done| Work::AddRange { range, done });
     }
 
     /// Stops every partition after it has finished what was queued, and waits for them.
@@ -443,8 +434,13 @@ impl Worker {
                     next = rx.try_recv().ok();
                 }
             }
-            if housekeeping_due && !self.failed.load(Ordering::Relaxed) {
-                self.housekeep(ctx, &mut effects);
+            if housekeeping_due {
+                if self.failed.load(Ordering::Relaxed) {
+                    // Nothing commits any more: whoever waits learns it from the missing answer.
+                    self.housekeeping = None;
+                } else {
+                    self.housekeep(ctx, &mut effects);
+                }
             }
             if !effects.is_empty() {
                 let mut encoded = Vec::with_capacity(LOG_BYTES_PER_COMMAND * taken);

@@ -440,7 +440,7 @@ fn control_request(switch: &Switch, request: crate::control::ControlRequest) -> 
             switch
                 .days
                 .close(&switch.partitions, crate::engine::days::Scope::All, Some(date))
-                .map_err(|e| format!("closing {date}: {e}"))?;
+                .map_err(|e| format!("closing {}: {e}", crate::engine::rules::date_text(date)))?;
             let path = crate::control::snapshot_path(&switch.data_dir, date, switch.clock.now_ms());
             switch.store.checkpoint(&path).map_err(|e| format!("making a snapshot: {e}"))?;
             tracing::info!(date, path = %path.display(), "snapshot made for the batch");
