@@ -441,7 +441,9 @@ fn control_request(switch: &Switch, request: crate::control::ControlRequest) -> 
                 .days
                 .close(&switch.partitions, crate::engine::days::Scope::All, Some(date))
                 .map_err(|e| format!("closing {}: {e}", crate::engine::rules::date_text(date)))?;
-            let path = crate::control::snapshot_path(&switch.data_dir, date, switch.clock.now_ms());
+            // Absolute: the batch asking may run in another directory than the switch.
+            let data_dir = std::fs::canonicalize(&switch.data_dir).unwrap_or_else(|_| switch.data_dir.clone());
+            let path = crate::control::snapshot_path(&data_dir, date, switch.clock.now_ms());
             switch.store.checkpoint(&path).map_err(|e| format!("making a snapshot: {e}"))?;
             tracing::info!(date, path = %path.display(), "snapshot made for the batch");
             Ok(path.display().to_string())
