@@ -6,6 +6,7 @@
 //! ```text
 //! close all|default|store <id> <YYYYMMDD>|current   →  ok changed=<0|1> housekept=<dates>
 //! snapshot <YYYYMMDD>                                →  ok <directory>
+//! backup <absolute directory>                         →  ok <directory>
 //! anything else, or a failure                        →  error <message>
 //! ```
 //!
@@ -36,7 +37,7 @@ pub const ANSWER_TIMEOUT_MS: u64 = 30 * 60 * 1_000;
 pub const MAX_CONTROL_CONNECTIONS: usize = 4;
 
 /// A request on the control socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlRequest {
     /// Close through a date (None: the day in progress).
     Close {
@@ -45,6 +46,10 @@ pub enum ControlRequest {
     },
     Snapshot {
         date: BusinessDate,
+    },
+    /// A consistent copy of the data directory made at `to` (absolute, not yet existing).
+    Backup {
+        to: PathBuf,
     },
 }
 
@@ -67,6 +72,8 @@ impl ControlRequest {
                 let id = id.parse().map_err(|_| format!("`{id}` is not a store id"))?;
                 Ok(ControlRequest::Close { scope: Scope::Store(id), through: date(d)? })
             }
+            ["backup", to] if to.starts_with('/') => Ok(ControlRequest::Backup { to: PathBuf::from(to) }),
+            ["backup", to] => Err(format!("`{to}` is not an absolute path")),
             ["snapshot", d] => match date(d)? {
                 Some(date) => Ok(ControlRequest::Snapshot { date }),
                 None => Err("a snapshot names its date".into()),
@@ -75,13 +82,16 @@ impl ControlRequest {
         }
     }
 
-    pub fn to_line(self) -> String {
+    pub fn to_line(&self) -> String {
         let date = |d: Option<BusinessDate>| d.map_or("current".to_string(), |d| d.to_string());
         match self {
-            ControlRequest::Close { scope: Scope::All, through } => format!("close all {}", date(through)),
-            ControlRequest::Close { scope: Scope::Default, through } => format!("close default {}", date(through)),
-            ControlRequest::Close { scope: Scope::Store(id), through } => format!("close store {id} {}", date(through)),
+            ControlRequest::Close { scope: Scope::All, through } => format!("close all {}", date(*through)),
+            ControlRequest::Close { scope: Scope::Default, through } => format!("close default {}", date(*through)),
+            ControlRequest::Close { scope: Scope::Store(id), through } => {
+                format!("close store {id} {}", date(*through))
+            }
             ControlRequest::Snapshot { date } => format!("snapshot {date}"),
+            ControlRequest::Backup { to } => format!("backup {}", to.display()),
         }
     }
 }
@@ -191,9 +201,11 @@ mod tests {
             ControlRequest::Close { scope: Scope::Default, through: Some(20261201) },
             ControlRequest::Close { scope: Scope::Store(21), through: Some(20261231) },
             ControlRequest::Snapshot { date: 20270101 },
+            ControlRequest::Backup { to: PathBuf::from("/var/backups/cardswitch/2026-12-01") },
         ] {
             assert_eq!(ControlRequest::parse(&request.to_line()), Ok(request));
         }
+        assert!(ControlRequest::parse("backup relative/dir").unwrap_err().contains("absolute"));
         assert!(ControlRequest::parse("close store x current").unwrap_err().contains("store id"));
         assert!(ControlRequest::parse("close all 20261332").unwrap_err().contains("not a date"));
         assert!(ControlRequest::parse("snapshot current").is_err());

@@ -3,6 +3,7 @@
 //! `engine` decides (pure, deterministic), `partition` applies and persists in group commits,
 //! `store` is RocksDB, `server` moves frames. See `docs/design.md`.
 
+pub mod backup;
 pub mod control;
 pub mod coordinator;
 pub mod days;

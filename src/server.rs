@@ -436,6 +436,11 @@ fn control_request(switch: &Switch, request: crate::control::ControlRequest) -> 
             let closed = switch.days.close(&switch.partitions, scope, through).map_err(|e| e.to_string())?;
             Ok(crate::days::describe(&closed, &switch.days.book(), scope))
         }
+        ControlRequest::Backup { to } => {
+            switch.store.checkpoint(&to).map_err(|e| format!("making the backup: {e}"))?;
+            tracing::info!(path = %to.display(), "backup made");
+            Ok(to.display().to_string())
+        }
         ControlRequest::Snapshot { date } => {
             switch
                 .days
