@@ -4,6 +4,7 @@
 //! `store` is RocksDB, `server` moves frames. See `docs/design.md`.
 
 pub mod backup;
+pub mod config;
 pub mod control;
 pub mod coordinator;
 pub mod days;

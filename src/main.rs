@@ -19,21 +19,24 @@ struct Cli {
 enum Cmd {
     /// Run the switch: recover the data directory, then serve terminals over TCP.
     Serve {
-        /// Data directory (created if missing).
+        /// Configuration file (TOML, see docs/cardswitch.toml); the flags below override it.
         #[arg(long)]
-        data: PathBuf,
+        config: Option<PathBuf>,
+        /// Data directory (created if missing); `server.data` of the configuration.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Address to listen on; port 0 picks a free port (printed on stdout).
         #[arg(long)]
-        listen: SocketAddr,
+        listen: Option<SocketAddr>,
         /// Balance partitions (default: the number of cores).
         #[arg(long)]
         partitions: Option<usize>,
-        /// Connections served at once.
-        #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
-        max_connections: usize,
-        /// Close a connection that sends no complete frame for this long.
-        #[arg(long, default_value_t = server::DEFAULT_IDLE_TIMEOUT_MS)]
-        idle_timeout_ms: u64,
+        /// Connections served at once (default: 10,000).
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Close a connection that sends no complete frame for this long (default: 300,000).
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
         /// Master key file (64 hex digits), which wraps every stored terminal key; created with
         /// a random key if missing. Default: $CARDSWITCH_HOME/master.key (~/.cardswitch).
         #[arg(long)]
@@ -131,12 +134,25 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
     },
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
     /// Operators of a stopped switch's data directory (O1). The first admin operator is made
     /// here; the others over the wire by an admin operator (`pos set-operator`).
     Operator {
         #[command(subcommand)]
         command: OperatorCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Check a configuration file without starting: every key, the addresses, the limits, that
+    /// the catalog loads and the key files can be read or created. Exit status 1 with every
+    /// problem named by its key.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +205,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Cmd::Serve {
+            config,
             data,
             listen,
             partitions,
@@ -198,15 +215,35 @@ fn main() -> ExitCode {
             admin_key_file,
             catalog,
         } => {
-            let setup = key_files(master_key_file, admin_key_file)
-                .map_err(|e| e.to_string())
-                .and_then(|keys| Ok((keys, catalog.as_deref().map(load_catalog).transpose()?)));
+            // Flags first, then the file, then the defaults.
+            let file = match config.as_deref().map(cardswitch::config::FileConfig::load).transpose() {
+                Ok(file) => file.unwrap_or_default(),
+                Err(error) => {
+                    eprintln!("cardswitch: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (default_partitions, default_connections, default_idle_ms) = file.or_defaults();
+            let required = |flag: &str, key: &str| format!("{flag} is required (or {key} in --config)");
+            let setup = data
+                .or(file.data)
+                .ok_or_else(|| required("--data", "server.data"))
+                .and_then(|data| {
+                    Ok((data, listen.or(file.listen).ok_or_else(|| required("--listen", "server.listen"))?))
+                })
+                .and_then(|(data, listen)| {
+                    let keys =
+                        key_files(master_key_file.or(file.master_key_file), admin_key_file.or(file.admin_key_file))
+                            .map_err(|e| e.to_string())?;
+                    let catalog = catalog.or(file.catalog).as_deref().map(load_catalog).transpose()?;
+                    Ok((data, listen, keys, catalog))
+                });
             match setup {
-                Ok((keys, catalog)) => {
+                Ok((data, listen, keys, catalog)) => {
                     let mut config = Config::new(data, listen);
-                    config.partitions = partitions.unwrap_or(config.partitions);
-                    config.max_connections = max_connections;
-                    config.idle_timeout_ms = idle_timeout_ms;
+                    config.partitions = partitions.unwrap_or(default_partitions);
+                    config.max_connections = max_connections.unwrap_or(default_connections);
+                    config.idle_timeout_ms = idle_timeout_ms.unwrap_or(default_idle_ms);
                     config.keys = keys;
                     config.catalog = catalog.map(std::sync::Arc::new);
                     runtime.block_on(serve(config))
@@ -214,6 +251,22 @@ fn main() -> ExitCode {
                 Err(error) => Err(error),
             }
         }
+        Cmd::Config { command: ConfigCmd::Check { file } } => match cardswitch::config::FileConfig::load(&file) {
+            Ok(config) => {
+                println!("{}: valid", file.display());
+                if let Some(listen) = config.listen {
+                    println!("  listen     {listen}");
+                }
+                if let Some(data) = &config.data {
+                    println!("  data       {}", data.display());
+                }
+                if let Some(catalog) = &config.catalog {
+                    println!("  catalog    {}", catalog.display());
+                }
+                Ok(())
+            }
+            Err(error) => Err(format!("{error}")),
+        },
         Cmd::Demo { catalog: None } => runtime.block_on(cardswitch::demo::run()).map_err(|e| e.to_string()),
         Cmd::Demo { catalog: Some(name) } => match cardswitch::demo_day::Business::from_name(&name) {
             Some(business) => runtime.block_on(cardswitch::demo_day::run(business)).map_err(|e| e.to_string()),
