@@ -50,6 +50,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    metrics: Option<String>,
     data: Option<PathBuf>,
     partitions: Option<usize>,
     max_connections: Option<usize>,
@@ -73,6 +74,7 @@ struct RawRules {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
     pub data: Option<PathBuf>,
     pub partitions: Option<usize>,
     pub max_connections: Option<usize>,
@@ -112,13 +114,17 @@ impl FileConfig {
         })?;
         let mut problems = Vec::new();
         let mut problem = |key: &str, text: String| problems.push(format!("{source}: {key}: {text}"));
-        let listen = raw.server.listen.as_deref().and_then(|text| match text.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                problem("server.listen", format!("`{text}` is not an address HOST:PORT with a numeric host"));
-                None
-            }
-        });
+        let mut address = |key: &str, text: Option<&str>| {
+            text.and_then(|text| match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problem(key, format!("`{text}` is not an address HOST:PORT with a numeric host"));
+                    None
+                }
+            })
+        };
+        let listen = address("server.listen", raw.server.listen.as_deref());
+        let metrics = address("server.metrics", raw.server.metrics.as_deref());
         if let Some(n) = raw.server.partitions.filter(|n| !(1..=MAX_PARTITIONS).contains(n)) {
             problem("server.partitions", format!("must be between 1 and {MAX_PARTITIONS}, not {n}"));
         }
@@ -131,6 +137,7 @@ impl FileConfig {
         let path = |p: Option<PathBuf>| p.map(|p| if p.is_absolute() { p } else { base.join(p) });
         let config = FileConfig {
             listen,
+            metrics,
             data: path(raw.server.data),
             partitions: raw.server.partitions,
             max_connections: raw.server.max_connections,

@@ -226,7 +226,7 @@ pub fn close_stopped(
     getrandom::fill(&mut secret).map_err(|e| StoppedError::Random(format!("no random bytes: {e}")))?;
     let pin_key = PinKey::new(&secret);
     let rules = Rules::new(Arc::new(catalog), pin_key);
-    let partitions = Partitions::start(recovered, store.clone(), clock, None, rules, days.book());
+    let partitions = Partitions::start(recovered, store.clone(), clock, None, rules, days.book(), Default::default());
     let closed = days.close(&partitions, scope, Some(target));
     partitions.stop();
     Ok((closed?, days.book()))
@@ -290,7 +290,15 @@ mod tests {
         let day = 20261201;
         assert_eq!(days.book().open_date(21), day);
         let start = |days: &Days| {
-            Partitions::start(store.recover(1).unwrap(), store.clone(), clock.clone(), None, Rules::core(), days.book())
+            Partitions::start(
+                store.recover(1).unwrap(),
+                store.clone(),
+                clock.clone(),
+                None,
+                Rules::core(),
+                days.book(),
+                Default::default(),
+            )
         };
         let partitions = start(&days);
         let card = CardNo(FIRST + 1);

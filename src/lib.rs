@@ -12,6 +12,7 @@ pub mod demo;
 pub mod demo_day;
 pub mod journal_cmd;
 pub mod keys;
+pub mod metrics;
 pub mod operators;
 pub mod partition;
 pub mod server;

@@ -28,6 +28,10 @@ enum Cmd {
         /// Address to listen on; port 0 picks a free port (printed on stdout).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve Prometheus metrics (`/metrics`) and `/health` over HTTP here, e.g.
+        /// 127.0.0.1:9700; `server.metrics` of the configuration.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
         /// Balance partitions (default: the number of cores).
         #[arg(long)]
         partitions: Option<usize>,
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
             config,
             data,
             listen,
+            metrics,
             partitions,
             max_connections,
             idle_timeout_ms,
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
                     config.idle_timeout_ms = idle_timeout_ms.unwrap_or(default_idle_ms);
                     config.keys = keys;
                     config.catalog = catalog.map(std::sync::Arc::new);
+                    config.metrics = metrics.or(file.metrics);
                     runtime.block_on(serve(config))
                 }
                 Err(error) => Err(error),
@@ -412,6 +418,9 @@ async fn serve(config: Config) -> Result<(), String> {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", server.local_addr);
+        if let Some(addr) = server.metrics_addr {
+            let _ = writeln!(out, "metrics on http://{addr}/metrics");
+        }
         let _ = out.flush();
     }
     tokio::select! {

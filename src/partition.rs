@@ -86,41 +86,27 @@ pub enum Work {
     Command {
         cmd: Command,
         reply: ReplySender,
+        /// When it was queued: its latency runs to its reply (metrics).
+        queued: std::time::Instant,
     },
     /// A range was imported (already durable); `done` is told once the partition knows it.
-    AddRange {
-        range: CardRange,
-        done: std::sync::mpsc::SyncSender<()>,
-    },
+    AddRange { range: CardRange, done: std::sync::mpsc::SyncSender<()> },
     /// A step of an operation spanning partitions (`coordinator`), applied once under `key`
     /// and answered after its group commit.
     /// Boxed: steps are rare, and every queue slot is as large as the largest variant.
     Step(Box<StepWork>),
     /// Reads a card and a transaction of this partition (memory, else disk), for the
     /// coordinator; `Err` when the disk read failed.
-    Read {
-        card: CardNo,
-        txn_id: u64,
-        reply: tokio::sync::oneshot::Sender<ReadResult>,
-    },
+    Read { card: CardNo, txn_id: u64, reply: tokio::sync::oneshot::Sender<ReadResult> },
     /// The rules change (a product administered, P3): batches after this one use them.
-    SetRules {
-        rules: Rules,
-        done: std::sync::mpsc::SyncSender<()>,
-    },
+    SetRules { rules: Rules, done: std::sync::mpsc::SyncSender<()> },
     /// A day closed (S1): the batch ends here, and the commands after it are stamped with the
     /// new book's dates. `done` is told once the batch before is durable, so that when every
     /// partition has answered, nothing more can post to the closed day.
-    SetDays {
-        book: Arc<DayBook>,
-        done: std::sync::mpsc::SyncSender<()>,
-    },
+    SetDays { book: Arc<DayBook>, done: std::sync::mpsc::SyncSender<()> },
     /// Run the day-end housekeeping of `day` (S7), in slices between the terminals' batches;
     /// `done` is told what it did once all of it is durable.
-    Housekeep {
-        day: BusinessDate,
-        done: std::sync::mpsc::SyncSender<Housekeeping>,
-    },
+    Housekeep { day: BusinessDate, done: std::sync::mpsc::SyncSender<Housekeeping> },
     /// Finish what is queued before this, then stop.
     Stop,
 }
@@ -157,6 +143,7 @@ impl Partitions {
         materializer: Option<(Feed, MaterializedMarks)>,
         rules: Rules,
         days: Arc<DayBook>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Partitions {
         let catalog_version = rules.catalog.version;
         let count = recovered.partitions.len();
@@ -195,6 +182,7 @@ impl Partitions {
                 catalog_version,
                 days: days.clone(),
                 housekeeping: None,
+                metrics: metrics.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("partition-{index}"))
@@ -218,6 +206,16 @@ impl Partitions {
         self.senders.len()
     }
 
+    /// Commands waiting in each partition's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.senders.iter().map(Sender::len).collect()
+    }
+
+    /// Partitions stopped after a storage failure.
+    pub fn failed_count(&self) -> usize {
+        self.failed.iter().filter(|f| f.load(Ordering::Relaxed)).count()
+    }
+
     /// True when some partition stopped after a storage failure.
     pub fn any_failed(&self) -> bool {
         self.failed.iter().any(|f| f.load(Ordering::Relaxed))
@@ -226,7 +224,7 @@ impl Partitions {
     /// Queues a card command on its partition, or says why it cannot be taken.
     pub fn submit(&self, card: CardNo, cmd: Command, reply: ReplySender) -> Result<(), ResponseCode> {
         let sender = &self.senders[partition_of(card, self.senders.len())];
-        match sender.try_send(Work::Command { cmd, reply }) {
+        match sender.try_send(Work::Command { cmd, reply, queued: std::time::Instant::now() }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(ResponseCode::SystemBusy),
             Err(TrySendError::Disconnected(_)) => Err(ResponseCode::SystemError),
@@ -320,6 +318,7 @@ struct Worker {
     days: Arc<DayBook>,
     /// Housekeeping under way (S7): the day, what it did so far, who waits for it.
     housekeeping: Option<HousekeepingRun>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct HousekeepingRun {
@@ -333,7 +332,7 @@ struct HousekeepingRun {
 impl Worker {
     fn run(mut self, rx: Receiver<Work>) {
         let mut effects = Effects::default();
-        let mut pending: Vec<(ReplySender, Frame)> = Vec::with_capacity(MAX_BATCH);
+        let mut pending: Vec<(ReplySender, Frame, std::time::Instant)> = Vec::with_capacity(MAX_BATCH);
         let mut steps: Vec<(tokio::sync::oneshot::Sender<CardReply>, CardReply)> = Vec::new();
         // Told once this batch is durable (a day closed, S1).
         let mut days_acks: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
@@ -360,7 +359,7 @@ impl Worker {
             while let Some(work) = next.take() {
                 taken += 1;
                 match work {
-                    Work::Command { cmd, reply } => {
+                    Work::Command { cmd, reply, queued } => {
                         let code_reply = if self.failed.load(Ordering::Relaxed) || !self.fetch_needs(&cmd, now_ms) {
                             protocol::CardReply::code_only(ResponseCode::SystemError)
                         } else {
@@ -368,7 +367,7 @@ impl Worker {
                             self.engine.apply(ctx, &cmd, &mut effects)
                         };
                         let response = Response::Card { request: cmd.request.msg_type(), reply: code_reply };
-                        pending.push((reply, reply_frame(&cmd.header, response)));
+                        pending.push((reply, reply_frame(&cmd.header, response), queued));
                     }
                     Work::AddRange { range, done } => {
                         self.engine.add_range(range);
@@ -445,12 +444,17 @@ impl Worker {
             if !effects.is_empty() {
                 let mut encoded = Vec::with_capacity(LOG_BYTES_PER_COMMAND * taken);
                 encode_batch(&effects, &mut encoded);
-                if let Err(error) = self.log.commit(batch_id, &encoded) {
+                let committing = std::time::Instant::now();
+                let committed = self.log.commit(batch_id, &encoded);
+                self.metrics.commit_us.observe(committing.elapsed().as_micros() as u64);
+                self.metrics.batch_commands.observe(taken as u64);
+                if let Err(error) = committed {
+                    self.metrics.storage_failures.fetch_add(1, Ordering::Relaxed);
                     // Fail-stop: memory now holds changes the disk does not; refuse
                     // everything from here on rather than answer from it.
                     tracing::error!(partition = self.index, %error, "storage failure; partition stopped");
                     self.failed.store(true, Ordering::Relaxed);
-                    for (_, frame) in pending.iter_mut() {
+                    for (_, frame, _) in pending.iter_mut() {
                         if let Message::Response(Response::Card { reply, .. }) = &mut frame.message {
                             *reply = protocol::CardReply::code_only(ResponseCode::SystemError);
                         }
@@ -472,7 +476,9 @@ impl Worker {
                 }
                 effects.clear();
             }
-            for (reply, frame) in pending.drain(..) {
+            let replied = std::time::Instant::now();
+            for (reply, frame, queued) in pending.drain(..) {
+                self.metrics.request_latency_us.observe(replied.duration_since(queued).as_micros() as u64);
                 // A full or closed channel means the connection is gone; the terminal will
                 // retransmit and get this same answer (T8).
                 let _ = reply.try_send(frame);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
@@ -78,6 +78,8 @@ pub struct Config {
     /// The product catalog in force; its version is stamped on every journal entry. None:
     /// the core rules only (version 0).
     pub catalog: Option<Arc<crate::engine::catalog::Catalog>>,
+    /// Where to serve `/metrics` and `/health` (None: not served).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             keys: Keys::ephemeral().expect("the operating system gives random bytes"),
             catalog: None,
+            metrics: None,
         }
     }
 }
@@ -142,49 +145,22 @@ struct Switch {
     rules: std::sync::RwLock<Rules>,
     /// Per partition, the last group commit materialized (card histories read the log after).
     materialized: crate::store::materializer::MaterializedMarks,
-    /// Declines sent, by response code: authentication failures among them (SPEC §3.1).
-    declines: Arc<DeclineCounts>,
+    /// Responses by type and code (authentication failures among them, SPEC §3.1),
+    /// latencies, group commits, connections (`metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     /// The business day of every store, and its closing (S1, S7).
     days: crate::days::Days,
     data_dir: PathBuf,
 }
 
-/// How many responses of each code the switch has sent.
-pub struct DeclineCounts([AtomicU64; 256]);
-
-impl Default for DeclineCounts {
-    fn default() -> Self {
-        DeclineCounts(std::array::from_fn(|_| AtomicU64::new(0)))
-    }
-}
-
-impl DeclineCounts {
-    fn count(&self, code: ResponseCode) {
-        self.0[code as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Responses sent with `code` since the switch started.
-    pub fn get(&self, code: ResponseCode) -> u64 {
-        self.0[code as usize].load(Ordering::Relaxed)
-    }
-
-    /// Every code sent at least once that is not `approved`, with its count.
-    pub fn nonzero(&self) -> Vec<(ResponseCode, u64)> {
-        ResponseCode::ALL
-            .iter()
-            .filter(|code| !code.is_approved())
-            .map(|code| (*code, self.get(*code)))
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    }
-}
-
 /// A running switch: its address, and a handle to stop it.
 pub struct Server {
     pub local_addr: SocketAddr,
+    /// Where `/metrics` and `/health` are served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    declines: Arc<DeclineCounts>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Server {
@@ -194,6 +170,18 @@ impl Server {
         if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
             return Err(ServerError::Partitions { given: config.partitions, max: MAX_PARTITIONS });
         }
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let shutdown = CancellationToken::new();
+        // Bound first: `/health` says "recovering" while the store is recovered.
+        let metrics_addr = match config.metrics {
+            None => None,
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+                let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+                tokio::spawn(crate::metrics::serve(listener, metrics.clone(), shutdown.clone()));
+                Some(bound)
+            }
+        };
         let data_dir = config.data_dir.clone();
         let partitions = config.partitions;
         let keys = config.keys.clone();
@@ -266,6 +254,7 @@ impl Server {
                 Some((materializer.feed(), materializer.marks())),
                 rules.clone(),
                 days.book(),
+                metrics.clone(),
             ),
             materializer: std::sync::Mutex::new(materializer),
             coordinator,
@@ -279,11 +268,12 @@ impl Server {
             master: config.keys.master.clone(),
             provisioning: tokio::sync::Mutex::new(()),
             operators,
-            declines: Arc::new(DeclineCounts::default()),
+            metrics: metrics.clone(),
             days,
             data_dir: config.data_dir.clone(),
         });
-        let declines = switch.declines.clone();
+        let gauges: Arc<dyn crate::metrics::Gauges> = switch.clone();
+        let gauges = Arc::downgrade(&gauges);
         // Before anything is served: operations a crash left half done are finished (M1, L6).
         let unfinished = switch.coordinator.recover(&switch.partitions).await?;
         if unfinished > 0 {
@@ -299,14 +289,14 @@ impl Server {
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-        let shutdown = CancellationToken::new();
+        metrics.ready(gauges);
         let task = tokio::spawn(run(listener, switch, config.max_connections, shutdown.clone()));
-        Ok(Server { local_addr, shutdown, task, declines })
+        Ok(Server { local_addr, metrics_addr, shutdown, task, metrics })
     }
 
     /// Responses sent per code since the start: how many requests were refused and why.
-    pub fn declines(&self) -> &DeclineCounts {
-        &self.declines
+    pub fn declines(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Stops accepting, lets in-flight requests finish and be answered, stops the
@@ -378,7 +368,10 @@ async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize,
                 let switch = switch.clone();
                 let shutdown = shutdown.clone();
                 tracker.spawn(async move {
-                    serve_connection(stream, switch, shutdown).await;
+                    let connections = &switch.metrics.connections;
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    serve_connection(stream, switch.clone(), shutdown).await;
+                    switch.metrics.connections.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
             }
@@ -397,7 +390,7 @@ async fn run(listener: TcpListener, switch: Arc<Switch>, max_connections: usize,
     let _ = cutovers.await;
     // Every connection has finished (or outlived the grace period), so nothing new reaches
     // the partitions; they finish their queues, commit, and stop.
-    let refused = switch.declines.nonzero();
+    let refused = switch.metrics.nonzero();
     if !refused.is_empty() {
         let summary: Vec<String> = refused.iter().map(|(code, n)| format!("{code} {n}")).collect();
         tracing::info!(declines = %summary.join(", "), "declines sent since the start");
@@ -425,6 +418,16 @@ async fn run_cutovers(switch: Arc<Switch>, stop: CancellationToken) {
             Ok(Err(error)) => tracing::error!(%error, "closing the business day failed"),
             Err(_) => tracing::error!("closing the business day panicked"),
         }
+    }
+}
+
+impl crate::metrics::Gauges for Switch {
+    fn queue_depths(&self) -> Vec<usize> {
+        self.partitions.queue_depths()
+    }
+
+    fn failed_partitions(&self) -> usize {
+        self.partitions.failed_count()
     }
 }
 
@@ -589,13 +592,8 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
     let mut session_store: Option<u32> = None;
     // The cashier signed on at this session (T9): its sales are journaled with it.
     let mut session_operator: u32 = 0;
-    let writer = tokio::spawn(write_replies(
-        write_half,
-        outbox,
-        in_flight.clone(),
-        signing_key.clone(),
-        switch.declines.clone(),
-    ));
+    let writer =
+        tokio::spawn(write_replies(write_half, outbox, in_flight.clone(), signing_key.clone(), switch.metrics.clone()));
     loop {
         // Backpressure: a reply must drain before another request is read.
         let permit = tokio::select! {
@@ -807,7 +805,7 @@ async fn write_replies(
     mut outbox: mpsc::Receiver<Frame>,
     in_flight: Arc<Semaphore>,
     signing_key: Arc<OnceLock<TerminalKey>>,
-    declines: Arc<DeclineCounts>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut batch = Vec::with_capacity(MAX_REPLIES_PER_WRITE);
@@ -819,7 +817,7 @@ async fn write_replies(
         let key = signing_key.get();
         for frame in batch.drain(..) {
             if let Message::Response(response) = &frame.message {
-                declines.count(response.code());
+                metrics.count_response(response.msg_type(), response.code());
             }
             encode_signed(&frame, key, &mut buf);
         }

@@ -33,7 +33,17 @@ fn a_full_disk_stops_the_switch_without_losing_an_acknowledged_sale() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (mut server, addr) = start_binary(env!("CARGO_BIN_EXE_cardswitch"), &data, Some(MAX_FILE_BYTES));
+    // A free port for /health and /metrics (taken back from the kernel just before).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics_arg = metrics.to_string();
+    let (mut server, addr) = support::start_binary_with(
+        env!("CARGO_BIN_EXE_cardswitch"),
+        &data,
+        Some(MAX_FILE_BYTES),
+        &["--metrics", &metrics_arg],
+        &[],
+    );
+    assert_eq!(support::http_get(metrics, "/health"), (200, "ready\n".to_string()));
 
     // Sales until the switch refuses them for want of disk; every approval is recorded.
     let (spent, refused) = runtime.block_on(async {
@@ -78,6 +88,11 @@ fn a_full_disk_stops_the_switch_without_losing_an_acknowledged_sale() {
     assert!(refused.keys().all(|c| *c == C::SystemError), "{refused:?}");
     let log = std::fs::read_to_string(data.join("keys").join("switch.log")).unwrap();
     assert!(log.contains("storage failure"), "the log names the failure:\n{log}");
+    // Operations see it: /health fails, the failure is counted.
+    let (status, body) = support::http_get(metrics, "/health");
+    assert!(status == 503 && body.starts_with("failed:"), "{status} {body}");
+    let (_, text) = support::http_get(metrics, "/metrics");
+    assert!(text.lines().any(|l| l.starts_with("cardswitch_storage_failures_total ") && !l.ends_with(" 0")), "{text}");
     server.kill().unwrap();
     server.wait().unwrap();
 

@@ -127,3 +127,14 @@ pub fn start_binary_with(
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (child, addr.parse().unwrap())
 }
+
+/// A GET over HTTP/1.1 (the switch's `/metrics` and `/health`): the status and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: switch\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
