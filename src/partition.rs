@@ -666,6 +666,7 @@ mod tests {
             None,
             Rules::core(),
             Arc::new(DayBook::starting(today())),
+            Default::default(),
         );
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
@@ -707,6 +708,7 @@ mod tests {
             None,
             Rules::core(),
             book,
+            Default::default(),
         );
         let card = CardNo(FIRST + 1);
         let sell = Request::SellCard { card, amount_minor: 10_000, method: PaymentMethod::Cash as u8 };
@@ -763,6 +765,7 @@ mod tests {
             None,
             Rules::core(),
             Arc::new(DayBook::starting(today())),
+            Default::default(),
         );
         for n in 0..20u32 {
             let sell = Request::SellCard { card: CardNo(FIRST + u64::from(n)), amount_minor: 0, method: 1 };
