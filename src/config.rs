@@ -44,6 +44,15 @@ struct Raw {
     secrets: RawSecrets,
     #[serde(default)]
     rules: RawRules,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +91,10 @@ pub struct FileConfig {
     pub master_key_file: Option<PathBuf>,
     pub admin_key_file: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
+    /// A log level or filter (as RUST_LOG).
+    pub log_level: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
 }
 
 /// Every problem of a configuration file, each `FILE: key: problem`.
@@ -145,7 +158,17 @@ impl FileConfig {
             master_key_file: path(raw.secrets.master_key_file),
             admin_key_file: path(raw.secrets.admin_key_file),
             catalog: path(raw.rules.catalog),
+            log_level: raw.log.level,
+            log_format: raw.log.format,
         };
+        if let Some(format) = config.log_format.as_deref().filter(|f| !matches!(*f, "text" | "json")) {
+            problem("log.format", format!("`{format}` is not a format: text or json"));
+        }
+        if let Some(level) = &config.log_level {
+            if let Err(error) = tracing_subscriber::EnvFilter::try_new(level) {
+                problem("log.level", format!("`{level}`: {error}"));
+            }
+        }
         for (key, file) in
             [("secrets.master_key_file", &config.master_key_file), ("secrets.admin_key_file", &config.admin_key_file)]
         {
@@ -230,5 +253,10 @@ mod tests {
         );
         // Several at once, each on its line.
         assert_eq!(parse("[server]\npartitions = 0\nmax_connections = 0\n").unwrap_err().problems.len(), 2);
+        assert!(all("[log]\nformat = \"xml\"\n").contains("cs.toml: log.format: `xml` is not a format"));
+        assert_eq!(
+            parse("[log]\nlevel = \"warn,cardswitch::days=debug\"\nformat = \"json\"\n").unwrap().log_format.as_deref(),
+            Some("json")
+        );
     }
 }

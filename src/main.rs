@@ -28,6 +28,13 @@ enum Cmd {
         /// Address to listen on; port 0 picks a free port (printed on stdout).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Log level or filter (error, warn, info, debug, trace, or per module, as RUST_LOG):
+        /// `log.level` of the configuration; RUST_LOG overrides both.
+        #[arg(long)]
+        log_level: Option<String>,
+        /// Log lines as `text` (the default) or `json`, one object a line: `log.format`.
+        #[arg(long)]
+        log_format: Option<String>,
         /// Serve Prometheus metrics (`/metrics`) and `/health` over HTTP here, e.g.
         /// 127.0.0.1:9700; `server.metrics` of the configuration.
         #[arg(long)]
@@ -185,11 +192,41 @@ enum OperatorCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's table is the output; its switch only speaks up about problems.
-    let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        .init();
+    let mut level = if matches!(cli.command, Cmd::Demo { .. }) { "warn".to_string() } else { "info".to_string() };
+    let mut json = false;
+    if let Cmd::Serve { config, log_level, log_format, .. } = &cli.command {
+        // The file's settings, if it reads; its problems are reported once logging is up.
+        let file =
+            config.as_deref().and_then(|path| cardswitch::config::FileConfig::load(path).ok()).unwrap_or_default();
+        if let Some(chosen) = log_level.clone().or(file.log_level) {
+            level = chosen;
+        }
+        match log_format.as_deref().or(file.log_format.as_deref()) {
+            None | Some("text") => {}
+            Some("json") => json = true,
+            Some(other) => {
+                eprintln!("cardswitch: --log-format {other}: the formats are text and json");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // RUST_LOG, when set, wins: it is how a running service is made to say more for a while.
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => match EnvFilter::try_new(&level) {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!("cardswitch: log level {level}: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().with_current_span(false).init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Cmd::Settle { data, date, finance, out, catalog } = &cli.command {
         let catalog = match catalog.as_deref().map(load_catalog).transpose() {
@@ -213,6 +250,8 @@ fn main() -> ExitCode {
             data,
             listen,
             metrics,
+            log_level: _,
+            log_format: _,
             partitions,
             max_connections,
             idle_timeout_ms,

@@ -20,14 +20,15 @@ fn a_configuration_file_starts_the_switch_and_flags_override_it() {
     .unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_cardswitch")).args(["config", "check"]).arg(&file).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    // Port 1 of the file is overridden by the flag.
+    // Port 1 of the file is overridden by the flag; the logs are JSON lines.
+    let log = dir.path().join("switch.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
         .args(["serve", "--config"])
         .arg(&file)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -39,6 +40,10 @@ fn a_configuration_file_starts_the_switch_and_flags_override_it() {
     assert!(dir.path().join("data/log").is_dir() && dir.path().join("master.key").is_file());
     child.kill().unwrap();
     child.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.lines().count() >= 3, "{logged}");
+    assert!(logged.lines().all(|l| l.starts_with("{\"timestamp\":") && l.ends_with('}')), "{logged}");
+    assert!(logged.contains("\"message\":\"recovered\""), "{logged}");
 
     std::fs::write(&file, "[server]\npartitions = 0\nlisten = \"here\"\n").unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_cardswitch")).args(["config", "check"]).arg(&file).output().unwrap();
