@@ -25,6 +25,10 @@ const LATENCY_BOUNDS_US: [u64; 14] =
 /// Upper bounds of the group-commit size buckets, commands.
 const BATCH_BOUNDS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 2_048, 4_096];
 
+/// Most buckets a histogram has (its bounds and +Inf).
+const MAX_BUCKETS: usize = 16;
+const _: () = assert!(LATENCY_BOUNDS_US.len() < MAX_BUCKETS && BATCH_BOUNDS.len() < MAX_BUCKETS);
+
 /// A cumulative histogram with fixed buckets.
 pub struct Histogram {
     bounds: &'static [u64],
@@ -42,6 +46,23 @@ impl Histogram {
         let bucket = self.bounds.partition_point(|b| *b < value);
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Observes every value, tallied first so that each bucket is updated once: the
+    /// partitions share these counters, and a batch holds thousands of replies.
+    pub fn observe_all(&self, values: impl Iterator<Item = u64>) {
+        let mut tally = [0u64; MAX_BUCKETS];
+        let mut sum = 0;
+        for value in values {
+            tally[self.bounds.partition_point(|b| *b < value)] += 1;
+            sum += value;
+        }
+        for (count, n) in self.counts.iter().zip(tally).filter(|(_, n)| *n > 0) {
+            count.fetch_add(n, Ordering::Relaxed);
+        }
+        if sum > 0 {
+            self.sum.fetch_add(sum, Ordering::Relaxed);
+        }
     }
 
     /// `name` in the text format; values divided by `scale` (microseconds → seconds: 1e6).
@@ -295,8 +316,7 @@ mod tests {
     fn histograms_are_cumulative_and_the_text_format_holds_every_family() {
         let m = Metrics::default();
         m.request_latency_us.observe(80);
-        m.request_latency_us.observe(3_000);
-        m.request_latency_us.observe(9_000_000);
+        m.request_latency_us.observe_all([3_000, 9_000_000].into_iter());
         m.count_response(MsgType::SaleReply, ResponseCode::Approved);
         m.count_response(MsgType::SaleReply, ResponseCode::BadMac);
         let text = m.render();

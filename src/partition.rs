@@ -476,9 +476,12 @@ impl Worker {
                 }
                 effects.clear();
             }
+            // Tallied for the whole batch: one update of the shared counters, not one a reply.
             let replied = std::time::Instant::now();
-            for (reply, frame, queued) in pending.drain(..) {
-                self.metrics.request_latency_us.observe(replied.duration_since(queued).as_micros() as u64);
+            self.metrics
+                .request_latency_us
+                .observe_all(pending.iter().map(|(_, _, queued)| replied.duration_since(*queued).as_micros() as u64));
+            for (reply, frame, _) in pending.drain(..) {
                 // A full or closed channel means the connection is gone; the terminal will
                 // retransmit and get this same answer (T8).
                 let _ = reply.try_send(frame);
@@ -547,32 +550,25 @@ impl Worker {
 
     /// Fetches from disk what a step needs (see `fetch_needs`).
     fn fetch_step_needs(&mut self, key: TraceKey, step: &Step, now_ms: i64) -> bool {
-        for _ in 0..MAX_NEEDS_PER_COMMAND {
-            let fetched = match self.engine.step_need(key, step) {
-                None => return true,
-                Some(Need::Trace(key)) => self.log.trace(key).map(|t| self.engine.provide_trace(key, t, now_ms)),
-                Some(Need::Txn(txn_id)) => self.log.txn(txn_id).map(|t| self.engine.provide_txn(txn_id, t, now_ms)),
-            };
-            if let Err(error) = fetched {
-                tracing::error!(partition = self.index, %error, "reading an old record failed; step refused");
-                self.engine.forget_absent();
-                return false;
-            }
-        }
-        true
+        self.fetch(now_ms, "step refused", |engine| engine.step_need(key, step))
     }
 
     /// Fetches from disk what the command needs and the engine no longer holds. False when a
     /// read failed: the command is then refused (nothing is posted), the partition goes on.
     fn fetch_needs(&mut self, cmd: &Command, now_ms: i64) -> bool {
+        self.fetch(now_ms, "request refused", |engine| engine.need(cmd))
+    }
+
+    /// Hands the engine, one at a time, the records `next_need` says it lacks.
+    fn fetch(&mut self, now_ms: i64, refused: &str, next_need: impl Fn(&Engine) -> Option<Need>) -> bool {
         for _ in 0..MAX_NEEDS_PER_COMMAND {
-            let fetched = match self.engine.need(cmd) {
+            let fetched = match next_need(&self.engine) {
                 None => return true,
                 Some(Need::Trace(key)) => self.log.trace(key).map(|t| self.engine.provide_trace(key, t, now_ms)),
                 Some(Need::Txn(txn_id)) => self.log.txn(txn_id).map(|t| self.engine.provide_txn(txn_id, t, now_ms)),
             };
             if let Err(error) = fetched {
-                tracing::error!(partition = self.index, %error, "reading an old record failed; request refused");
+                tracing::error!(partition = self.index, %error, "reading an old record failed; {refused}");
                 self.engine.forget_absent();
                 return false;
             }
