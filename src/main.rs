@@ -150,8 +150,24 @@ enum Cmd {
         #[command(subcommand)]
         command: ConfigCmd,
     },
+    /// Administrative operations on a running switch, over the protocol as its admin terminal,
+    /// each by an operator with its passcode (O1): a card's history (S9), its holder, losses,
+    /// freezes, PINs, returns, corrections, operators, products, card stock and terminals.
+    /// Readable output, or one JSON object with --json. Exit status 0 approved, 1 declined, 2
+    /// usage, connection or protocol error.
+    Admin {
+        /// The switch's configuration file: where it listens (`server.listen`, a wildcard
+        /// address taken as loopback) and its admin credential (`secrets.admin_key_file`).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Address of the switch, HOST:PORT; default: `server.listen` of --config.
+        #[arg(long, value_name = "HOST:PORT", global = true)]
+        addr: Option<String>,
+        #[command(flatten)]
+        admin: cardswitch_tools::pos::admin::AdminCli,
+    },
     /// Operators of a stopped switch's data directory (O1). The first admin operator is made
-    /// here; the others over the wire by an admin operator (`pos set-operator`).
+    /// here; the others over the wire by an admin operator (`cardswitch admin set-operator`).
     Operator {
         #[command(subcommand)]
         command: OperatorCmd,
@@ -191,6 +207,16 @@ enum OperatorCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A client of the running switch: its own small runtime, its replies the output.
+    if let Cmd::Admin { config, addr, admin } = cli.command {
+        return match admin_target(config.as_deref(), addr) {
+            Ok((addr, admin_key_file)) => admin.run(addr, admin_key_file),
+            Err(error) => {
+                eprintln!("cardswitch admin: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // The demo's table is the output; its switch only speaks up about problems.
     let mut level = if matches!(cli.command, Cmd::Demo { .. }) { "warn".to_string() } else { "info".to_string() };
     let mut json = false;
@@ -319,6 +345,7 @@ fn main() -> ExitCode {
         },
         Cmd::Journal { data } => cardswitch::journal_cmd::print_journal(&data),
         Cmd::Settle { .. } => unreachable!("settled above"),
+        Cmd::Admin { .. } => unreachable!("sent above"),
         Cmd::CloseDay { data, store, date } => close_day(&data, store, date.as_deref()),
         Cmd::Backup { data, to } => cardswitch::backup::backup(&data, &to)
             .map(|to| println!("backup of {} made in {}", data.display(), to.display()))
@@ -470,4 +497,23 @@ async fn serve(config: Config) -> Result<(), String> {
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where `cardswitch admin` finds the switch and its admin credential: `--addr`, else the
+/// configuration's `server.listen` (a wildcard address is the switch on this machine), and the
+/// configuration's `secrets.admin_key_file` if it names one.
+fn admin_target(config: Option<&std::path::Path>, addr: Option<String>) -> Result<(String, Option<PathBuf>), String> {
+    let file = config.map(cardswitch::config::FileConfig::load).transpose().map_err(|e| e.to_string())?;
+    let file = file.unwrap_or_default();
+    let listen = file.listen.map(|mut listen| {
+        if listen.ip().is_unspecified() {
+            listen.set_ip(if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        listen.to_string()
+    });
+    match addr.or(listen) {
+        Some(addr) => Ok((addr, file.admin_key_file)),
+        None if config.is_some() => Err("the configuration has no server.listen: give --addr HOST:PORT".to_string()),
+        None => Err("give --addr HOST:PORT, or --config FILE with the switch's server.listen".to_string()),
+    }
 }

@@ -15,6 +15,7 @@ pub mod chaos;
 pub mod latency;
 pub mod miniswitch;
 pub mod mix;
+pub mod pos;
 pub mod rng;
 pub mod schedule;
 pub mod zipf;
