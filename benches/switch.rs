@@ -1,4 +1,5 @@
-//! criterion benchmarks: the codec, and the engine applying batches of sales.
+//! criterion benchmarks: the codec, the engine applying batches of sales, the group commit,
+//! sales end to end, and what metrics and logs add to each reply.
 //!
 //! `cargo bench --bench switch` (same release profile as the switch itself).
 
@@ -231,5 +232,36 @@ fn end_to_end(c: &mut Criterion) {
     runtime.block_on(server.shutdown());
 }
 
-criterion_group!(benches, codec, engine_apply, group_commit, end_to_end);
+/// What every reply costs the metrics and the logs: its response counted, its latency
+/// observed, and the per-reply `debug!` and `trace!` of the server at the service's `info`
+/// level (a subscriber installed, those levels off). Compare with `end_to_end`'s time a sale.
+fn observability(c: &mut Criterion) {
+    use cardswitch::metrics::Metrics;
+    use protocol::{MsgType, ResponseCode};
+    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::sink).finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let metrics = Metrics::default();
+    let mut group = c.benchmark_group("observability");
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("1000_replies_counted_and_timed", |b| {
+        b.iter(|| {
+            for n in 0..1_000u64 {
+                metrics.count_response(MsgType::SaleReply, ResponseCode::Approved);
+                metrics.request_latency_us.observe(std::hint::black_box(800 + n));
+            }
+        })
+    });
+    group.bench_function("1000_replies_debug_and_trace_off", |b| {
+        b.iter(|| {
+            for stan in 0..1_000u32 {
+                let code = std::hint::black_box(ResponseCode::Approved);
+                tracing::debug!(terminal_id = 1001, stan, msg_type = %MsgType::SaleReply, code = %code, "answered");
+                tracing::trace!(terminal_id = 1001, stan, response = ?code, "reply");
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, engine_apply, group_commit, end_to_end, observability);
 criterion_main!(benches);

@@ -247,7 +247,9 @@ fn main() -> ExitCode {
             }
         },
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: not in a file, a pipe or the journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         logs.json().with_current_span(false).init();
     } else {

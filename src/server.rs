@@ -638,6 +638,17 @@ async fn serve_connection(stream: TcpStream, switch: Arc<Switch>, shutdown: Canc
             }
         };
         let msg_type = if register.is_some() { MsgType::RegisterMember } else { request.msg_type() };
+        // Every request as received, for a while of `RUST_LOG=cardswitch=trace`: secrets are
+        // sealed and print as such, member data print only which fields are given.
+        tracing::trace!(
+            ?peer,
+            terminal_id = header.terminal_id,
+            stan = header.stan,
+            %msg_type,
+            ?request,
+            member = ?register.as_ref().map(|r| &r.member),
+            "request"
+        );
         let decline = |code| Some(Response::decline(msg_type, code));
         // Authentication first (SPEC §3.1, §5.1): a known terminal, its MAC, enabled.
         let known = match &bound {
@@ -818,6 +829,14 @@ async fn write_replies(
         for frame in batch.drain(..) {
             if let Message::Response(response) = &frame.message {
                 metrics.count_response(response.msg_type(), response.code());
+                tracing::debug!(
+                    terminal_id = frame.header.terminal_id,
+                    stan = frame.header.stan,
+                    msg_type = %response.msg_type(),
+                    code = %response.code(),
+                    "answered"
+                );
+                tracing::trace!(terminal_id = frame.header.terminal_id, stan = frame.header.stan, ?response, "reply");
             }
             encode_signed(&frame, key, &mut buf);
         }

@@ -104,8 +104,9 @@ pub const MAX_MEMBER_ADDRESS_BYTES: usize = 128;
 pub const MAX_MEMBER_EMAIL_BYTES: usize = 64;
 
 /// A member's registration data (M1) as it travels: in a `register_member` request, and in
-/// the replies that show a member (masked outside customer service, M3).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// the replies that show a member (masked outside customer service, M3). Its `Debug` shows
+/// which fields are filled in, never what they say, so that it stays out of logs.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct MemberData {
     pub id_type: u8,
     /// YYYYMMDD; 0 none.
@@ -115,6 +116,21 @@ pub struct MemberData {
     pub phone: String,
     pub address: String,
     pub email: String,
+}
+
+impl std::fmt::Debug for MemberData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filled = |text: &str| if text.is_empty() { "none" } else { "given" };
+        f.debug_struct("MemberData")
+            .field("id_type", &self.id_type)
+            .field("birth_date", &format_args!("{}", if self.birth_date == 0 { "none" } else { "given" }))
+            .field("name", &format_args!("{}", filled(&self.name)))
+            .field("id_number", &format_args!("{}", filled(&self.id_number)))
+            .field("phone", &format_args!("{}", filled(&self.phone)))
+            .field("address", &format_args!("{}", filled(&self.address)))
+            .field("email", &format_args!("{}", filled(&self.email)))
+            .finish()
+    }
 }
 
 /// `register_member` (SPEC §5.21): the holder of a sold real-name card is registered (M1).
