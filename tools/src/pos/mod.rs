@@ -529,35 +529,35 @@ pub struct CardActionArgs {
     #[command(flatten)]
     operator: OperatorArgs,
     /// The holder's ID was checked at the desk (unfreeze, unlock_pin).
-    #[arg(long)]
+    #[arg(long, help_heading = "Options of the actions")]
     id_checked: bool,
     /// The load's invoice is returned, so no tax is withheld (return_card).
-    #[arg(long)]
+    #[arg(long, help_heading = "Options of the actions")]
     invoice_returned: bool,
     /// Correct the bonus bucket instead of cash (adjust).
-    #[arg(long)]
+    #[arg(long, help_heading = "Options of the actions")]
     bonus: bool,
     /// Exchange the points for a gift instead of bonus value (redeem_points).
-    #[arg(long)]
+    #[arg(long, help_heading = "Options of the actions")]
     for_gift: bool,
     /// Yuan: the correction (adjust; a leading - takes value off, e.g. --amount -12.50), the
     /// amount to reverse (load_reversal) or the amount invoiced (record_invoice).
-    #[arg(long, value_name = "YUAN", value_parser = parse_signed_amount, allow_hyphen_values = true)]
+    #[arg(long, value_name = "YUAN", value_parser = parse_signed_amount, allow_hyphen_values = true, help_heading = "Options of the actions")]
     amount: Option<i64>,
     /// Points to redeem (redeem_points).
-    #[arg(long, value_name = "N", value_parser = parse_points)]
+    #[arg(long, value_name = "N", value_parser = parse_points, help_heading = "Options of the actions")]
     points: Option<i64>,
     /// Txn id of the load or card sale to reverse (load_reversal) or that the invoice is
     /// issued for (record_invoice).
-    #[arg(long, value_name = "TXN", value_parser = parse_id)]
+    #[arg(long, value_name = "TXN", value_parser = parse_id, help_heading = "Options of the actions")]
     original: Option<u64>,
     /// Operator id of the staff member whose card it is; 0: no longer a staff card
     /// (set_staff).
-    #[arg(long, value_name = "ID", value_parser = parse_staff_operator)]
+    #[arg(long, value_name = "ID", value_parser = parse_staff_operator, help_heading = "Options of the actions")]
     staff_operator: Option<u32>,
     /// Number of the ticket or document the operation is made against (required for adjust and
     /// load_reversal).
-    #[arg(long, value_name = "N", value_parser = parse_id)]
+    #[arg(long, value_name = "N", value_parser = parse_id, help_heading = "Options of the actions")]
     ticket: Option<u64>,
     #[command(flatten)]
     checks: Checks,
