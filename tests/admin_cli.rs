@@ -4,13 +4,13 @@
 //! business date, store, terminal, operator, amounts and balances after (S9).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cardswitch::server::Server;
-use protocol::{CardNo, Category, OperatorRole, Request, ResponseCode as C, Verification};
+use protocol::{CardNo, OperatorRole, Request, ResponseCode as C};
 
 mod support;
 use support::desk::Desk;
+use support::sale;
 use support::{config, connect};
 
 const STORE: u32 = 21;
@@ -19,17 +19,6 @@ const CARD: u64 = 6200880000000000;
 const BUSY_CARD: u64 = CARD + 1;
 const BUSY_SALES: usize = 150;
 const CASHIER_TERMINAL: u32 = 40;
-
-/// Runs `cardswitch` with `args`: its exit status, standard output and standard error.
-async fn cardswitch(args: Vec<String>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let output = Command::new(env!("CARGO_BIN_EXE_cardswitch")).args(&args).output().unwrap();
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
-    })
-    .await
-    .unwrap()
-}
 
 /// The switch's address and admin credential, and the operators' passcode files.
 struct Office {
@@ -51,7 +40,7 @@ impl Office {
             ["admin", "--addr", &self.addr, "--store", &STORE.to_string()].iter().map(|s| s.to_string()).collect();
         all.extend(["--admin-key-file".to_string(), self.admin_key.display().to_string()]);
         all.extend(args.iter().map(|s| s.to_string()));
-        cardswitch(all).await
+        support::run_cardswitch(all).await
     }
 
     /// [`Office::admin`] by `operator` (with its passcode file), expecting `status`.
@@ -64,10 +53,6 @@ impl Office {
         assert_eq!(code, status, "admin {args:?}\nstdout:\n{out}\nstderr:\n{err}");
         out
     }
-}
-
-fn sale(card: CardNo, amount_minor: i64) -> Request {
-    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
 }
 
 const ADMIN: (u32, &str) = (1, "4dmin-pass");
@@ -236,7 +221,7 @@ async fn bad_input_and_a_wrong_passcode_get_clear_errors_and_the_configuration_n
             "--admin-key-file".into(),
             admin_key.display().to_string(),
         ]);
-        let (code, out, err) = cardswitch(args.clone()).await;
+        let (code, out, err) = support::run_cardswitch(args.clone()).await;
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(err.contains(problem), "{args:?}: {err}");
     }
@@ -246,12 +231,13 @@ async fn bad_input_and_a_wrong_passcode_get_clear_errors_and_the_configuration_n
     let args =
         ["admin", "--addr", &closed.to_string(), "--admin-key-file", &admin_key.display().to_string(), "--store", "21"];
     let history = ["history", card.as_str(), "--operator", "1", "--passcode-file", passcode.as_str()];
-    let (code, _, err) = cardswitch(args.iter().chain(&history).map(|s| s.to_string()).collect()).await;
+    let (code, _, err) = support::run_cardswitch(args.iter().chain(&history).map(|s| s.to_string()).collect()).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
     // Neither --addr nor --config.
     let (code, _, err) =
-        cardswitch(["admin", "--store", "21"].iter().chain(&history).map(|s| s.to_string()).collect()).await;
+        support::run_cardswitch(["admin", "--store", "21"].iter().chain(&history).map(|s| s.to_string()).collect())
+            .await;
     assert_eq!((code, err.contains("--addr")), (2, true), "{err}");
 
     // The switch's own configuration file: a wildcard listen address is this machine, and
@@ -285,7 +271,7 @@ async fn bad_input_and_a_wrong_passcode_get_clear_errors_and_the_configuration_n
         "--passcode-file",
         &passcode,
     ];
-    let (code, out, err) = cardswitch(args.iter().map(|s| s.to_string()).collect()).await;
+    let (code, out, err) = support::run_cardswitch(args.iter().map(|s| s.to_string()).collect()).await;
     assert_eq!(code, 0, "{out}{err}");
     let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(reply["code"].as_str(), Some("approved"), "{out}");

@@ -2,43 +2,23 @@
 //! up a switch while cashiers keep selling, the backup is restored into a new data directory,
 //! both verify, and the restored switch answers as the original did when the backup was taken.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cardswitch::server::Server;
-use protocol::{CardNo, Category, Request, ResponseCode as C, Verification};
+use protocol::{CardNo, Request, ResponseCode as C};
 
 mod support;
 use support::config;
 use support::connect;
 use support::desk::Desk;
+use support::sale;
 
 const FIRST: u64 = 6200880000000000;
 
-fn cardswitch(args: &[&str], paths: &[&Path]) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cardswitch"));
-    command.args(args);
-    for path in paths {
-        command.arg(path);
-    }
-    let output = command.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text)
-}
-
 async fn run(args: Vec<String>) -> (i32, String) {
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        cardswitch(&refs, &[])
-    })
-    .await
-    .unwrap()
-}
-
-fn sale(card: CardNo, amount_minor: i64) -> Request {
-    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
+    let (code, out, err) = support::run_cardswitch(args).await;
+    (code, out + &err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod support;
 use support::config;
 use support::connect;
+use support::sale;
 
 const STORE: u32 = 21;
 const FIRST: u64 = 6200880000000000;
@@ -24,10 +25,6 @@ fn reply(response: Response) -> CardReply {
         Response::Card { reply, .. } => reply,
         other => panic!("expected a card reply, got {other:?}"),
     }
-}
-
-fn sale(card: CardNo, amount_minor: i64) -> Request {
-    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
 }
 
 /// Signs on, imports a range of 1,000 cards and sells `sold` of them with 1,000.00 each.

@@ -2,7 +2,7 @@
 //! team watches, with the values the traffic made.
 
 use cardswitch::server::Server;
-use protocol::{CardNo, Category, Request, ResponseCode as C, Verification};
+use protocol::{CardNo, Request, ResponseCode as C};
 
 mod support;
 use support::desk::Desk;
@@ -22,23 +22,9 @@ async fn metrics_and_health_show_what_the_switch_did() {
     let sell = Request::SellCard { card: first, amount_minor: 10_000, method: 1 };
     assert_eq!(desk.card(|_, _, _| sell).await.code, C::Approved);
     for _ in 0..25 {
-        let sale = Request::Sale {
-            card: first,
-            amount_minor: 100,
-            category: Category::Retail as u8,
-            flags: 0,
-            verification: Verification::NONE,
-        };
-        assert_eq!(desk.card(|_, _, _| sale).await.code, C::Approved);
+        assert_eq!(desk.card(|_, _, _| support::sale(first, 100)).await.code, C::Approved);
     }
-    let big = Request::Sale {
-        card: first,
-        amount_minor: 1_000_000,
-        category: Category::Retail as u8,
-        flags: 0,
-        verification: Verification::NONE,
-    };
-    assert_eq!(desk.card(|_, _, _| big).await.code, C::InsufficientValue);
+    assert_eq!(desk.card(|_, _, _| support::sale(first, 1_000_000)).await.code, C::InsufficientValue);
 
     let (status, text) = tokio::task::spawn_blocking(move || support::http_get(metrics, "/metrics")).await.unwrap();
     assert_eq!(status, 200);

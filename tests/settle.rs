@@ -10,6 +10,7 @@ use protocol::{CardNo, Category, PaymentMethod, Request, ResponseCode as C, Veri
 
 mod support;
 use support::desk::Desk;
+use support::sale;
 use support::{admin, config, connect};
 
 const FIRST: u64 = 6200880000000000;
@@ -51,10 +52,6 @@ async fn two_store_day(data: &Path) -> u32 {
     }
     server.shutdown().await;
     date
-}
-
-fn sale(card: CardNo, amount_minor: i64) -> Request {
-    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
 }
 
 fn date_text(date: u32) -> String {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cardswitch::keys::{Credential, MasterKey};
 use cardswitch::server::{Config, Keys};
 use protocol::client::Client;
-use protocol::{ResponseCode, TerminalKey, TerminalRole};
+use protocol::{CardNo, Category, Request, ResponseCode, TerminalKey, TerminalRole, Verification};
 
 /// Trace numbers of the admin's own requests: far above what the tests use, never reused.
 static ADMIN_STAN: AtomicU32 = AtomicU32::new(3_000_000_000);
@@ -137,4 +137,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     stream.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+/// A retail sale of `amount_minor` on `card`, without PIN or approver.
+pub fn sale(card: CardNo, amount_minor: i64) -> Request {
+    Request::Sale { card, amount_minor, category: Category::Retail as u8, flags: 0, verification: Verification::NONE }
+}
+
+/// Runs the `cardswitch` binary with `args` off the async runtime: its exit status, standard
+/// output and standard error.
+pub async fn run_cardswitch(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_cardswitch")).args(&args).output().unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+    })
+    .await
+    .unwrap()
 }
